@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Static checks for the Prometheus / Alertmanager side of mlwatch:
+#   1. prometheus/prometheus.yml is a valid config and the rules it loads
+#      parse (on a temporary copy whose rule_files glob points at this
+#      repository instead of /etc/prometheus/rules, where compose mounts them);
+#   2. every rule file parses;
+#   3. the promtool unit tests in tests/prometheus/ pass;
+#   4. prometheus/alertmanager.yml is a valid Alertmanager config.
+# Exits non-zero on the first failure. Run from anywhere.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "error: '$1' not found; install the Debian package '$2' (apt-get install $2) or put $1 on PATH" >&2
+    exit 127
+  fi
+}
+need promtool prometheus
+need amtool prometheus-alertmanager
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== promtool check config (rule_files -> $repo/prometheus/rules)"
+# Derived, not a second copy: only the rule path differs from the real file.
+sed "s|/etc/prometheus/rules/|$repo/prometheus/rules/|" prometheus/prometheus.yml > "$tmp/prometheus.yml"
+if ! grep -q "$repo/prometheus/rules/" "$tmp/prometheus.yml"; then
+  echo "error: rule_files in prometheus/prometheus.yml no longer points at /etc/prometheus/rules/; update this script" >&2
+  exit 1
+fi
+promtool check config "$tmp/prometheus.yml"
+
+echo "== promtool check rules"
+promtool check rules prometheus/rules/*.yml
+
+echo "== promtool test rules"
+promtool test rules tests/prometheus/*.yml
+
+echo "== amtool check-config"
+amtool check-config prometheus/alertmanager.yml
+
+echo "prometheus checks: OK"

@@ -1,0 +1,214 @@
+//! The integration-test harness: spawn the real `mlwatch` binary (or another
+//! real program) on a free port, wait until it answers, scrape and parse its
+//! /metrics with a real exposition parser, and kill it when the test ends,
+//! whether the test passed or panicked.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use prometheus_parse::{Sample, Scrape, Value};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A child process killed and reaped on drop. Its stdout/stderr go to files
+/// so that a failing test can print them.
+pub struct Process {
+    pub name: String,
+    child: Option<std::process::Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create log file");
+        let err = file.try_clone().expect("clone log file");
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        Self { name: name.to_owned(), child: Some(child), log }
+    }
+
+    /// The `mlwatch` binary built by cargo for this test run.
+    pub fn mlwatch(name: &str, args: &[&str], dir: &Path) -> Self {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn(name, Path::new(env!("CARGO_BIN_EXE_mlwatch")), &args, dir)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Exit status if the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for exit up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+        assert!(matches!(status, Ok(s) if s.success()), "kill -{signal} {} failed", self.name);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+        }
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+}
+
+/// GET returning (status, body) for any status; `None` if nothing answers.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    match agent().get(url).call() {
+        Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
+        Err(_) => None,
+    }
+}
+
+/// Polls `url` until it answers with `status`, or panics after `timeout`.
+pub fn wait_for_status(url: &str, status: u16, timeout: Duration, process: &mut Process) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((code, _)) = get(url) {
+            if code == status {
+                return;
+            }
+        }
+        if let Some(exit) = process.try_exit() {
+            panic!("{} exited with {exit} before {url} answered {status}:\n{}", process.name, process.log_text());
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer {status} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Scrapes a /metrics URL, asserting the Content-Type Prometheus requires,
+/// and parses the body with a text-format parser.
+pub fn scrape(url: &str) -> Scrape {
+    let response = agent().get(url).call().unwrap_or_else(|e| panic!("scrape {url}: {e}"));
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "/metrics Content-Type"
+    );
+    let body = response.into_string().expect("metrics body");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("exposition parses")
+}
+
+/// Value of the single sample named `name` whose labels include `labels`.
+pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<&Sample> = samples(scrape, name, labels);
+    assert!(matching.len() <= 1, "{name}{labels:?} matches {} samples", matching.len());
+    matching.first().map(|s| scalar(&s.value))
+}
+
+pub fn samples<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+/// A counter or gauge value; for a histogram, its observation count.
+pub fn scalar(value: &Value) -> f64 {
+    match value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+        Value::Summary(_) => f64::NAN,
+    }
+}
+
+/// Metric family names (as documented) present in a scrape: histogram
+/// families appear once under their base name.
+pub fn family_names(scrape: &Scrape) -> HashMap<String, &'static str> {
+    scrape
+        .samples
+        .iter()
+        .map(|s| {
+            let kind = match s.value {
+                Value::Counter(_) => "counter",
+                Value::Gauge(_) => "gauge",
+                Value::Histogram(_) => "histogram",
+                Value::Summary(_) => "summary",
+                Value::Untyped(_) => "untyped",
+            };
+            (s.metric.clone(), kind)
+        })
+        .collect()
+}
+
+/// Rows of a section's table in docs/metrics.md: (name, type, labels).
+pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).expect("docs/metrics.md");
+    let mut in_section = false;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            in_section = heading.starts_with(section);
+            continue;
+        }
+        if !in_section || !line.starts_with("| ") || line.starts_with("| name") || line.starts_with("| ---") {
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let labels = cells[3]
+            .split(',')
+            .map(|l| l.split('=').next().unwrap_or("").trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        rows.push((cells[0].to_owned(), cells[1].to_owned(), labels));
+    }
+    assert!(!rows.is_empty(), "no metrics table under '## {section}' in docs/metrics.md");
+    rows
+}
