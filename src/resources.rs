@@ -52,14 +52,46 @@ impl Gauges {
                 .build()
         };
         Self {
-            cpu_percent: gauge(format!("{p}_cpu_usage_percent"), "%", "Process CPU usage in percent of one core"),
-            memory_bytes: gauge(format!("{p}_memory_usage_bytes"), "By", "Process resident set size"),
-            system_used_bytes: gauge("system_memory_used_bytes".into(), "By", "Host memory in use"),
-            system_total_bytes: gauge("system_memory_total_bytes".into(), "By", "Host memory installed"),
-            gpu_utilization_percent: gauge(format!("{p}_gpu_utilization_percent"), "%", "GPU utilization"),
-            gpu_memory_used_bytes: gauge(format!("{p}_gpu_memory_used_bytes"), "By", "GPU memory in use"),
-            gpu_memory_total_bytes: gauge(format!("{p}_gpu_memory_total_bytes"), "By", "GPU memory installed"),
-            gpu_temperature_celsius: gauge(format!("{p}_gpu_temperature_celsius"), "Cel", "GPU temperature"),
+            cpu_percent: gauge(
+                format!("{p}_cpu_usage_percent"),
+                "%",
+                "Process CPU usage in percent of one core",
+            ),
+            memory_bytes: gauge(
+                format!("{p}_memory_usage_bytes"),
+                "By",
+                "Process resident set size",
+            ),
+            system_used_bytes: gauge(
+                "system_memory_used_bytes".into(),
+                "By",
+                "Host memory in use",
+            ),
+            system_total_bytes: gauge(
+                "system_memory_total_bytes".into(),
+                "By",
+                "Host memory installed",
+            ),
+            gpu_utilization_percent: gauge(
+                format!("{p}_gpu_utilization_percent"),
+                "%",
+                "GPU utilization",
+            ),
+            gpu_memory_used_bytes: gauge(
+                format!("{p}_gpu_memory_used_bytes"),
+                "By",
+                "GPU memory in use",
+            ),
+            gpu_memory_total_bytes: gauge(
+                format!("{p}_gpu_memory_total_bytes"),
+                "By",
+                "GPU memory installed",
+            ),
+            gpu_temperature_celsius: gauge(
+                format!("{p}_gpu_temperature_celsius"),
+                "Cel",
+                "GPU temperature",
+            ),
             gpu_power_watts: gauge(format!("{p}_gpu_power_watts"), "W", "GPU power draw"),
         }
     }
@@ -85,16 +117,26 @@ struct Gpus {
 impl Gpus {
     fn open() -> Self {
         match nvml_wrapper::Nvml::init() {
-            Ok(nvml) => Self { nvml: Some(nvml), warned: false },
+            Ok(nvml) => Self {
+                nvml: Some(nvml),
+                warned: false,
+            },
             Err(e) => {
-                tracing::info!("no NVIDIA GPU metrics: NVML unavailable ({e}); GPU series are not exported");
-                Self { nvml: None, warned: true }
+                tracing::info!(
+                    "no NVIDIA GPU metrics: NVML unavailable ({e}); GPU series are not exported"
+                );
+                Self {
+                    nvml: None,
+                    warned: true,
+                }
             }
         }
     }
 
     fn read(&mut self) -> Vec<GpuReading> {
-        let Some(nvml) = &self.nvml else { return Vec::new() };
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
         let mut first_error = None;
         let count = match nvml.device_count() {
             Ok(n) => n,
@@ -108,8 +150,8 @@ impl Gpus {
             let reading = nvml.device_by_index(index).and_then(|device| {
                 let utilization = device.utilization_rates()?;
                 let memory = device.memory_info()?;
-                let temperature =
-                    device.temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)?;
+                let temperature = device
+                    .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)?;
                 // Some boards do not report power; a missing power reading
                 // should not hide the other four.
                 let power_mw = device.power_usage().unwrap_or(0);
@@ -178,17 +220,33 @@ impl ResourceSampler {
     pub fn sample(&mut self) {
         self.refresh();
         if let Some(process) = self.pid.and_then(|pid| self.system.process(pid)) {
-            self.gauges.cpu_percent.record(f64::from(process.cpu_usage()), &[]);
-            self.gauges.memory_bytes.record(process.memory() as f64, &[]);
+            self.gauges
+                .cpu_percent
+                .record(f64::from(process.cpu_usage()), &[]);
+            self.gauges
+                .memory_bytes
+                .record(process.memory() as f64, &[]);
         }
-        self.gauges.system_used_bytes.record(self.system.used_memory() as f64, &[]);
-        self.gauges.system_total_bytes.record(self.system.total_memory() as f64, &[]);
+        self.gauges
+            .system_used_bytes
+            .record(self.system.used_memory() as f64, &[]);
+        self.gauges
+            .system_total_bytes
+            .record(self.system.total_memory() as f64, &[]);
         for gpu in self.gpus.read() {
             let labels = [KeyValue::new("gpu", i64::from(gpu.index).to_string())];
-            self.gauges.gpu_utilization_percent.record(gpu.utilization_percent, &labels);
-            self.gauges.gpu_memory_used_bytes.record(gpu.memory_used_bytes, &labels);
-            self.gauges.gpu_memory_total_bytes.record(gpu.memory_total_bytes, &labels);
-            self.gauges.gpu_temperature_celsius.record(gpu.temperature_celsius, &labels);
+            self.gauges
+                .gpu_utilization_percent
+                .record(gpu.utilization_percent, &labels);
+            self.gauges
+                .gpu_memory_used_bytes
+                .record(gpu.memory_used_bytes, &labels);
+            self.gauges
+                .gpu_memory_total_bytes
+                .record(gpu.memory_total_bytes, &labels);
+            self.gauges
+                .gpu_temperature_celsius
+                .record(gpu.temperature_celsius, &labels);
             self.gauges.gpu_power_watts.record(gpu.power_watts, &labels);
         }
     }

@@ -68,7 +68,9 @@ impl Telemetry {
 /// naming the encoding failure.
 pub fn exposition_response(telemetry: &Telemetry) -> poem::Response {
     match telemetry.render() {
-        Ok(text) => poem::Response::builder().content_type(EXPOSITION_CONTENT_TYPE).body(text),
+        Ok(text) => poem::Response::builder()
+            .content_type(EXPOSITION_CONTENT_TYPE)
+            .body(text),
         Err(e) => {
             tracing::error!("rendering /metrics failed: {e}");
             poem::Response::builder()
@@ -105,10 +107,25 @@ mod tests {
             .build()
             .record(0.0002, &[]);
         let text = telemetry.render().expect("render");
-        assert!(text.contains("model_prediction_requests_total{status=\"success\"} 1"), "{text}");
-        assert!(text.contains("model_prediction_duration_seconds_bucket{le=\"0.00025\"} 1"), "{text}");
-        assert!(!text.contains("seconds_seconds"), "unit suffix duplicated: {text}");
-        assert!(!text.contains("otel_scope"), "scope labels must be off: {text}");
-        assert!(!text.contains("target_info"), "target_info must be off: {text}");
+        assert!(
+            text.contains("model_prediction_requests_total{status=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("model_prediction_duration_seconds_bucket{le=\"0.00025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("seconds_seconds"),
+            "unit suffix duplicated: {text}"
+        );
+        assert!(
+            !text.contains("otel_scope"),
+            "scope labels must be off: {text}"
+        );
+        assert!(
+            !text.contains("target_info"),
+            "target_info must be off: {text}"
+        );
     }
 }

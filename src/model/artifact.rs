@@ -43,15 +43,26 @@ pub enum ArtifactError {
     #[error("model artifact {path}: file not found")]
     Missing { path: PathBuf },
     #[error("model artifact {path}: cannot read or write: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("model artifact {path}: truncated (JSON ends early at line {line}, column {column})")]
-    Truncated { path: PathBuf, line: usize, column: usize },
+    Truncated {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
     #[error("model artifact {path}: corrupt ({detail})")]
     Corrupt { path: PathBuf, detail: String },
     #[error("model artifact {path}: format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
     UnsupportedFormat { path: PathBuf, found: u64 },
     #[error("model artifact {path}: content does not match its model_version (expected {expected}, computed {computed}); the file was modified after training")]
-    ChecksumMismatch { path: PathBuf, expected: String, computed: String },
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        computed: String,
+    },
     #[error("model artifact {path}: invalid ({detail})")]
     Invalid { path: PathBuf, detail: String },
 }
@@ -90,8 +101,13 @@ impl Artifact {
 
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
         let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ArtifactError::Missing { path: path.to_owned() },
-            _ => ArtifactError::Io { path: path.to_owned(), source },
+            std::io::ErrorKind::NotFound => ArtifactError::Missing {
+                path: path.to_owned(),
+            },
+            _ => ArtifactError::Io {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         Self::from_slice(path, &bytes)
     }
@@ -100,17 +116,32 @@ impl Artifact {
     pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self, ArtifactError> {
         let json_error = |e: serde_json::Error| {
             if e.is_eof() {
-                ArtifactError::Truncated { path: path.to_owned(), line: e.line(), column: e.column() }
+                ArtifactError::Truncated {
+                    path: path.to_owned(),
+                    line: e.line(),
+                    column: e.column(),
+                }
             } else {
-                ArtifactError::Corrupt { path: path.to_owned(), detail: e.to_string() }
+                ArtifactError::Corrupt {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                }
             }
         };
         // Read the version before the full schema so that a future format
         // gets "unsupported version", not a confusing missing-field error.
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(json_error)?;
-        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+        match value
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+        {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            Some(found) => return Err(ArtifactError::UnsupportedFormat { path: path.to_owned(), found }),
+            Some(found) => {
+                return Err(ArtifactError::UnsupportedFormat {
+                    path: path.to_owned(),
+                    found,
+                })
+            }
             None => {
                 return Err(ArtifactError::Corrupt {
                     path: path.to_owned(),
@@ -122,7 +153,10 @@ impl Artifact {
         artifact.validate(path)?;
         let computed = artifact
             .content_hash()
-            .map_err(|e| ArtifactError::Corrupt { path: path.to_owned(), detail: e.to_string() })?;
+            .map_err(|e| ArtifactError::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
         if computed != artifact.model_version {
             return Err(ArtifactError::ChecksumMismatch {
                 path: path.to_owned(),
@@ -134,7 +168,10 @@ impl Artifact {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ArtifactError> {
-        let invalid = |detail: String| ArtifactError::Invalid { path: path.to_owned(), detail };
+        let invalid = |detail: String| ArtifactError::Invalid {
+            path: path.to_owned(),
+            detail,
+        };
         let features = self.feature_names.len();
         if features == 0 {
             return Err(invalid("no feature names".into()));
@@ -145,7 +182,13 @@ impl Artifact {
                 self.reference.features.len()
             )));
         }
-        if !self.reference.prediction.is_consistent() || self.reference.features.iter().any(|f| !f.bins.is_consistent()) {
+        if !self.reference.prediction.is_consistent()
+            || self
+                .reference
+                .features
+                .iter()
+                .any(|f| !f.bins.is_consistent())
+        {
             return Err(invalid("drift reference bins are inconsistent".into()));
         }
         if self.task == Task::Classification && self.class_names.is_empty() {
@@ -153,7 +196,10 @@ impl Artifact {
         }
         if let Model::Trees { classes, .. } = &self.model {
             if *classes != self.class_names.len() {
-                return Err(invalid(format!("{classes} classes but {} class names", self.class_names.len())));
+                return Err(invalid(format!(
+                    "{classes} classes but {} class names",
+                    self.class_names.len()
+                )));
             }
         }
         self.model.validate(features).map_err(invalid)
@@ -162,15 +208,23 @@ impl Artifact {
     /// Writes the artifact atomically: a temporary file in the same directory
     /// is written, synced and renamed over `path`.
     pub fn save(&self, path: &Path) -> Result<(), ArtifactError> {
-        let io = |source| ArtifactError::Io { path: path.to_owned(), source };
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| ArtifactError::Corrupt { path: path.to_owned(), detail: e.to_string() })?;
+        let io = |source| ArtifactError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| ArtifactError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
         let directory = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&directory).map_err(io)?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.json".into());
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model.json".into());
         let temporary = directory.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let result = (|| {
             let mut file = std::fs::File::create(&temporary)?;

@@ -3,7 +3,10 @@
 
 /// Mean squared error. `None` for empty input.
 pub fn mean_squared_error(truth: &[f64], predicted: &[f64]) -> Option<f64> {
-    mean(truth.iter().zip(predicted).map(|(t, p)| (t - p).powi(2)), truth.len())
+    mean(
+        truth.iter().zip(predicted).map(|(t, p)| (t - p).powi(2)),
+        truth.len(),
+    )
 }
 
 pub fn root_mean_squared_error(truth: &[f64], predicted: &[f64]) -> Option<f64> {
@@ -11,7 +14,10 @@ pub fn root_mean_squared_error(truth: &[f64], predicted: &[f64]) -> Option<f64> 
 }
 
 pub fn mean_absolute_error(truth: &[f64], predicted: &[f64]) -> Option<f64> {
-    mean(truth.iter().zip(predicted).map(|(t, p)| (t - p).abs()), truth.len())
+    mean(
+        truth.iter().zip(predicted).map(|(t, p)| (t - p).abs()),
+        truth.len(),
+    )
 }
 
 /// Coefficient of determination, 1 - SS_res / SS_tot. A constant target has
@@ -22,7 +28,11 @@ pub fn r_squared(truth: &[f64], predicted: &[f64]) -> Option<f64> {
     if total == 0.0 {
         return None;
     }
-    let residual: f64 = truth.iter().zip(predicted).map(|(t, p)| (t - p).powi(2)).sum();
+    let residual: f64 = truth
+        .iter()
+        .zip(predicted)
+        .map(|(t, p)| (t - p).powi(2))
+        .sum();
     Some(1.0 - residual / total)
 }
 
@@ -39,9 +49,21 @@ pub fn macro_f1(truth: &[usize], predicted: &[usize], classes: usize) -> Option<
     }
     let mut scores = Vec::with_capacity(classes);
     for class in 0..classes {
-        let tp = truth.iter().zip(predicted).filter(|(t, p)| **t == class && **p == class).count() as f64;
-        let fp = truth.iter().zip(predicted).filter(|(t, p)| **t != class && **p == class).count() as f64;
-        let fn_ = truth.iter().zip(predicted).filter(|(t, p)| **t == class && **p != class).count() as f64;
+        let tp = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| **t == class && **p == class)
+            .count() as f64;
+        let fp = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| **t != class && **p == class)
+            .count() as f64;
+        let fn_ = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| **t == class && **p != class)
+            .count() as f64;
         if tp + fp + fn_ == 0.0 {
             continue;
         }
@@ -74,7 +96,9 @@ mod tests {
     fn regression_metrics_match_hand_computed_values() {
         // Errors: 0.5, -0.5, 0, -1 → squares 0.25 0.25 0 1 → MSE 0.375.
         assert_eq!(mean_squared_error(&TRUTH, &PREDICTED), Some(0.375));
-        assert!((root_mean_squared_error(&TRUTH, &PREDICTED).unwrap() - 0.375f64.sqrt()).abs() < 1e-12);
+        assert!(
+            (root_mean_squared_error(&TRUTH, &PREDICTED).unwrap() - 0.375f64.sqrt()).abs() < 1e-12
+        );
         // |errors| sum 2.0 → MAE 0.5.
         assert_eq!(mean_absolute_error(&TRUTH, &PREDICTED), Some(0.5));
         // mean 2.875; SS_tot = 0.015625+11.390625+0.765625+17.015625 = 29.1875;

@@ -42,11 +42,16 @@ impl BinReference {
 
     /// Bins fixed by the caller, shares measured on `values`.
     pub fn with_edges(edges: Vec<f64>, values: &[f64]) -> Self {
-        let mut reference = Self { proportions: vec![0.0; edges.len() + 1], edges };
-        let counts = values.iter().fold(vec![0u64; reference.bins()], |mut counts, v| {
-            counts[reference.bin(*v)] += 1;
-            counts
-        });
+        let mut reference = Self {
+            proportions: vec![0.0; edges.len() + 1],
+            edges,
+        };
+        let counts = values
+            .iter()
+            .fold(vec![0u64; reference.bins()], |mut counts, v| {
+                counts[reference.bin(*v)] += 1;
+                counts
+            });
         reference.proportions = shares(&counts);
         reference
     }
@@ -142,7 +147,10 @@ mod tests {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
         let reference = BinReference::deciles(&values).unwrap();
         // position round(k/10 * 99): 10, 20, 30, 40, 50, 59, 69, 79, 89 → values +1.
-        assert_eq!(reference.edges, vec![11.0, 21.0, 31.0, 41.0, 51.0, 60.0, 70.0, 80.0, 90.0]);
+        assert_eq!(
+            reference.edges,
+            vec![11.0, 21.0, 31.0, 41.0, 51.0, 60.0, 70.0, 80.0, 90.0]
+        );
         assert_eq!(reference.proportions.len(), 10);
         assert!((reference.proportions[0] - 0.11).abs() < 1e-12);
         assert!((reference.proportions.iter().sum::<f64>() - 1.0).abs() < 1e-12);
@@ -158,7 +166,10 @@ mod tests {
 
     #[test]
     fn psi_matches_hand_computed_value() {
-        let reference = BinReference { edges: vec![0.0], proportions: vec![0.5, 0.5] };
+        let reference = BinReference {
+            edges: vec![0.0],
+            proportions: vec![0.5, 0.5],
+        };
         assert_eq!(reference.psi(&[50, 50]), Some(0.0));
         // 0.8/0.2 vs 0.5/0.5: 0.3 ln 1.6 + (-0.3) ln 0.4 = 0.3 ln 4.
         let psi = reference.psi(&[80, 20]).unwrap();
@@ -168,7 +179,10 @@ mod tests {
 
     #[test]
     fn psi_of_empty_reference_bin_is_finite() {
-        let reference = BinReference { edges: vec![0.0], proportions: vec![1.0, 0.0] };
+        let reference = BinReference {
+            edges: vec![0.0],
+            proportions: vec![1.0, 0.0],
+        };
         let psi = reference.psi(&[0, 10]).unwrap();
         assert!(psi.is_finite() && psi > 5.0, "{psi}");
     }

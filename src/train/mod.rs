@@ -1,57 +1,539 @@
-//! Training (being written).
+//! Training: fit a linfa model on an embedded data set, one iteration at a
+//! time, while a /metrics endpoint shows the progress live; then write the
+//! model artifact and keep serving the final values for a linger period.
+//!
+//! The fit runs on a blocking thread; the async runtime serves /metrics and
+//! samples resources beside it. [`fit`] is the loop itself, usable without
+//! any endpoint (tests, benchmarks).
+
+mod data;
+mod evaluate;
+mod learners;
+mod metrics;
+mod push;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::Artifact;
+use anyhow::Context;
+
+pub use data::{prepare, Prepared, Split, Targets};
+pub use evaluate::Scores;
+pub use metrics::TrainingMetrics;
+
+use crate::model::{
+    Artifact, BinReference, DriftReference, FeatureReference, Model, Task, FORMAT_VERSION,
+};
+use crate::resources::{ResourceSampler, Role};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Algorithm {
+    /// ElasticNet with an alpha sweep (regression).
     Linear,
+    /// One decision tree, max_depth searched 1..=iterations (classification).
     Tree,
+    /// Bagged decision trees grown one per iteration (classification).
     Forest,
+    /// AdaBoost (SAMME) over depth-2 trees, one round per iteration.
     Boost,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Linear => "elasticnet",
+            Algorithm::Tree => "decision_tree",
+            Algorithm::Forest => "random_forest",
+            Algorithm::Boost => "adaboost",
+        }
+    }
+
+    fn default_dataset(self) -> DatasetName {
+        match self {
+            Algorithm::Linear => DatasetName::Diabetes,
+            _ => DatasetName::Winequality,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatasetName {
+    /// 441 patients, 10 features, disease progression (regression).
     Diabetes,
+    /// 1599 red wines, 11 features, quality 3-8 (classification).
     Winequality,
+    /// 150 flowers, 4 features, 3 species (classification).
     Iris,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
+    /// Learner to train.
     #[arg(long = "model", value_enum, default_value = "linear")]
     pub algorithm: Algorithm,
+    /// Embedded data set; defaults to diabetes for `linear`, winequality otherwise.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetName>,
+    /// Address of the /metrics endpoint.
     #[arg(long, env = "MLWATCH_TRAIN_LISTEN", default_value = "0.0.0.0:8002")]
     pub listen: SocketAddr,
+    /// Where to write the model artifact.
     #[arg(long, env = "MLWATCH_MODEL_PATH", default_value = "model.json")]
     pub output: PathBuf,
+    /// Minimum time per iteration, so that people can watch progress live.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub pace: Duration,
+    /// How long to keep serving the final metrics after training.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
+    /// Seed for the split and the learners.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Iterations (alpha trials, depths, trees or rounds); default per model.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub iterations: Option<u64>,
+    /// Share of rows held out for validation.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
+    pub validation_fraction: f64,
+    /// Rows per scored mini-batch (training_batches_total).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// How many features feature_importance exports.
+    #[arg(long, default_value_t = 5)]
+    pub top_features: usize,
+    /// Pushgateway base URL (http://host:9091) to push the final metrics to.
+    #[arg(long, env = "MLWATCH_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+    /// Interval of the CPU/memory/GPU sampler.
+    #[arg(long, env = "MLWATCH_SAMPLE_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sample_interval: Duration,
+    /// Train without recording metrics or serving /metrics (benchmark baseline).
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
-/// Options for training without the metrics endpoint.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not strictly between 0 and 1"))
+    }
+}
+
+/// What the loop needs besides the data.
 #[derive(Debug, Clone)]
-pub struct TrainOptions {
+pub struct FitOptions {
     pub algorithm: Algorithm,
     pub dataset: Option<DatasetName>,
     pub seed: u64,
+    pub iterations: Option<usize>,
+    pub validation_fraction: f64,
+    pub batch_size: usize,
+    pub pace: Duration,
+    pub top_features: usize,
 }
 
-/// Trains and returns the sealed artifact, recording no metrics.
-pub fn train_quietly(_options: &TrainOptions) -> anyhow::Result<Artifact> {
-    anyhow::bail!("not yet")
+impl FitOptions {
+    pub fn new(algorithm: Algorithm) -> Self {
+        Self {
+            algorithm,
+            dataset: None,
+            seed: 42,
+            iterations: None,
+            validation_fraction: 0.2,
+            batch_size: 32,
+            pace: Duration::ZERO,
+            top_features: 5,
+        }
+    }
+
+    fn dataset(&self) -> anyhow::Result<DatasetName> {
+        let dataset = self.dataset.unwrap_or(self.algorithm.default_dataset());
+        let wanted = if self.algorithm == Algorithm::Linear {
+            Task::Regression
+        } else {
+            Task::Classification
+        };
+        if dataset.task() != wanted {
+            anyhow::bail!(
+                "--model {} needs a {} data set, but {} is {}",
+                format!("{:?}", self.algorithm).to_lowercase(),
+                wanted.as_str(),
+                dataset.as_str(),
+                dataset.task().as_str()
+            );
+        }
+        Ok(dataset)
+    }
 }
 
-pub async fn run(_args: TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Progress callbacks of [`fit`].
+pub trait Progress {
+    fn started(&mut self, _iterations: usize) {}
+    fn batch(&mut self) {}
+    fn iteration(&mut self, _report: &IterationReport<'_>) {}
+}
+
+/// No metrics, no output.
+pub struct Silent;
+impl Progress for Silent {}
+
+pub struct IterationReport<'a> {
+    pub index: usize,
+    pub task: Task,
+    pub model: &'a Model,
+    pub hyperparameters: &'a [(&'static str, f64)],
+    pub train: Scores,
+    pub validation: Scores,
+    pub improvement: f64,
+    pub is_boosting_round: bool,
+    pub top_features: Vec<(String, f64)>,
+}
+
+/// Trains and returns the sealed artifact (not yet written). `cancel` stops
+/// the loop between iterations.
+pub fn fit(
+    options: &FitOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Artifact> {
+    let dataset = options.dataset()?;
+    let data = prepare(dataset, options.seed, options.validation_fraction);
+    let iterations = options
+        .iterations
+        .unwrap_or_else(|| learners::DEFAULT_ITERATIONS(options.algorithm));
+    let mut learner = learners::learner(options.algorithm, iterations, options.seed);
+    let classes = data.class_names.len();
+    progress.started(iterations);
+
+    let mut best: Option<(f64, learners::Candidate)> = None;
+    let mut last: Option<learners::Candidate> = None;
+    let mut previous_score: Option<f64> = None;
+    let mut index = 0;
+    while let Some(candidate) = learner.next_candidate(&data)? {
+        if cancel.load(Ordering::Relaxed) {
+            anyhow::bail!("training interrupted");
+        }
+        let started = std::time::Instant::now();
+        let batches = data
+            .train
+            .records
+            .nrows()
+            .div_ceil(options.batch_size.max(1))
+            .max(1);
+        let pause = options.pace / batches as u32;
+        let train_predictions = evaluate::predict_in_batches(
+            &candidate.model,
+            data.train.records.view(),
+            options.batch_size,
+            || {
+                progress.batch();
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            },
+        );
+        let train = evaluate::score(&data.train.targets, &train_predictions, classes);
+        let validation = evaluate::evaluate(&candidate.model, &data.validation, classes);
+        let improvement = previous_score.map(|p| validation.score - p).unwrap_or(0.0);
+        previous_score = Some(validation.score);
+        progress.iteration(&IterationReport {
+            index,
+            task: data.task,
+            model: &candidate.model,
+            hyperparameters: &candidate.hyperparameters,
+            train,
+            validation,
+            improvement,
+            is_boosting_round: candidate.is_boosting_round,
+            top_features: top_features(
+                &data.feature_names,
+                &candidate.importance,
+                options.top_features,
+            ),
+        });
+        index += 1;
+        if let Some(rest) = options.pace.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        if learner.keeps_best() {
+            if best
+                .as_ref()
+                .is_none_or(|(score, _)| validation.score > *score)
+            {
+                best = Some((validation.score, candidate));
+            }
+        } else {
+            last = Some(candidate);
+        }
+    }
+    let chosen = best
+        .map(|(_, c)| c)
+        .or(last)
+        .context("the learner produced no model")?;
+    build_artifact(options, &data, chosen)
+}
+
+/// Trains with no metrics, no pace and no output: for tests and tools that
+/// need an artifact.
+pub fn train_quietly(options: &FitOptions) -> anyhow::Result<Artifact> {
+    fit(options, &mut Silent, &AtomicBool::new(false))
+}
+
+fn top_features(names: &[String], importance: &[f64], k: usize) -> Vec<(String, f64)> {
+    let mut ranked: Vec<(String, f64)> = names
+        .iter()
+        .cloned()
+        .zip(importance.iter().copied())
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(k);
+    ranked
+}
+
+fn build_artifact(
+    options: &FitOptions,
+    data: &Prepared,
+    chosen: learners::Candidate,
+) -> anyhow::Result<Artifact> {
+    let classes = data.class_names.len();
+    let train_predictions = chosen.model.predict(data.train.records.view());
+    let train = evaluate::score(&data.train.targets, &train_predictions, classes);
+    let validation = evaluate::evaluate(&chosen.model, &data.validation, classes);
+    let features = data
+        .feature_names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let column: Vec<f64> = data.train.records.column(j).to_vec();
+            FeatureReference::from_values(name, &column)
+                .with_context(|| format!("feature {name} has no finite values"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let predicted: Vec<f64> = train_predictions.iter().map(|p| p.as_number()).collect();
+    let prediction = match data.task {
+        Task::Regression => BinReference::deciles(&predicted).context("no finite predictions")?,
+        // One bin per class: edges halfway between class indices.
+        Task::Classification => {
+            BinReference::with_edges((1..classes).map(|c| c as f64 - 0.5).collect(), &predicted)
+        }
+    };
+    let mut metrics = std::collections::BTreeMap::new();
+    for (split, scores) in [("train", train), ("validation", validation)] {
+        metrics.insert(format!("{split}_loss"), scores.loss);
+        match data.task {
+            Task::Regression => {
+                metrics.insert(format!("{split}_mse"), scores.mse);
+                metrics.insert(format!("{split}_rmse"), scores.mse.sqrt());
+                metrics.insert(format!("{split}_mae"), scores.mae);
+                metrics.insert(format!("{split}_r_squared"), scores.score);
+            }
+            Task::Classification => {
+                metrics.insert(format!("{split}_accuracy"), scores.score);
+                metrics.insert(format!("{split}_f1"), scores.f1);
+            }
+        }
+    }
+    let trained_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    Artifact {
+        format_version: FORMAT_VERSION,
+        model_version: String::new(),
+        algorithm: options.algorithm.as_str().to_owned(),
+        task: data.task,
+        dataset: data.name.to_owned(),
+        feature_names: data.feature_names.clone(),
+        class_names: data.class_names.clone(),
+        trained_at,
+        seed: options.seed,
+        hyperparameters: chosen
+            .hyperparameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        metrics,
+        reference: DriftReference {
+            features,
+            prediction,
+        },
+        model: chosen.model,
+    }
+    .seal()
+    .context("cannot serialise the artifact")
+}
+
+/// Forwards progress to the metrics and, on a terminal, a progress bar.
+struct Reporter {
+    metrics: Option<Arc<TrainingMetrics>>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for Reporter {
+    fn started(&mut self, iterations: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(iterations as u64);
+        }
+    }
+
+    fn batch(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.batch();
+        }
+    }
+
+    fn iteration(&mut self, report: &IterationReport<'_>) {
+        if let Some(m) = &self.metrics {
+            m.hyperparameters(report.hyperparameters);
+            m.scores(report.task, &report.train, &report.validation);
+            if let Model::Trees { trees, .. } = report.model {
+                let depth = trees.iter().map(|t| t.max_depth()).max().unwrap_or(0);
+                let leaves = trees.iter().map(|t| t.num_leaves()).sum();
+                m.trees(depth, leaves, trees.len());
+            }
+            m.top_features(report.top_features.clone());
+            m.iteration(report.improvement, report.is_boosting_round);
+        }
+        let line = format!(
+            "iteration {} validation score {:.4} (train {:.4}) {}",
+            report.index + 1,
+            report.validation.score,
+            report.train.score,
+            report
+                .hyperparameters
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("val {:.4}", report.validation.score));
+                bar.inc(1);
+            }
+            None => tracing::info!(
+                iteration = report.index + 1,
+                validation_score = report.validation.score,
+                "{line}"
+            ),
+        }
+    }
+}
+
+/// `mlwatch train`.
+pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let options = FitOptions {
+        algorithm: args.algorithm,
+        dataset: args.dataset,
+        seed: args.seed,
+        iterations: args.iterations.map(|n| n as usize),
+        validation_fraction: args.validation_fraction,
+        batch_size: args.batch_size as usize,
+        pace: args.pace,
+        top_features: args.top_features,
+    };
+    // Fail on a bad flag combination before binding anything.
+    options.dataset()?;
+
+    let telemetry = Arc::new(Telemetry::new()?);
+    let metrics = (!args.no_metrics).then(|| Arc::new(TrainingMetrics::new(&telemetry.meter())));
+    let mut background = Vec::new();
+    if let Some(m) = &metrics {
+        m.initialise(args.algorithm == Algorithm::Boost);
+        m.started();
+        let (acceptor, address) = crate::listen::bind(args.listen).await?;
+        tracing::info!("training metrics on http://{address}/metrics");
+        background.push(tokio::spawn(serve_metrics(
+            acceptor,
+            Arc::clone(&telemetry),
+        )));
+        background.push(
+            ResourceSampler::new(&telemetry.meter(), Role::Training).spawn(args.sample_interval),
+        );
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut reporter = Reporter {
+        metrics: metrics.clone(),
+        bar: bar.clone(),
+    };
+    let fit_cancel = Arc::clone(&cancel);
+    let fit_options = options.clone();
+    let mut training =
+        tokio::task::spawn_blocking(move || fit(&fit_options, &mut reporter, &fit_cancel));
+    let artifact = tokio::select! {
+        joined = &mut training => joined.context("the training thread panicked")??,
+        _ = crate::shutdown::signal() => {
+            cancel.store(true, Ordering::Relaxed);
+            let _ = training.await;
+            anyhow::bail!("training interrupted before it finished; no artifact written");
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    artifact.save(&args.output)?;
+    tracing::info!(
+        model_version = %artifact.model_version,
+        path = %args.output.display(),
+        "artifact written; validation score {:.4}",
+        artifact.validation_score().unwrap_or(f64::NAN)
+    );
+    if let Some(m) = &metrics {
+        m.finished(&artifact.model_version, &artifact.algorithm);
+    }
+    if let Some(url) = &args.pushgateway {
+        let body = telemetry.render()?;
+        match push::push(url, "model-training", &body).await {
+            Ok(()) => tracing::info!("pushed final metrics to {url}"),
+            Err(e) => tracing::warn!("pushing to {url} failed: {e:#}"),
+        }
+    }
+    if metrics.is_some() && !args.linger.is_zero() {
+        tracing::info!(
+            "serving final metrics for {}",
+            humantime::format_duration(args.linger)
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(args.linger) => {}
+            _ = crate::shutdown::signal() => {}
+        }
+    }
+    for task in background {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn serve_metrics(acceptor: poem::listener::TcpAcceptor, telemetry: Arc<Telemetry>) {
+    use poem::{get, handler, web::Data, EndpointExt, Route};
+    #[handler]
+    fn metrics(Data(telemetry): Data<&Arc<Telemetry>>) -> poem::Response {
+        crate::telemetry::exposition_response(telemetry)
+    }
+    #[handler]
+    fn health() -> &'static str {
+        "ok"
+    }
+    let app = Route::new()
+        .at("/metrics", get(metrics))
+        .at("/health", get(health))
+        .data(telemetry);
+    if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
+        tracing::error!("metrics endpoint stopped: {e}");
+    }
 }

@@ -43,7 +43,11 @@ impl Process {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        Self { name: name.to_owned(), child: Some(child), log }
+        Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
     }
 
     /// The `mlwatch` binary built by cargo for this test run.
@@ -62,7 +66,9 @@ impl Process {
 
     /// Exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits for exit up to `timeout`.
@@ -78,8 +84,14 @@ impl Process {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
-        assert!(matches!(status, Ok(s) if s.success()), "kill -{signal} {} failed", self.name);
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "kill -{signal} {} failed",
+            self.name
+        );
     }
 
     pub fn kill(&mut self) {
@@ -94,13 +106,20 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+            eprintln!(
+                "----- {} log ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// GET returning (status, body) for any status; `None` if nothing answers.
@@ -122,9 +141,16 @@ pub fn wait_for_status(url: &str, status: u16, timeout: Duration, process: &mut 
             }
         }
         if let Some(exit) = process.try_exit() {
-            panic!("{} exited with {exit} before {url} answered {status}:\n{}", process.name, process.log_text());
+            panic!(
+                "{} exited with {exit} before {url} answered {status}:\n{}",
+                process.name,
+                process.log_text()
+            );
         }
-        assert!(Instant::now() < deadline, "{url} did not answer {status} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer {status} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -132,7 +158,10 @@ pub fn wait_for_status(url: &str, status: u16, timeout: Duration, process: &mut 
 /// Scrapes a /metrics URL, asserting the Content-Type Prometheus requires,
 /// and parses the body with a text-format parser.
 pub fn scrape(url: &str) -> Scrape {
-    let response = agent().get(url).call().unwrap_or_else(|e| panic!("scrape {url}: {e}"));
+    let response = agent()
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("scrape {url}: {e}"));
     assert_eq!(
         response.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8"),
@@ -145,7 +174,11 @@ pub fn scrape(url: &str) -> Scrape {
 /// Value of the single sample named `name` whose labels include `labels`.
 pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let matching: Vec<&Sample> = samples(scrape, name, labels);
-    assert!(matching.len() <= 1, "{name}{labels:?} matches {} samples", matching.len());
+    assert!(
+        matching.len() <= 1,
+        "{name}{labels:?} matches {} samples",
+        matching.len()
+    );
     matching.first().map(|s| scalar(&s.value))
 }
 
@@ -187,7 +220,9 @@ pub fn family_names(scrape: &Scrape) -> HashMap<String, &'static str> {
 
 /// Rows of a section's table in docs/metrics.md: (name, type, labels).
 pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).expect("docs/metrics.md");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"))
+            .expect("docs/metrics.md");
     let mut in_section = false;
     let mut rows = Vec::new();
     for line in text.lines() {
@@ -195,7 +230,11 @@ pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
             in_section = heading.starts_with(section);
             continue;
         }
-        if !in_section || !line.starts_with("| ") || line.starts_with("| name") || line.starts_with("| ---") {
+        if !in_section
+            || !line.starts_with("| ")
+            || line.starts_with("| name")
+            || line.starts_with("| ---")
+        {
             continue;
         }
         let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
@@ -209,6 +248,9 @@ pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
             .collect();
         rows.push((cells[0].to_owned(), cells[1].to_owned(), labels));
     }
-    assert!(!rows.is_empty(), "no metrics table under '## {section}' in docs/metrics.md");
+    assert!(
+        !rows.is_empty(),
+        "no metrics table under '## {section}' in docs/metrics.md"
+    );
     rows
 }

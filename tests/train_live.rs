@@ -1,0 +1,398 @@
+//! The real `mlwatch train` binary, scraped over HTTP while it trains and
+//! after it finishes, against the "Training" table of docs/metrics.md.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{
+    documented_metrics, family_names, free_port, scrape, value, wait_for_status, Process,
+};
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Documented names a run of this kind must export (GPU series only exist
+/// with an NVIDIA GPU; task- and model-specific families per the doc's rules).
+fn expected(regression: bool, trees: bool, boosting: bool) -> HashSet<String> {
+    documented_metrics("Training")
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| !name.starts_with("training_gpu_"))
+        .filter(|name| regression || !name.starts_with("regression_"))
+        .filter(|name| !regression || !name.starts_with("classification_"))
+        .filter(|name| trees || !(name.starts_with("tree_") || name == "ensemble_tree_count"))
+        .filter(|name| boosting || name != "boosting_rounds_total")
+        .collect()
+}
+
+fn assert_documented_types(names: &std::collections::HashMap<String, &'static str>) {
+    for (name, kind, _) in documented_metrics("Training") {
+        if let Some(exported) = names.get(&name) {
+            assert_eq!(
+                *exported, kind,
+                "{name}: exported as {exported}, documented as {kind}"
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_training_exports_every_documented_metric_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "linear",
+            "--listen",
+            &listen,
+            "--pace",
+            "300ms",
+            "--iterations",
+            "10",
+            "--linger",
+            "30s",
+            "--sample-interval",
+            "200ms",
+            "--output",
+            "model.json",
+        ],
+        dir.path(),
+    );
+    let url = format!("http://{listen}/metrics");
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+
+    // During training: in progress, heartbeat fresh, epochs moving.
+    std::thread::sleep(Duration::from_millis(700));
+    let first = scrape(&url);
+    assert_eq!(
+        value(&first, "training_in_progress", &[]),
+        Some(1.0),
+        "in progress while training"
+    );
+    std::thread::sleep(Duration::from_millis(900));
+    let second = scrape(&url);
+    let epochs = |s| value(s, "training_epochs_total", &[]).expect("training_epochs_total");
+    assert!(
+        epochs(&second) > epochs(&first),
+        "epochs increase: {} then {}",
+        epochs(&first),
+        epochs(&second)
+    );
+    let heartbeat = value(&second, "training_last_update_timestamp_seconds", &[]).unwrap();
+    assert!(
+        (now() - heartbeat).abs() < 5.0,
+        "heartbeat {heartbeat} is within seconds of now"
+    );
+    let alpha = value(&second, "training_hyperparameter", &[("name", "alpha")]).unwrap();
+    assert!(alpha > 0.0 && alpha <= 1.0, "alpha {alpha}");
+
+    // After training: finished, artifact on disk, every documented metric.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let s = scrape(&url);
+        if value(&s, "training_in_progress", &[]) == Some(0.0) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "training did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        dir.path().join("model.json").exists(),
+        "artifact written before in_progress drops to 0"
+    );
+    let names = family_names(&done);
+    let missing: Vec<_> = expected(true, false, false)
+        .into_iter()
+        .filter(|n| !names.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported: {missing:?}"
+    );
+    assert_documented_types(&names);
+    assert_eq!(epochs(&done), 10.0);
+    let r2 = value(&done, "regression_r_squared", &[("split", "validation")]).unwrap();
+    assert!(
+        (0.3..0.7).contains(&r2),
+        "diabetes validation R² {r2} is plausible for a linear model"
+    );
+    let rmse = value(
+        &done,
+        "regression_root_mean_squared_error",
+        &[("split", "validation")],
+    )
+    .unwrap();
+    let mse = value(
+        &done,
+        "regression_mean_squared_error",
+        &[("split", "validation")],
+    )
+    .unwrap();
+    assert!((rmse * rmse - mse).abs() < 1e-6 * mse, "RMSE² = MSE");
+    assert_eq!(
+        common::samples(&done, "feature_importance", &[]).len(),
+        5,
+        "top 5 features"
+    );
+    assert!(value(&done, "training_memory_usage_bytes", &[]).unwrap() > 1e6);
+    assert!(value(&done, "system_memory_total_bytes", &[]).unwrap() > 1e8);
+    let artifact = mlwatch::model::Artifact::load(&dir.path().join("model.json")).unwrap();
+    assert_eq!(
+        common::samples(
+            &done,
+            "training_model_info",
+            &[
+                ("model_version", &artifact.model_version),
+                ("algorithm", "elasticnet")
+            ]
+        )
+        .len(),
+        1
+    );
+    // Without an NVIDIA driver: no GPU series, and one log line about it
+    // rather than one per sample (the sampler ran ~20 times here).
+    assert!(
+        !names.keys().any(|n| n.contains("_gpu_")),
+        "GPU series without a GPU"
+    );
+    trainer.kill();
+    let log = trainer.log_text();
+    let gpu_lines = log
+        .lines()
+        .filter(|l| l.contains("GPU") || l.contains("NVML"))
+        .count();
+    assert!(
+        gpu_lines <= 1,
+        "GPU absence logged {gpu_lines} times:\n{log}"
+    );
+    assert!(!log.contains("ERROR") && !log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn boosting_exports_classification_and_tree_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "boost",
+            "--listen",
+            &listen,
+            "--iterations",
+            "6",
+            "--linger",
+            "30s",
+            "--output",
+            "boost.json",
+        ],
+        dir.path(),
+    );
+    let url = format!("http://{listen}/metrics");
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let s = scrape(&url);
+        if value(&s, "training_in_progress", &[]) == Some(0.0) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "training did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let names = family_names(&done);
+    let missing: Vec<_> = expected(false, true, true)
+        .into_iter()
+        .filter(|n| !names.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported: {missing:?}"
+    );
+    assert!(
+        !names.keys().any(|n| n.starts_with("regression_")),
+        "no regression metrics for a classifier"
+    );
+    assert_documented_types(&names);
+    assert_eq!(value(&done, "boosting_rounds_total", &[]), Some(6.0));
+    assert_eq!(value(&done, "ensemble_tree_count", &[]), Some(6.0));
+    assert!(value(&done, "tree_max_depth", &[]).unwrap() <= 2.0);
+    let accuracy = value(&done, "classification_accuracy", &[("split", "validation")]).unwrap();
+    assert!((0.4..=1.0).contains(&accuracy), "wine accuracy {accuracy}");
+    let gap = value(&done, "training_overfitting_gap", &[]).unwrap();
+    let train = value(&done, "classification_accuracy", &[("split", "train")]).unwrap();
+    assert!(
+        (gap - (train - accuracy)).abs() < 1e-9,
+        "gap = train - validation"
+    );
+}
+
+#[test]
+fn trainer_exits_after_linger_and_stops_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--listen",
+            &listen,
+            "--iterations",
+            "2",
+            "--linger",
+            "1s",
+            "--output",
+            "m.json",
+        ],
+        dir.path(),
+    );
+    let status = trainer
+        .wait_exit(Duration::from_secs(30))
+        .expect("trainer exits after its linger");
+    assert!(status.success(), "{status}");
+    assert!(
+        common::get(&format!("http://{listen}/metrics")).is_none(),
+        "nothing listens after exit"
+    );
+}
+
+#[test]
+fn bad_flags_give_a_clear_error_and_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["train", "--model", "linear", "--dataset", "iris"],
+            "needs a regression data set",
+        ),
+        (
+            &["train", "--validation-fraction", "1.5"],
+            "not strictly between 0 and 1",
+        ),
+        (&["train", "--pace", "fast"], "--pace"),
+        (&["train", "--model", "svm"], "invalid value 'svm'"),
+    ];
+    for (args, message) in cases {
+        let mut process = Process::mlwatch("bad-flags", args, dir.path());
+        let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
+        let log = process.log_text();
+        assert!(!status.success(), "{args:?} must fail");
+        assert!(
+            log.contains(message),
+            "{args:?}: expected {message:?} in:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let mut process = Process::mlwatch("trainer", &["train", "--listen", &listen], dir.path());
+    let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(!status.success());
+    assert!(
+        process
+            .log_text()
+            .contains(&format!("cannot listen on {listen}")),
+        "{}",
+        process.log_text()
+    );
+}
+
+#[test]
+fn final_metrics_reach_a_real_pushgateway() {
+    let Some(pushgateway) = ["prometheus-pushgateway", "pushgateway"]
+        .into_iter()
+        .find_map(which)
+    else {
+        panic!(
+            "prometheus-pushgateway not found: install the Debian package prometheus-pushgateway"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let mut gw = Process::spawn(
+        "pushgateway",
+        &pushgateway,
+        &[
+            format!("--web.listen-address={gateway}"),
+            "--persistence.interval=0".into(),
+        ],
+        dir.path(),
+    );
+    wait_for_status(
+        &format!("http://{gateway}/-/ready"),
+        200,
+        Duration::from_secs(20),
+        &mut gw,
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--listen",
+            &listen,
+            "--iterations",
+            "3",
+            "--linger",
+            "0s",
+            "--output",
+            "m.json",
+            "--pushgateway",
+            &format!("http://{gateway}"),
+        ],
+        dir.path(),
+    );
+    assert!(trainer
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits")
+        .success());
+    let pushed = scrape(&format!("http://{gateway}/metrics"));
+    assert_eq!(
+        value(
+            &pushed,
+            "training_epochs_total",
+            &[("job", "model-training")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &pushed,
+            "training_in_progress",
+            &[("job", "model-training")]
+        ),
+        Some(0.0)
+    );
+}
+
+fn which(binary: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(binary))
+        .find(|p| p.is_file())
+}
