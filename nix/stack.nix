@@ -1,0 +1,28 @@
+# `nix run`: the same local-stack launcher as `mlwatch up`, with nixpkgs'
+# Prometheus, Alertmanager and Grafana on PATH and the packaged configs
+# ($out/share/mlwatch) as its assets. Extra arguments go to `mlwatch up`,
+# e.g. `nix run . -- --grafana-port 3001`.
+{ writeShellApplication
+, mlwatch
+, prometheus
+, prometheus-alertmanager
+, grafana
+}:
+
+writeShellApplication {
+  name = "mlwatch-up";
+  runtimeInputs = [
+    mlwatch
+    prometheus
+    prometheus-alertmanager
+    grafana
+  ];
+  text = ''
+    exec mlwatch up --assets ${mlwatch}/share/mlwatch "$@"
+  '';
+  meta = {
+    description = "Start the mlwatch trainer, prediction API, Prometheus, Alertmanager and Grafana locally";
+    inherit (mlwatch.meta) license platforms;
+    mainProgram = "mlwatch-up";
+  };
+}
