@@ -1,0 +1,211 @@
+//! The two ways to reload the model without a restart: `POST /admin/reload`
+//! with a bearer token, and SIGHUP.
+//!
+//! The token comes from `--admin-token-file` (preferred: it stays out of the
+//! process list and the environment) or `--admin-token`. With neither, the
+//! endpoint answers 404 "admin endpoint disabled". A missing or wrong token
+//! is a 401, counted in `admin_unauthorized_requests_total`; the comparison
+//! takes the same time wherever the tokens differ.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use poem::http::{header, Method, StatusCode};
+use poem::{Endpoint, Request, Response};
+use serde_json::json;
+
+use super::json_response;
+use super::metrics::ServiceMetrics;
+use super::state::{ModelStore, Trigger};
+
+/// The configured admin token, if any.
+pub fn load_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let token = match (token, file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--admin-token and --admin-token-file are mutually exclusive; set one")
+        }
+        (Some(token), None) => token.to_owned(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the admin token file {}", file.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!(
+            "the admin token is empty; set a non-empty token or leave both token options unset"
+        );
+    }
+    Ok(Some(token.to_owned()))
+}
+
+pub struct ReloadEndpoint {
+    pub token: Option<String>,
+    pub store: Arc<ModelStore>,
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl Endpoint for ReloadEndpoint {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let Some(token) = &self.token else {
+            return Ok(json_response(
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": "admin endpoint disabled",
+                    "detail": "start the service with --admin-token-file (or --admin-token) to enable POST /admin/reload",
+                })
+                .to_string(),
+            ));
+        };
+        if req.method() != Method::POST {
+            let mut response = json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed", "field": "method", "expected": "POST"})
+                    .to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            return Ok(response);
+        }
+        if let Err(problem) = authorize(&req, token) {
+            self.metrics.unauthorized();
+            tracing::warn!("POST /admin/reload refused: {problem}");
+            let mut response = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "detail": problem}).to_string(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(response);
+        }
+        Ok(match self.store.reload(Trigger::Admin).await {
+            Ok(reloaded) => json_response(
+                StatusCode::OK,
+                json!({
+                    "result": "success",
+                    "model_version": reloaded.model_version,
+                    "previous_model_version": reloaded.previous_version,
+                    "changed": reloaded.changed,
+                })
+                .to_string(),
+            ),
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({
+                    "result": "failure",
+                    "error": "reload failed",
+                    "kind": e.kind(),
+                    "detail": e.to_string(),
+                    "model_version": self.store.model().map(|m| m.artifact.model_version.clone()),
+                })
+                .to_string(),
+            ),
+        })
+    }
+}
+
+/// Checks `Authorization: Bearer <token>`; the error says what was wrong
+/// without echoing what was sent.
+fn authorize(req: &Request, token: &str) -> Result<(), &'static str> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or("missing Authorization header")?;
+    let value = header
+        .to_str()
+        .map_err(|_| "Authorization header is not ASCII")?;
+    let (scheme, presented) = value
+        .split_once(' ')
+        .ok_or("Authorization header is not 'Bearer <token>'")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("Authorization scheme is not Bearer");
+    }
+    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err("wrong bearer token")
+    }
+}
+
+/// Equality whose time depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SIGHUP, listened for from [`Hangups::listen`] on: a SIGHUP that arrives
+/// before [`Hangups::reload_on_each`] starts is kept and acted on then.
+pub struct Hangups {
+    #[cfg(unix)]
+    signals: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    pub fn listen() -> anyhow::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signals: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    /// Reloads the model on every SIGHUP until the task is aborted.
+    pub fn reload_on_each(self, store: Arc<ModelStore>) -> tokio::task::JoinHandle<()> {
+        #[cfg(unix)]
+        let mut signals = self.signals;
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            while signals.recv().await.is_some() {
+                tracing::info!("SIGHUP received, reloading {}", store.path().display());
+                // The outcome is logged and counted by the store.
+                let _ = store.reload(Trigger::Hangup).await;
+            }
+            #[cfg(not(unix))]
+            drop(store);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comes_from_one_source_and_is_trimmed() {
+        assert_eq!(load_token(None, None).unwrap(), None);
+        assert_eq!(
+            load_token(Some(" s3cret\n"), None).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "from-file\n").unwrap();
+        assert_eq!(
+            load_token(None, Some(file.path())).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert!(load_token(Some("a"), Some(file.path())).is_err());
+        assert!(load_token(Some("  "), None).is_err());
+        assert!(load_token(None, Some(Path::new("/nonexistent/token"))).is_err());
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let request = |value: Option<&str>| {
+            let mut builder = Request::builder();
+            if let Some(v) = value {
+                builder = builder.header(header::AUTHORIZATION, v);
+            }
+            builder.finish()
+        };
+        assert_eq!(authorize(&request(Some("Bearer s3cret")), "s3cret"), Ok(()));
+        assert_eq!(authorize(&request(Some("bearer s3cret")), "s3cret"), Ok(()));
+        assert!(authorize(&request(None), "s3cret").is_err());
+        assert!(authorize(&request(Some("Bearer s3cre")), "s3cret").is_err());
+        assert!(authorize(&request(Some("Basic s3cret")), "s3cret").is_err());
+        assert!(authorize(&request(Some("s3cret")), "s3cret").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! The service's model metrics (docs/metrics.md, "Service"): prediction
+//! counts and latency, the prediction distribution, reloads, unauthorized
+//! admin calls, out-of-range inputs, and the gauges read from the current
+//! model at scrape time (model_info, model_loaded, drift PSI and window).
+//!
+//! Label sets are built once per loaded model ([`ModelLabels`]) from the
+//! artifact, never from a request. Counters are touched with 0 when a model
+//! loads so that every series exists before its first event, and the
+//! scrape-time gauges read the current model, so an old model's series
+//! disappear when it is replaced.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ndarray::ArrayView2;
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::KeyValue;
+
+use super::state::{LoadedModel, ModelStore};
+use crate::model::{Artifact, Prediction, Task};
+use crate::telemetry::LATENCY_BUCKETS_SECONDS;
+
+/// How a /predict request ended, the `status` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    InvalidInput,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Success, Outcome::InvalidInput, Outcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::InvalidInput => "invalid_input",
+            Outcome::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `model_version` label value while no model is loaded.
+pub const NO_MODEL_VERSION: &str = "none";
+
+/// Label sets of one model, built when it loads.
+#[derive(Debug)]
+pub struct ModelLabels {
+    version: [KeyValue; 1],
+    by_outcome: [[KeyValue; 2]; 3],
+    classes: Vec<[KeyValue; 2]>,
+    features: Vec<[KeyValue; 1]>,
+}
+
+impl ModelLabels {
+    fn new(version: &str, class_names: &[String], feature_names: &[String]) -> Self {
+        let version: Arc<str> = Arc::from(version);
+        let version_label = || KeyValue::new("model_version", Arc::clone(&version));
+        Self {
+            by_outcome: Outcome::ALL
+                .map(|o| [version_label(), KeyValue::new("status", o.as_str())]),
+            classes: class_names
+                .iter()
+                .map(|c| [version_label(), KeyValue::new("class", c.clone())])
+                .collect(),
+            features: feature_names
+                .iter()
+                .map(|f| [KeyValue::new("feature", f.clone())])
+                .collect(),
+            version: [version_label()],
+        }
+    }
+}
+
+/// Instruments that exist only with instrumentation on.
+struct PredictionInstruments {
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    predictions: Counter<u64>,
+    out_of_range: Counter<u64>,
+    /// Created by the first regression model, with its buckets (see
+    /// [`ServiceMetrics::prepare`]).
+    value: OnceLock<Histogram<f64>>,
+}
+
+/// Every model metric the service records.
+pub struct ServiceMetrics {
+    meter: Meter,
+    prediction: Option<PredictionInstruments>,
+    reloads: Counter<u64>,
+    unauthorized: Counter<u64>,
+    no_model: ModelLabels,
+}
+
+impl ServiceMetrics {
+    /// `instrumented = false` (`--no-instrumentation`) leaves out the
+    /// per-request prediction metrics and drift.
+    pub fn new(meter: &Meter, instrumented: bool) -> Self {
+        let prediction = instrumented.then(|| PredictionInstruments {
+            requests: meter
+                .u64_counter("model_prediction_requests")
+                .with_unit("{request}")
+                .with_description("Requests to /predict by outcome")
+                .build(),
+            duration: meter
+                .f64_histogram("model_prediction_duration_seconds")
+                .with_unit("s")
+                .with_description(
+                    "Time to decode, validate and predict a successful /predict request",
+                )
+                .with_boundaries(LATENCY_BUCKETS_SECONDS.to_vec())
+                .build(),
+            predictions: meter
+                .u64_counter("model_predictions")
+                .with_unit("{prediction}")
+                .with_description("Predicted classes")
+                .build(),
+            out_of_range: meter
+                .u64_counter("model_input_out_of_range")
+                .with_unit("{value}")
+                .with_description("Feature values outside the training range")
+                .build(),
+            value: OnceLock::new(),
+        });
+        let reloads = meter
+            .u64_counter("model_reloads")
+            .with_unit("{reload}")
+            .with_description("Model reload attempts by result")
+            .build();
+        for result in ["success", "failure"] {
+            reloads.add(0, &[KeyValue::new("result", result)]);
+        }
+        let unauthorized = meter
+            .u64_counter("admin_unauthorized_requests")
+            .with_unit("{request}")
+            .with_description("Admin requests with a missing or wrong bearer token")
+            .build();
+        unauthorized.add(0, &[]);
+        let metrics = Self {
+            meter: meter.clone(),
+            prediction,
+            reloads,
+            unauthorized,
+            no_model: ModelLabels::new(NO_MODEL_VERSION, &[], &[]),
+        };
+        metrics.touch_outcomes(&metrics.no_model);
+        metrics
+    }
+
+    pub fn instrumented(&self) -> bool {
+        self.prediction.is_some()
+    }
+
+    /// Builds a model's label sets and creates its series at zero.
+    ///
+    /// `model_prediction_value` gets its buckets from the first regression
+    /// model loaded: the decile edges of its training predictions, so each
+    /// bucket holds about a tenth of the traffic while nothing drifts. The
+    /// OpenTelemetry SDK fixes an instrument's buckets when it is created, so
+    /// a later model keeps these buckets (restart to re-bucket).
+    pub fn prepare(&self, artifact: &Artifact) -> ModelLabels {
+        let labels = ModelLabels::new(
+            &artifact.model_version,
+            &artifact.class_names,
+            &artifact.feature_names,
+        );
+        if let Some(p) = &self.prediction {
+            self.touch_outcomes(&labels);
+            for class in &labels.classes {
+                p.predictions.add(0, class);
+            }
+            for feature in &labels.features {
+                p.out_of_range.add(0, feature);
+            }
+            if artifact.task == Task::Regression {
+                p.value.get_or_init(|| {
+                    let mut edges = artifact.reference.prediction.edges.clone();
+                    edges.retain(|e| e.is_finite());
+                    edges.dedup();
+                    self.meter
+                        .f64_histogram("model_prediction_value")
+                        .with_unit("1")
+                        .with_description("Predicted values (regression)")
+                        .with_boundaries(edges)
+                        .build()
+                });
+            }
+        }
+        labels
+    }
+
+    fn touch_outcomes(&self, labels: &ModelLabels) {
+        if let Some(p) = &self.prediction {
+            for outcome in &labels.by_outcome {
+                p.requests.add(0, outcome);
+            }
+        }
+    }
+
+    /// Counts one /predict request; `model` is the model that answered it.
+    pub fn request(&self, model: Option<&LoadedModel>, outcome: Outcome) {
+        if let Some(p) = &self.prediction {
+            let labels = model.map_or(&self.no_model, |m| &m.labels);
+            p.requests.add(1, &labels.by_outcome[outcome.index()]);
+        }
+    }
+
+    /// Records a successful prediction: latency, the prediction
+    /// distribution, out-of-range inputs and the drift window.
+    pub fn success(
+        &self,
+        model: &LoadedModel,
+        rows: ArrayView2<'_, f64>,
+        predictions: &[Prediction],
+        elapsed: Duration,
+    ) {
+        let Some(p) = &self.prediction else { return };
+        let labels = &model.labels;
+        p.duration.record(elapsed.as_secs_f64(), &labels.version);
+        let mut class_counts = vec![0u64; labels.classes.len()];
+        for prediction in predictions {
+            match prediction {
+                Prediction::Value(v) => {
+                    if let Some(histogram) = p.value.get() {
+                        histogram.record(*v, &labels.version);
+                    }
+                }
+                Prediction::Class { class, .. } => {
+                    if let Some(count) = class_counts.get_mut(*class) {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+        for (count, class) in class_counts.iter().zip(&labels.classes) {
+            if *count > 0 {
+                p.predictions.add(*count, class);
+            }
+        }
+        for ((reference, column), feature) in model
+            .artifact
+            .reference
+            .features
+            .iter()
+            .zip(rows.columns())
+            .zip(&labels.features)
+        {
+            let outside = column
+                .iter()
+                .filter(|v| reference.is_out_of_range(**v))
+                .count() as u64;
+            if outside > 0 {
+                p.out_of_range.add(outside, feature);
+            }
+        }
+        if let Some(window) = &model.drift {
+            window.record(rows, predictions);
+        }
+    }
+
+    pub fn reload(&self, success: bool) {
+        self.reloads.add(
+            1,
+            &[KeyValue::new(
+                "result",
+                if success { "success" } else { "failure" },
+            )],
+        );
+    }
+
+    pub fn unauthorized(&self) {
+        self.unauthorized.add(1, &[]);
+    }
+
+    /// Registers the gauges read from the current model at scrape time.
+    /// `drift_capacity` is `None` without instrumentation.
+    pub fn observe(&self, store: &Arc<ModelStore>, drift_capacity: Option<usize>) {
+        let s = Arc::clone(store);
+        self.meter
+            .u64_observable_gauge("model_info")
+            .with_description("1 for the loaded model")
+            .with_callback(move |o| {
+                if let Some(m) = s.model() {
+                    let a = &m.artifact;
+                    o.observe(
+                        1,
+                        &[
+                            KeyValue::new("model_version", a.model_version.clone()),
+                            KeyValue::new("algorithm", a.algorithm.clone()),
+                            KeyValue::new("trained_at", a.trained_at.clone()),
+                        ],
+                    );
+                }
+            })
+            .build();
+        let s = Arc::clone(store);
+        self.meter
+            .u64_observable_gauge("model_loaded")
+            .with_description("1 when a model is loaded and /ready answers 200")
+            .with_callback(move |o| o.observe(u64::from(s.model().is_some()), &[]))
+            .build();
+        let Some(capacity) = drift_capacity else {
+            return;
+        };
+        self.meter
+            .u64_observable_gauge("model_drift_window_capacity")
+            .with_unit("{sample}")
+            .with_description("Samples the drift window holds when full")
+            .with_callback(move |o| o.observe(capacity as u64, &[]))
+            .build();
+        let s = Arc::clone(store);
+        self.meter
+            .u64_observable_gauge("model_drift_window_fill")
+            .with_unit("{sample}")
+            .with_description("Samples in the drift window")
+            .with_callback(move |o| {
+                let fill = s
+                    .model()
+                    .and_then(|m| m.drift.as_ref().map(|w| w.fill()))
+                    .unwrap_or(0);
+                o.observe(fill as u64, &[]);
+            })
+            .build();
+        let s = Arc::clone(store);
+        self.meter
+            .f64_observable_gauge("model_input_drift_psi")
+            .with_description("PSI of the recent-request window against the training reference")
+            .with_callback(move |o| {
+                let Some(m) = s.model() else { return };
+                let Some(window) = &m.drift else { return };
+                for (psi, feature) in window.feature_psi().zip(&m.labels.features) {
+                    if let Some(psi) = psi {
+                        o.observe(psi, feature);
+                    }
+                }
+            })
+            .build();
+        let s = Arc::clone(store);
+        self.meter
+            .f64_observable_gauge("model_prediction_drift_psi")
+            .with_description("PSI of recent predictions against the reference predictions")
+            .with_callback(move |o| {
+                if let Some(psi) = s
+                    .model()
+                    .and_then(|m| m.drift.as_ref().and_then(|w| w.prediction_psi()))
+                {
+                    o.observe(psi, &[]);
+                }
+            })
+            .build();
+    }
+}

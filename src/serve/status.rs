@@ -1,0 +1,65 @@
+//! What the service says about itself: `/health` (the process answers),
+//! `/ready` (a model is loaded, or 503 naming why not) and `/model` (the
+//! loaded artifact's identity, features and training metrics).
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::Response;
+use serde_json::json;
+
+use super::json_response;
+use super::state::ModelStore;
+
+pub fn health() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}).to_string())
+}
+
+pub fn ready(store: &Arc<ModelStore>) -> Response {
+    match store.model() {
+        Some(model) => json_response(
+            StatusCode::OK,
+            json!({"status": "ready", "model_version": model.artifact.model_version}).to_string(),
+        ),
+        None => not_ready(store),
+    }
+}
+
+pub fn model(store: &Arc<ModelStore>) -> Response {
+    let Some(model) = store.model() else {
+        return not_ready(store);
+    };
+    let a = &model.artifact;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "model_version": a.model_version,
+            "algorithm": a.algorithm,
+            "task": a.task.as_str(),
+            "dataset": a.dataset,
+            "trained_at": a.trained_at,
+            "features": a.feature_names,
+            "class_names": a.class_names,
+            "metrics": a.metrics,
+            "hyperparameters": a.hyperparameters,
+            "path": store.path(),
+        })
+        .to_string(),
+    )
+}
+
+/// 503 with the load failure: its kind (`missing`, `corrupt`, ...) and the
+/// full message, which names the path.
+fn not_ready(store: &ModelStore) -> Response {
+    let failure = store.failure();
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({
+            "status": "not ready",
+            "error": "no model loaded",
+            "kind": failure.as_ref().map(|f| f.kind),
+            "detail": failure.map(|f| f.message),
+        })
+        .to_string(),
+    )
+}
