@@ -76,6 +76,7 @@
             prometheus
             prometheus.cli # promtool, for .ci/prometheus-checks.sh
             prometheus-alertmanager
+            prometheus-pushgateway
             grafana
             wrk
             # .ci/nix-checks.sh

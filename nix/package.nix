@@ -8,6 +8,8 @@
 , rustPlatform
 , prometheus
 , prometheus-alertmanager
+, prometheus-pushgateway
+, procps
 }:
 
 let
@@ -36,13 +38,16 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../Cargo.lock;
 
   # `cargo test` runs in the build (doCheck defaults to true). The integration
-  # tests drive real processes: `promtool check/test rules` (prometheus.cli),
-  # a throwaway Prometheus scraping the service, and `amtool check-config`.
+  # tests drive real processes found on PATH: Prometheus and promtool
+  # (prometheus.cli), Alertmanager and amtool, the Pushgateway (binary
+  # `pushgateway`), and `kill` to signal the processes they spawn (procps).
   # Loopback networking is available inside the Linux build sandbox.
   nativeCheckInputs = [
     prometheus
     prometheus.cli
     prometheus-alertmanager
+    prometheus-pushgateway
+    procps
   ];
 
   # Tests are run single-threaded: several of them start servers and external
