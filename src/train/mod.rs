@@ -368,10 +368,17 @@ fn build_artifact(
     .context("cannot serialise the artifact")
 }
 
-/// Forwards progress to the metrics and, on a terminal, a progress bar.
-struct Reporter {
+/// Forwards progress to the metrics (when on) and, on a terminal, a
+/// progress bar; otherwise to the log.
+pub struct Reporter {
     metrics: Option<Arc<TrainingMetrics>>,
     bar: Option<indicatif::ProgressBar>,
+}
+
+impl Reporter {
+    pub fn new(metrics: Option<Arc<TrainingMetrics>>, bar: Option<indicatif::ProgressBar>) -> Self {
+        Self { metrics, bar }
+    }
 }
 
 impl Progress for Reporter {
