@@ -277,6 +277,9 @@ def main() -> int:
     repo_rules = {p.name for p in (REPO / "prometheus/rules").glob("*.yml")}
     check(rule_files == repo_rules, f"module ruleFiles equal prometheus/rules/*.yml ({sorted(repo_rules)})")
     check(f'uid = "{DATASOURCE_UID}"' in module, f"module provisions datasource uid {DATASOURCE_UID}")
+    m = re.search(r"timeInterval:\s*\"?([\w.]+)", ds_text)
+    check(bool(m) and f'jsonData.timeInterval = "{m.group(1)}";' in module,
+          f"module datasource timeInterval equals grafana's ({m.group(1) if m else None})")
     check('"${assets}/grafana/provisioning/dashboards"' in module, "module's dashboard provider reads grafana/provisioning/dashboards")
     am_text = read("prometheus/alertmanager.yml")
     url_lines = [line for line in am_text.splitlines() if re.fullmatch(r"\s*(- )?url:\s*.*", line)]

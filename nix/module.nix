@@ -406,6 +406,7 @@ in
               access = "proxy";
               url = "http://localhost:${toString config.services.prometheus.port}";
               isDefault = true;
+              jsonData.timeInterval = "5s";
             }];
           };
           dashboards.settings = {
