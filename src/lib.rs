@@ -11,5 +11,6 @@ pub mod model;
 pub mod resources;
 pub mod serve;
 pub mod shutdown;
+pub mod stack;
 pub mod telemetry;
 pub mod train;

@@ -1,0 +1,338 @@
+//! Deriving runnable configs from prometheus/ and grafana/.
+//!
+//! The files under prometheus/ name the hosts of the brief's docker-compose
+//! network (`app:9000`, `training-metrics:8002`, ...). Running them anywhere
+//! else means rewriting the targets, the rule path and the webhook URL, and,
+//! for tests, shortening intervals and `for:` durations. Every rewrite is a
+//! change to a parsed document, so anything not rewritten stays as written,
+//! and an unknown job fails loudly instead of being scraped from nowhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_yaml::{Mapping, Value};
+
+/// Where each scrape job's targets listen.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub app: SocketAddr,
+    pub trainers: Vec<SocketAddr>,
+    pub prometheus: SocketAddr,
+    pub alertmanager: SocketAddr,
+}
+
+impl Endpoints {
+    fn targets(&self, job: &str) -> anyhow::Result<Vec<String>> {
+        Ok(match job {
+            "ml-api" => vec![self.app.to_string()],
+            "model-training" => self.trainers.iter().map(ToString::to_string).collect(),
+            "prometheus" => vec![self.prometheus.to_string()],
+            "alertmanager" => vec![self.alertmanager.to_string()],
+            other => bail!("prometheus.yml has a job {other:?} that the stack does not know how to place"),
+        })
+    }
+}
+
+/// Optional speed-ups for tests and demos; `None` keeps the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    /// Replaces every scrape interval (global and per job).
+    pub scrape_interval: Option<Duration>,
+    pub evaluation_interval: Option<Duration>,
+    /// Replaces every alert's `for:`.
+    pub alert_for: Option<Duration>,
+    /// Replaces Alertmanager's group_wait / group_interval everywhere.
+    pub alert_grouping: Option<Duration>,
+}
+
+fn duration(d: Duration) -> Value {
+    let ms = d.as_millis();
+    Value::String(if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") })
+}
+
+fn key(name: &str) -> Value {
+    Value::String(name.to_owned())
+}
+
+fn mapping_mut<'a>(value: &'a mut Value, what: &str) -> anyhow::Result<&'a mut Mapping> {
+    value.as_mapping_mut().with_context(|| format!("{what} is not a mapping"))
+}
+
+/// prometheus.yml with targets placed, rules loaded from `rule_glob`, and
+/// timings applied.
+pub fn prometheus(source: &str, endpoints: &Endpoints, rule_glob: &str, timing: &Timing) -> anyhow::Result<String> {
+    let mut doc: Value = serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
+    let root = mapping_mut(&mut doc, "prometheus.yml")?;
+    let global = root.entry(key("global")).or_insert_with(|| Value::Mapping(Mapping::new()));
+    let global = mapping_mut(global, "global")?;
+    if let Some(d) = timing.scrape_interval {
+        global.insert(key("scrape_interval"), duration(d));
+    }
+    if let Some(d) = timing.evaluation_interval {
+        global.insert(key("evaluation_interval"), duration(d));
+    }
+    root.insert(key("rule_files"), Value::Sequence(vec![Value::String(rule_glob.to_owned())]));
+
+    let alerting = serde_yaml::to_value(serde_json::json!({
+        "alertmanagers": [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
+    }))?;
+    root.insert(key("alerting"), alerting);
+
+    let jobs = root
+        .get_mut(key("scrape_configs"))
+        .and_then(Value::as_sequence_mut)
+        .context("prometheus.yml has no scrape_configs list")?;
+    for job in jobs {
+        let job = mapping_mut(job, "a scrape config")?;
+        let name = job.get(key("job_name")).and_then(Value::as_str).context("a scrape config has no job_name")?.to_owned();
+        let targets = endpoints.targets(&name)?;
+        job.insert(
+            key("static_configs"),
+            Value::Sequence(vec![serde_yaml::to_value(serde_json::json!({ "targets": targets }))?]),
+        );
+        if let Some(interval) = timing.scrape_interval {
+            job.insert(key("scrape_interval"), duration(interval));
+            // Prometheus refuses a timeout longer than the interval.
+            if job.contains_key(key("scrape_timeout")) {
+                job.insert(key("scrape_timeout"), duration(interval));
+            }
+        }
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// A rule file with every alert's `for:` replaced, when asked.
+pub fn rules(source: &str, timing: &Timing) -> anyhow::Result<String> {
+    let Some(for_duration) = timing.alert_for else {
+        return Ok(source.to_owned());
+    };
+    let mut doc: Value = serde_yaml::from_str(source).context("rule file is not valid YAML")?;
+    let groups = doc.get_mut("groups").and_then(Value::as_sequence_mut).context("rule file has no groups")?;
+    for group in groups {
+        if let Some(interval) = timing.evaluation_interval {
+            mapping_mut(group, "a rule group")?.insert(key("interval"), duration(interval));
+        }
+        let Some(rules) = group.get_mut("rules").and_then(Value::as_sequence_mut) else { continue };
+        for rule in rules {
+            let rule = mapping_mut(rule, "a rule")?;
+            if rule.contains_key(key("alert")) {
+                rule.insert(key("for"), duration(for_duration));
+            }
+        }
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// alertmanager.yml with every webhook pointed at `webhook_url` and, when
+/// asked, grouping waits shortened.
+pub fn alertmanager(source: &str, webhook_url: &str, timing: &Timing) -> anyhow::Result<String> {
+    let mut doc: Value = serde_yaml::from_str(source).context("alertmanager.yml is not valid YAML")?;
+    let receivers = doc.get_mut("receivers").and_then(Value::as_sequence_mut).context("alertmanager.yml has no receivers")?;
+    let mut webhooks = 0;
+    for receiver in receivers {
+        if let Some(configs) = receiver.get_mut("webhook_configs").and_then(Value::as_sequence_mut) {
+            for config in configs {
+                mapping_mut(config, "a webhook config")?.insert(key("url"), Value::String(webhook_url.to_owned()));
+                webhooks += 1;
+            }
+        }
+    }
+    if webhooks == 0 {
+        bail!("alertmanager.yml has no webhook receiver to point at {webhook_url}");
+    }
+    if let Some(wait) = timing.alert_grouping {
+        shorten_route(mapping_mut(doc.get_mut("route").context("alertmanager.yml has no route")?, "route")?, wait);
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+fn shorten_route(route: &mut Mapping, wait: Duration) {
+    for field in ["group_wait", "group_interval"] {
+        route.insert(key(field), duration(wait));
+    }
+    if let Some(children) = route.get_mut(key("routes")).and_then(Value::as_sequence_mut) {
+        for child in children.iter_mut().filter_map(Value::as_mapping_mut) {
+            shorten_route(child, wait);
+        }
+    }
+}
+
+/// The Grafana datasource file with the Prometheus URL replaced; the uid
+/// and everything else stay as provisioned.
+pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<String> {
+    let mut doc: Value = serde_yaml::from_str(source).context("datasource file is not valid YAML")?;
+    let sources = doc.get_mut("datasources").and_then(Value::as_sequence_mut).context("no datasources list")?;
+    for datasource in sources {
+        mapping_mut(datasource, "a datasource")?.insert(key("url"), Value::String(prometheus_url.to_owned()));
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// The dashboard provider file pointed at the repository's dashboards, so
+/// the JSON files are read in place rather than copied.
+pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
+    let mut doc: Value = serde_yaml::from_str(source).context("dashboard provider file is not valid YAML")?;
+    let providers = doc.get_mut("providers").and_then(Value::as_sequence_mut).context("no providers list")?;
+    for provider in providers {
+        let options = mapping_mut(provider, "a provider")?
+            .entry(key("options"))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        mapping_mut(options, "provider options")?.insert(key("path"), Value::String(dashboards_dir.display().to_string()));
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// The repository's (or an installed share/mlwatch's) config files.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    pub root: PathBuf,
+}
+
+impl Assets {
+    pub fn new(root: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let root = root.into();
+        let probe = root.join("prometheus/prometheus.yml");
+        if !probe.is_file() {
+            bail!("{} has no prometheus/prometheus.yml; pass the repository (or share/mlwatch) directory", root.display());
+        }
+        Ok(Self { root })
+    }
+
+    fn read(&self, relative: &str) -> anyhow::Result<String> {
+        let path = self.root.join(relative);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    pub fn rule_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let dir = self.root.join("prometheus/rules");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    pub fn dashboards_dir(&self) -> PathBuf {
+        self.root.join("grafana/provisioning/dashboards")
+    }
+}
+
+/// Paths of a written stack config.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub prometheus_yml: PathBuf,
+    pub alertmanager_yml: PathBuf,
+    pub grafana_provisioning: PathBuf,
+}
+
+/// Writes every derived config under `out`.
+pub fn write(assets: &Assets, out: &Path, endpoints: &Endpoints, webhook_url: &str, timing: &Timing) -> anyhow::Result<Written> {
+    let rules_dir = out.join("prometheus/rules");
+    std::fs::create_dir_all(&rules_dir).with_context(|| format!("cannot create {}", rules_dir.display()))?;
+    for file in assets.rule_files()? {
+        let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.file_name().context("rule file without a name")?;
+        std::fs::write(rules_dir.join(name), rules(&source, timing).with_context(|| format!("in {}", file.display()))?)?;
+    }
+    let prometheus_yml = out.join("prometheus/prometheus.yml");
+    let glob = format!("{}/*.yml", rules_dir.display());
+    std::fs::write(&prometheus_yml, prometheus(&assets.read("prometheus/prometheus.yml")?, endpoints, &glob, timing)?)?;
+    let alertmanager_yml = out.join("alertmanager/alertmanager.yml");
+    std::fs::create_dir_all(out.join("alertmanager"))?;
+    std::fs::write(&alertmanager_yml, alertmanager(&assets.read("prometheus/alertmanager.yml")?, webhook_url, timing)?)?;
+
+    let grafana = out.join("grafana/provisioning");
+    for sub in ["datasources", "dashboards", "plugins", "alerting"] {
+        std::fs::create_dir_all(grafana.join(sub))?;
+    }
+    let datasource = assets.read("grafana/provisioning/datasources/prometheus.yml")?;
+    std::fs::write(
+        grafana.join("datasources/prometheus.yml"),
+        grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
+    )?;
+    let provider = assets.read("grafana/provisioning/dashboards/dashboard.yml")?;
+    std::fs::write(grafana.join("dashboards/dashboard.yml"), grafana_dashboards(&provider, &assets.dashboards_dir())?)?;
+    Ok(Written { prometheus_yml, alertmanager_yml, grafana_provisioning: grafana })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints() -> Endpoints {
+        Endpoints {
+            app: "127.0.0.1:19000".parse().unwrap(),
+            trainers: vec!["127.0.0.1:18002".parse().unwrap(), "127.0.0.1:18003".parse().unwrap()],
+            prometheus: "127.0.0.1:19090".parse().unwrap(),
+            alertmanager: "127.0.0.1:19093".parse().unwrap(),
+        }
+    }
+
+    fn repo_file(path: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    }
+
+    #[test]
+    fn prometheus_targets_rules_and_intervals_are_rewritten() {
+        let timing = Timing { scrape_interval: Some(Duration::from_secs(1)), ..Timing::default() };
+        let text = prometheus(&repo_file("prometheus/prometheus.yml"), &endpoints(), "/tmp/rules/*.yml", &timing).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let job = |name: &str| {
+            doc["scrape_configs"].as_sequence().unwrap().iter().find(|j| j["job_name"] == name).cloned().unwrap()
+        };
+        assert_eq!(job("ml-api")["static_configs"][0]["targets"][0], "127.0.0.1:19000");
+        assert_eq!(job("model-training")["static_configs"][0]["targets"].as_sequence().unwrap().len(), 2);
+        assert_eq!(job("model-training")["scrape_timeout"], "1s", "timeout never exceeds the interval");
+        assert_eq!(job("model-training")["metrics_path"], "/metrics", "untouched keys stay");
+        assert_eq!(doc["rule_files"][0], "/tmp/rules/*.yml");
+        assert_eq!(doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0], "127.0.0.1:19093");
+        assert!(!text.contains("app:9000") && !text.contains("training-metrics"), "{text}");
+    }
+
+    #[test]
+    fn unknown_job_is_an_error() {
+        let source = "scrape_configs:\n  - job_name: mystery\n    static_configs: [{targets: ['x:1']}]\n";
+        let error = prometheus(source, &endpoints(), "r/*.yml", &Timing::default()).unwrap_err();
+        assert!(error.to_string().contains("mystery"), "{error}");
+    }
+
+    #[test]
+    fn alert_for_is_shortened_and_records_untouched() {
+        let timing = Timing { alert_for: Some(Duration::from_secs(2)), ..Timing::default() };
+        let alerts: Value = serde_yaml::from_str(&rules(&repo_file("prometheus/rules/ml_alerts.yml"), &timing).unwrap()).unwrap();
+        let all: Vec<&Value> = alerts["groups"].as_sequence().unwrap().iter().flat_map(|g| g["rules"].as_sequence().unwrap()).collect();
+        assert!(all.len() >= 13);
+        assert!(all.iter().all(|r| r["for"] == "2s"));
+        let recording = repo_file("prometheus/rules/ml_recording.yml");
+        let rewritten: Value = serde_yaml::from_str(&rules(&recording, &timing).unwrap()).unwrap();
+        let original: Value = serde_yaml::from_str(&recording).unwrap();
+        assert_eq!(rewritten, original);
+    }
+
+    #[test]
+    fn alertmanager_webhook_and_grouping() {
+        let timing = Timing { alert_grouping: Some(Duration::from_millis(500)), ..Timing::default() };
+        let text = alertmanager(&repo_file("prometheus/alertmanager.yml"), "http://127.0.0.1:1/hook", &timing).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["receivers"][0]["webhook_configs"][0]["url"], "http://127.0.0.1:1/hook");
+        assert_eq!(doc["route"]["group_wait"], "500ms");
+        assert!(doc["route"]["routes"].as_sequence().unwrap().iter().all(|r| r["group_interval"] == "500ms"));
+        assert_eq!(doc["inhibit_rules"].as_sequence().unwrap().len(), 2, "inhibitions kept");
+    }
+
+    #[test]
+    fn grafana_files_keep_uid_and_point_at_repo_dashboards() {
+        let ds: Value = serde_yaml::from_str(
+            &grafana_datasource(&repo_file("grafana/provisioning/datasources/prometheus.yml"), "http://127.0.0.1:19090").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ds["datasources"][0]["url"], "http://127.0.0.1:19090");
+        assert_eq!(ds["datasources"][0]["uid"], "mlwatch-prometheus");
+        let dashboards = grafana_dashboards(&repo_file("grafana/provisioning/dashboards/dashboard.yml"), Path::new("/repo/dash")).unwrap();
+        assert!(dashboards.contains("path: /repo/dash"), "{dashboards}");
+    }
+}
