@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod stack;
+
 pub use prometheus_parse::{Sample, Scrape, Value};
 
 /// A port nobody listens on right now.
@@ -237,7 +239,10 @@ pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
         {
             continue;
         }
-        let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+        // Split on unescaped pipes: label cells hold `a\|b`, unit cells may be empty.
+        let cells: Vec<&str> = split_row(line.trim().trim_matches('|'))
+            .map(str::trim)
+            .collect();
         if cells.len() < 4 {
             continue;
         }
@@ -253,4 +258,20 @@ pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
         "no metrics table under '## {section}' in docs/metrics.md"
     );
     rows
+}
+
+/// Cells of a Markdown table row: split at `|` but not at `\|`.
+fn split_row(row: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut previous = ' ';
+    let mut cells = Vec::new();
+    for (i, c) in row.char_indices() {
+        if c == '|' && previous != '\\' {
+            cells.push(&row[start..i]);
+            start = i + 1;
+        }
+        previous = c;
+    }
+    cells.push(&row[start..]);
+    cells.into_iter()
 }
