@@ -83,6 +83,15 @@ fn single_named_and_batch_predictions_equal_the_library_predictions() {
         "series exists at 0 before the first bad request"
     );
     assert_eq!(requests(&scrape, version, "error"), 0.0);
+    assert!(
+        common::samples(
+            &scrape,
+            "model_prediction_requests_total",
+            &[("model_version", "none")]
+        )
+        .is_empty(),
+        "no model_version=\"none\" series when a model loaded at start"
+    );
     let durations = common::value(
         &scrape,
         "model_prediction_duration_seconds",

@@ -140,15 +140,19 @@ impl ServiceMetrics {
             .with_description("Admin requests with a missing or wrong bearer token")
             .build();
         unauthorized.add(0, &[]);
-        let metrics = Self {
+        Self {
             meter: meter.clone(),
             prediction,
             reloads,
             unauthorized,
             no_model: ModelLabels::new(NO_MODEL_VERSION, &[], &[]),
-        };
-        metrics.touch_outcomes(&metrics.no_model);
-        metrics
+        }
+    }
+
+    /// Creates the `model_version="none"` request series at zero; called
+    /// whenever there is no model to answer.
+    pub fn prepare_without_model(&self) {
+        self.touch_outcomes(&self.no_model);
     }
 
     pub fn instrumented(&self) -> bool {

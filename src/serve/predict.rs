@@ -43,7 +43,14 @@ impl Endpoint for PredictEndpoint {
         let model = self.store.model();
         let (outcome, response) = match self.answer(req, model.as_deref()).await {
             Ok(response) => (Outcome::Success, response),
-            Err(Failure::Input(e)) => (Outcome::InvalidInput, json_response(e.status, e.body())),
+            Err(Failure::Input(e)) => {
+                let mut response = json_response(e.status, e.body());
+                if e.status == StatusCode::METHOD_NOT_ALLOWED {
+                    let allow = header::HeaderValue::from_static("POST");
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                (Outcome::InvalidInput, response)
+            }
             Err(Failure::Server(status, body)) => {
                 (Outcome::Error, json_response(status, body.to_string()))
             }

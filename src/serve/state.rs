@@ -189,6 +189,7 @@ impl ModelStore {
                         );
                         self.slot
                             .store(Arc::new(Slot::Unavailable(LoadFailure::from(&e))));
+                        self.metrics.prepare_without_model();
                     }
                 }
                 Err(e)
