@@ -31,13 +31,28 @@ fn expected(regression: bool, trees: bool, boosting: bool) -> HashSet<String> {
         .collect()
 }
 
-fn assert_documented_types(names: &std::collections::HashMap<String, &'static str>) {
-    for (name, kind, _) in documented_metrics("Training") {
+/// Types and label keys of every exported family match the documentation.
+fn assert_documented(scrape: &common::Scrape) {
+    let names = family_names(scrape);
+    for (name, kind, labels) in documented_metrics("Training") {
         if let Some(exported) = names.get(&name) {
             assert_eq!(
                 *exported, kind,
                 "{name}: exported as {exported}, documented as {kind}"
             );
+            let documented: HashSet<String> = labels.into_iter().collect();
+            for sample in common::samples(scrape, &name, &[]) {
+                let keys: HashSet<String> = sample
+                    .labels
+                    .keys()
+                    .filter(|k| *k != "le")
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    keys, documented,
+                    "{name}: exported labels differ from docs/metrics.md"
+                );
+            }
         }
     }
 }
@@ -124,7 +139,7 @@ fn linear_training_exports_every_documented_metric_live() {
         missing.is_empty(),
         "documented but not exported: {missing:?}"
     );
-    assert_documented_types(&names);
+    assert_documented(&done);
     assert_eq!(epochs(&done), 10.0);
     let r2 = value(&done, "regression_r_squared", &[("split", "validation")]).unwrap();
     assert!(
@@ -233,7 +248,7 @@ fn boosting_exports_classification_and_tree_metrics() {
         !names.keys().any(|n| n.starts_with("regression_")),
         "no regression metrics for a classifier"
     );
-    assert_documented_types(&names);
+    assert_documented(&done);
     assert_eq!(value(&done, "boosting_rounds_total", &[]), Some(6.0));
     assert_eq!(value(&done, "ensemble_tree_count", &[]), Some(6.0));
     assert!(value(&done, "tree_max_depth", &[]).unwrap() <= 2.0);

@@ -1,0 +1,383 @@
+//! A live stack for end-to-end tests: trainer(s), the service, Prometheus,
+//! Alertmanager and a webhook receiver owned by the test, all real
+//! processes on free loopback ports. Configs come from the repository's
+//! files through `mlwatch::stack::config`, with intervals and `for:`
+//! shortened; nothing is hand-written twice. Every process is killed when
+//! the stack is dropped, also when an assertion fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{free_port, wait_for_status, Process};
+use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+
+/// A binary from PATH, or a panic that names the Debian package.
+pub fn require_binary(names: &[&str], package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("none of {names:?} on PATH: install the Debian package {package} (apt-get install -y {package})");
+}
+
+/// Records every POST body it receives.
+pub struct Webhook {
+    pub url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook");
+        let url = format!(
+            "http://{}/alerts",
+            listener.local_addr().expect("webhook address")
+        );
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Some(body) = read_request_body(&stream) {
+                    if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+                        sink.lock().unwrap().push(json);
+                    }
+                }
+                let mut stream = stream;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self { url, received }
+    }
+
+    /// (alertname, status, labels) of every alert received so far.
+    pub fn alerts(&self) -> Vec<(String, String, Value)> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("").to_owned(),
+                    a["status"].as_str().unwrap_or("").to_owned(),
+                    a["labels"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn has_firing(&self, alertname: &str) -> bool {
+        self.alerts()
+            .iter()
+            .any(|(name, status, _)| name == alertname && status == "firing")
+    }
+}
+
+fn read_request_body(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// What to start.
+pub struct StackOptions {
+    /// Extra `mlwatch train` arguments, one trainer per entry.
+    pub trainers: Vec<Vec<String>>,
+    pub drift_window: usize,
+    pub timing: Timing,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            trainers: vec![vec![
+                "--pace".into(),
+                "500ms".into(),
+                "--iterations".into(),
+                "2000".into(),
+            ]],
+            drift_window: 200,
+            timing: Timing {
+                scrape_interval: Some(Duration::from_secs(1)),
+                evaluation_interval: Some(Duration::from_secs(1)),
+                alert_for: Some(Duration::from_secs(3)),
+                alert_grouping: Some(Duration::from_secs(1)),
+            },
+        }
+    }
+}
+
+pub struct LiveStack {
+    pub webhook: Webhook,
+    pub trainers: Vec<Process>,
+    pub trainer_addresses: Vec<SocketAddr>,
+    pub service: Process,
+    pub prometheus: Process,
+    pub alertmanager: Process,
+    pub app_url: String,
+    pub prometheus_url: String,
+    pub alertmanager_url: String,
+    pub artifact: mlwatch::model::Artifact,
+    // Last: the directory goes after every process has been killed.
+    pub dir: tempfile::TempDir,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+impl LiveStack {
+    pub fn start(options: StackOptions) -> Self {
+        let prometheus_bin = require_binary(&["prometheus"], "prometheus");
+        let alertmanager_bin = require_binary(
+            &["alertmanager", "prometheus-alertmanager"],
+            "prometheus-alertmanager",
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let endpoints = Endpoints {
+            app: loopback(),
+            trainers: options.trainers.iter().map(|_| loopback()).collect(),
+            prometheus: loopback(),
+            alertmanager: loopback(),
+        };
+        let webhook = Webhook::start();
+        let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).expect("repository assets");
+        let written = config::write(
+            &assets,
+            &root.join("config"),
+            &endpoints,
+            &webhook.url,
+            &options.timing,
+        )
+        .expect("derive configs");
+
+        // The served model comes from the library trainer; the live trainers
+        // write their own artifacts elsewhere.
+        let artifact = mlwatch::train::train_quietly(&mlwatch::train::FitOptions::new(
+            mlwatch::train::Algorithm::Linear,
+        ))
+        .expect("train");
+        let model_path = root.join("model.json");
+        artifact.save(&model_path).expect("save artifact");
+
+        let mut alertmanager = Process::spawn(
+            "alertmanager",
+            &alertmanager_bin,
+            &[
+                format!("--config.file={}", written.alertmanager_yml.display()),
+                format!(
+                    "--storage.path={}",
+                    root.join("alertmanager-data").display()
+                ),
+                format!("--web.listen-address={}", endpoints.alertmanager),
+                "--cluster.listen-address=".into(),
+            ],
+            root,
+        );
+        let mut prometheus = Process::spawn(
+            "prometheus",
+            &prometheus_bin,
+            &[
+                format!("--config.file={}", written.prometheus_yml.display()),
+                format!(
+                    "--storage.tsdb.path={}",
+                    root.join("prometheus-data").display()
+                ),
+                format!("--web.listen-address={}", endpoints.prometheus),
+            ],
+            root,
+        );
+        let mut service = Process::mlwatch(
+            "service",
+            &[
+                "serve",
+                "--listen",
+                &endpoints.app.to_string(),
+                "--model-path",
+                &model_path.display().to_string(),
+                "--drift-window",
+                &options.drift_window.to_string(),
+                "--sample-interval",
+                "1s",
+            ],
+            root,
+        );
+        let mut trainers = Vec::new();
+        for (i, (extra, address)) in options.trainers.iter().zip(&endpoints.trainers).enumerate() {
+            let mut args: Vec<String> = vec![
+                "train".into(),
+                "--listen".into(),
+                address.to_string(),
+                "--output".into(),
+                root.join(format!("trainer-{i}.json")).display().to_string(),
+                "--sample-interval".into(),
+                "1s".into(),
+            ];
+            args.extend(extra.iter().cloned());
+            trainers.push(Process::spawn(
+                &format!("trainer-{i}"),
+                Path::new(env!("CARGO_BIN_EXE_mlwatch")),
+                &args,
+                root,
+            ));
+        }
+        let app_url = format!("http://{}", endpoints.app);
+        let prometheus_url = format!("http://{}", endpoints.prometheus);
+        let alertmanager_url = format!("http://{}", endpoints.alertmanager);
+        let startup = Duration::from_secs(60);
+        wait_for_status(&format!("{app_url}/ready"), 200, startup, &mut service);
+        wait_for_status(
+            &format!("{prometheus_url}/-/ready"),
+            200,
+            startup,
+            &mut prometheus,
+        );
+        wait_for_status(
+            &format!("{alertmanager_url}/-/ready"),
+            200,
+            startup,
+            &mut alertmanager,
+        );
+        for (trainer, address) in trainers.iter_mut().zip(&endpoints.trainers) {
+            wait_for_status(&format!("http://{address}/health"), 200, startup, trainer);
+        }
+        Self {
+            webhook,
+            trainers,
+            trainer_addresses: endpoints.trainers.clone(),
+            service,
+            prometheus,
+            alertmanager,
+            app_url,
+            prometheus_url,
+            alertmanager_url,
+            artifact,
+            dir,
+        }
+    }
+
+    /// GET a Prometheus API path and return `data`.
+    pub fn api(&self, path_and_query: &str) -> Value {
+        let url = format!("{}{path_and_query}", self.prometheus_url);
+        let body: Value = super::agent()
+            .get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .into_json()
+            .expect("json");
+        assert_eq!(body["status"], "success", "{url}: {body}");
+        body["data"].clone()
+    }
+
+    /// Instant query result vector.
+    pub fn query(&self, promql: &str) -> Vec<Value> {
+        let url = format!("{}/api/v1/query", self.prometheus_url);
+        let body: Value = super::agent()
+            .post(&url)
+            .send_form(&[("query", promql)])
+            .unwrap_or_else(|e| panic!("query {promql}: {e}"))
+            .into_json()
+            .expect("json");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Alerts Prometheus holds in `state` ("firing" or "pending").
+    pub fn prometheus_alerts(&self, state: &str) -> Vec<Value> {
+        self.api("/api/v1/alerts")["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == state)
+            .collect()
+    }
+
+    pub fn post_predict(&self, body: &str) -> u16 {
+        let url = format!("{}/predict", self.app_url);
+        match super::agent()
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(body)
+        {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("POST {url}: {e}"),
+        }
+    }
+
+    /// A batch body of `rows` valid instances from the training data, with
+    /// `shift` standard deviations added to `feature` (None: no shift).
+    pub fn batch(&self, start: usize, rows: usize, shift: Option<(&str, f64)>) -> String {
+        let data = linfa_datasets::diabetes();
+        let records = data.records();
+        let names = &self.artifact.feature_names;
+        let instances: Vec<Vec<f64>> = (0..rows)
+            .map(|i| {
+                let row = records.row((start + i) % records.nrows());
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(j, name)| match shift {
+                        Some((feature, k)) if feature == name => {
+                            row[j] + k * self.artifact.reference.features[j].std
+                        }
+                        _ => row[j],
+                    })
+                    .collect()
+            })
+            .collect();
+        serde_json::json!({ "instances": instances }).to_string()
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics with
+/// `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
