@@ -30,7 +30,9 @@ impl Endpoints {
             "model-training" => self.trainers.iter().map(ToString::to_string).collect(),
             "prometheus" => vec![self.prometheus.to_string()],
             "alertmanager" => vec![self.alertmanager.to_string()],
-            other => bail!("prometheus.yml has a job {other:?} that the stack does not know how to place"),
+            other => bail!(
+                "prometheus.yml has a job {other:?} that the stack does not know how to place"
+            ),
         })
     }
 }
@@ -49,7 +51,11 @@ pub struct Timing {
 
 fn duration(d: Duration) -> Value {
     let ms = d.as_millis();
-    Value::String(if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") })
+    Value::String(if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    })
 }
 
 fn key(name: &str) -> Value {
@@ -57,15 +63,25 @@ fn key(name: &str) -> Value {
 }
 
 fn mapping_mut<'a>(value: &'a mut Value, what: &str) -> anyhow::Result<&'a mut Mapping> {
-    value.as_mapping_mut().with_context(|| format!("{what} is not a mapping"))
+    value
+        .as_mapping_mut()
+        .with_context(|| format!("{what} is not a mapping"))
 }
 
 /// prometheus.yml with targets placed, rules loaded from `rule_glob`, and
 /// timings applied.
-pub fn prometheus(source: &str, endpoints: &Endpoints, rule_glob: &str, timing: &Timing) -> anyhow::Result<String> {
-    let mut doc: Value = serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
+pub fn prometheus(
+    source: &str,
+    endpoints: &Endpoints,
+    rule_glob: &str,
+    timing: &Timing,
+) -> anyhow::Result<String> {
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
     let root = mapping_mut(&mut doc, "prometheus.yml")?;
-    let global = root.entry(key("global")).or_insert_with(|| Value::Mapping(Mapping::new()));
+    let global = root
+        .entry(key("global"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
     let global = mapping_mut(global, "global")?;
     if let Some(d) = timing.scrape_interval {
         global.insert(key("scrape_interval"), duration(d));
@@ -73,7 +89,10 @@ pub fn prometheus(source: &str, endpoints: &Endpoints, rule_glob: &str, timing: 
     if let Some(d) = timing.evaluation_interval {
         global.insert(key("evaluation_interval"), duration(d));
     }
-    root.insert(key("rule_files"), Value::Sequence(vec![Value::String(rule_glob.to_owned())]));
+    root.insert(
+        key("rule_files"),
+        Value::Sequence(vec![Value::String(rule_glob.to_owned())]),
+    );
 
     let alerting = serde_yaml::to_value(serde_json::json!({
         "alertmanagers": [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
@@ -86,11 +105,17 @@ pub fn prometheus(source: &str, endpoints: &Endpoints, rule_glob: &str, timing: 
         .context("prometheus.yml has no scrape_configs list")?;
     for job in jobs {
         let job = mapping_mut(job, "a scrape config")?;
-        let name = job.get(key("job_name")).and_then(Value::as_str).context("a scrape config has no job_name")?.to_owned();
+        let name = job
+            .get(key("job_name"))
+            .and_then(Value::as_str)
+            .context("a scrape config has no job_name")?
+            .to_owned();
         let targets = endpoints.targets(&name)?;
         job.insert(
             key("static_configs"),
-            Value::Sequence(vec![serde_yaml::to_value(serde_json::json!({ "targets": targets }))?]),
+            Value::Sequence(vec![serde_yaml::to_value(
+                serde_json::json!({ "targets": targets }),
+            )?]),
         );
         if let Some(interval) = timing.scrape_interval {
             job.insert(key("scrape_interval"), duration(interval));
@@ -109,12 +134,17 @@ pub fn rules(source: &str, timing: &Timing) -> anyhow::Result<String> {
         return Ok(source.to_owned());
     };
     let mut doc: Value = serde_yaml::from_str(source).context("rule file is not valid YAML")?;
-    let groups = doc.get_mut("groups").and_then(Value::as_sequence_mut).context("rule file has no groups")?;
+    let groups = doc
+        .get_mut("groups")
+        .and_then(Value::as_sequence_mut)
+        .context("rule file has no groups")?;
     for group in groups {
         if let Some(interval) = timing.evaluation_interval {
             mapping_mut(group, "a rule group")?.insert(key("interval"), duration(interval));
         }
-        let Some(rules) = group.get_mut("rules").and_then(Value::as_sequence_mut) else { continue };
+        let Some(rules) = group.get_mut("rules").and_then(Value::as_sequence_mut) else {
+            continue;
+        };
         for rule in rules {
             let rule = mapping_mut(rule, "a rule")?;
             if rule.contains_key(key("alert")) {
@@ -128,13 +158,21 @@ pub fn rules(source: &str, timing: &Timing) -> anyhow::Result<String> {
 /// alertmanager.yml with every webhook pointed at `webhook_url` and, when
 /// asked, grouping waits shortened.
 pub fn alertmanager(source: &str, webhook_url: &str, timing: &Timing) -> anyhow::Result<String> {
-    let mut doc: Value = serde_yaml::from_str(source).context("alertmanager.yml is not valid YAML")?;
-    let receivers = doc.get_mut("receivers").and_then(Value::as_sequence_mut).context("alertmanager.yml has no receivers")?;
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("alertmanager.yml is not valid YAML")?;
+    let receivers = doc
+        .get_mut("receivers")
+        .and_then(Value::as_sequence_mut)
+        .context("alertmanager.yml has no receivers")?;
     let mut webhooks = 0;
     for receiver in receivers {
-        if let Some(configs) = receiver.get_mut("webhook_configs").and_then(Value::as_sequence_mut) {
+        if let Some(configs) = receiver
+            .get_mut("webhook_configs")
+            .and_then(Value::as_sequence_mut)
+        {
             for config in configs {
-                mapping_mut(config, "a webhook config")?.insert(key("url"), Value::String(webhook_url.to_owned()));
+                mapping_mut(config, "a webhook config")?
+                    .insert(key("url"), Value::String(webhook_url.to_owned()));
                 webhooks += 1;
             }
         }
@@ -143,7 +181,14 @@ pub fn alertmanager(source: &str, webhook_url: &str, timing: &Timing) -> anyhow:
         bail!("alertmanager.yml has no webhook receiver to point at {webhook_url}");
     }
     if let Some(wait) = timing.alert_grouping {
-        shorten_route(mapping_mut(doc.get_mut("route").context("alertmanager.yml has no route")?, "route")?, wait);
+        shorten_route(
+            mapping_mut(
+                doc.get_mut("route")
+                    .context("alertmanager.yml has no route")?,
+                "route",
+            )?,
+            wait,
+        );
     }
     Ok(serde_yaml::to_string(&doc)?)
 }
@@ -152,7 +197,10 @@ fn shorten_route(route: &mut Mapping, wait: Duration) {
     for field in ["group_wait", "group_interval"] {
         route.insert(key(field), duration(wait));
     }
-    if let Some(children) = route.get_mut(key("routes")).and_then(Value::as_sequence_mut) {
+    if let Some(children) = route
+        .get_mut(key("routes"))
+        .and_then(Value::as_sequence_mut)
+    {
         for child in children.iter_mut().filter_map(Value::as_mapping_mut) {
             shorten_route(child, wait);
         }
@@ -162,10 +210,15 @@ fn shorten_route(route: &mut Mapping, wait: Duration) {
 /// The Grafana datasource file with the Prometheus URL replaced; the uid
 /// and everything else stay as provisioned.
 pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<String> {
-    let mut doc: Value = serde_yaml::from_str(source).context("datasource file is not valid YAML")?;
-    let sources = doc.get_mut("datasources").and_then(Value::as_sequence_mut).context("no datasources list")?;
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("datasource file is not valid YAML")?;
+    let sources = doc
+        .get_mut("datasources")
+        .and_then(Value::as_sequence_mut)
+        .context("no datasources list")?;
     for datasource in sources {
-        mapping_mut(datasource, "a datasource")?.insert(key("url"), Value::String(prometheus_url.to_owned()));
+        mapping_mut(datasource, "a datasource")?
+            .insert(key("url"), Value::String(prometheus_url.to_owned()));
     }
     Ok(serde_yaml::to_string(&doc)?)
 }
@@ -173,13 +226,20 @@ pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<
 /// The dashboard provider file pointed at the repository's dashboards, so
 /// the JSON files are read in place rather than copied.
 pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
-    let mut doc: Value = serde_yaml::from_str(source).context("dashboard provider file is not valid YAML")?;
-    let providers = doc.get_mut("providers").and_then(Value::as_sequence_mut).context("no providers list")?;
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("dashboard provider file is not valid YAML")?;
+    let providers = doc
+        .get_mut("providers")
+        .and_then(Value::as_sequence_mut)
+        .context("no providers list")?;
     for provider in providers {
         let options = mapping_mut(provider, "a provider")?
             .entry(key("options"))
             .or_insert_with(|| Value::Mapping(Mapping::new()));
-        mapping_mut(options, "provider options")?.insert(key("path"), Value::String(dashboards_dir.display().to_string()));
+        mapping_mut(options, "provider options")?.insert(
+            key("path"),
+            Value::String(dashboards_dir.display().to_string()),
+        );
     }
     Ok(serde_yaml::to_string(&doc)?)
 }
@@ -230,20 +290,46 @@ pub struct Written {
 }
 
 /// Writes every derived config under `out`.
-pub fn write(assets: &Assets, out: &Path, endpoints: &Endpoints, webhook_url: &str, timing: &Timing) -> anyhow::Result<Written> {
+pub fn write(
+    assets: &Assets,
+    out: &Path,
+    endpoints: &Endpoints,
+    webhook_url: &str,
+    timing: &Timing,
+) -> anyhow::Result<Written> {
     let rules_dir = out.join("prometheus/rules");
-    std::fs::create_dir_all(&rules_dir).with_context(|| format!("cannot create {}", rules_dir.display()))?;
+    std::fs::create_dir_all(&rules_dir)
+        .with_context(|| format!("cannot create {}", rules_dir.display()))?;
     for file in assets.rule_files()? {
-        let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let source = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         let name = file.file_name().context("rule file without a name")?;
-        std::fs::write(rules_dir.join(name), rules(&source, timing).with_context(|| format!("in {}", file.display()))?)?;
+        std::fs::write(
+            rules_dir.join(name),
+            rules(&source, timing).with_context(|| format!("in {}", file.display()))?,
+        )?;
     }
     let prometheus_yml = out.join("prometheus/prometheus.yml");
     let glob = format!("{}/*.yml", rules_dir.display());
-    std::fs::write(&prometheus_yml, prometheus(&assets.read("prometheus/prometheus.yml")?, endpoints, &glob, timing)?)?;
+    std::fs::write(
+        &prometheus_yml,
+        prometheus(
+            &assets.read("prometheus/prometheus.yml")?,
+            endpoints,
+            &glob,
+            timing,
+        )?,
+    )?;
     let alertmanager_yml = out.join("alertmanager/alertmanager.yml");
     std::fs::create_dir_all(out.join("alertmanager"))?;
-    std::fs::write(&alertmanager_yml, alertmanager(&assets.read("prometheus/alertmanager.yml")?, webhook_url, timing)?)?;
+    std::fs::write(
+        &alertmanager_yml,
+        alertmanager(
+            &assets.read("prometheus/alertmanager.yml")?,
+            webhook_url,
+            timing,
+        )?,
+    )?;
 
     let grafana = out.join("grafana/provisioning");
     for sub in ["datasources", "dashboards", "plugins", "alerting"] {
@@ -255,8 +341,15 @@ pub fn write(assets: &Assets, out: &Path, endpoints: &Endpoints, webhook_url: &s
         grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
     )?;
     let provider = assets.read("grafana/provisioning/dashboards/dashboard.yml")?;
-    std::fs::write(grafana.join("dashboards/dashboard.yml"), grafana_dashboards(&provider, &assets.dashboards_dir())?)?;
-    Ok(Written { prometheus_yml, alertmanager_yml, grafana_provisioning: grafana })
+    std::fs::write(
+        grafana.join("dashboards/dashboard.yml"),
+        grafana_dashboards(&provider, &assets.dashboards_dir())?,
+    )?;
+    Ok(Written {
+        prometheus_yml,
+        alertmanager_yml,
+        grafana_provisioning: grafana,
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +359,10 @@ mod tests {
     fn endpoints() -> Endpoints {
         Endpoints {
             app: "127.0.0.1:19000".parse().unwrap(),
-            trainers: vec!["127.0.0.1:18002".parse().unwrap(), "127.0.0.1:18003".parse().unwrap()],
+            trainers: vec![
+                "127.0.0.1:18002".parse().unwrap(),
+                "127.0.0.1:18003".parse().unwrap(),
+            ],
             prometheus: "127.0.0.1:19090".parse().unwrap(),
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
         }
@@ -278,33 +374,83 @@ mod tests {
 
     #[test]
     fn prometheus_targets_rules_and_intervals_are_rewritten() {
-        let timing = Timing { scrape_interval: Some(Duration::from_secs(1)), ..Timing::default() };
-        let text = prometheus(&repo_file("prometheus/prometheus.yml"), &endpoints(), "/tmp/rules/*.yml", &timing).unwrap();
+        let timing = Timing {
+            scrape_interval: Some(Duration::from_secs(1)),
+            ..Timing::default()
+        };
+        let text = prometheus(
+            &repo_file("prometheus/prometheus.yml"),
+            &endpoints(),
+            "/tmp/rules/*.yml",
+            &timing,
+        )
+        .unwrap();
         let doc: Value = serde_yaml::from_str(&text).unwrap();
         let job = |name: &str| {
-            doc["scrape_configs"].as_sequence().unwrap().iter().find(|j| j["job_name"] == name).cloned().unwrap()
+            doc["scrape_configs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|j| j["job_name"] == name)
+                .cloned()
+                .unwrap()
         };
-        assert_eq!(job("ml-api")["static_configs"][0]["targets"][0], "127.0.0.1:19000");
-        assert_eq!(job("model-training")["static_configs"][0]["targets"].as_sequence().unwrap().len(), 2);
-        assert_eq!(job("model-training")["scrape_timeout"], "1s", "timeout never exceeds the interval");
-        assert_eq!(job("model-training")["metrics_path"], "/metrics", "untouched keys stay");
+        assert_eq!(
+            job("ml-api")["static_configs"][0]["targets"][0],
+            "127.0.0.1:19000"
+        );
+        assert_eq!(
+            job("model-training")["static_configs"][0]["targets"]
+                .as_sequence()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            job("model-training")["scrape_timeout"],
+            "1s",
+            "timeout never exceeds the interval"
+        );
+        assert_eq!(
+            job("model-training")["metrics_path"],
+            "/metrics",
+            "untouched keys stay"
+        );
         assert_eq!(doc["rule_files"][0], "/tmp/rules/*.yml");
-        assert_eq!(doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0], "127.0.0.1:19093");
-        assert!(!text.contains("app:9000") && !text.contains("training-metrics"), "{text}");
+        assert_eq!(
+            doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+            "127.0.0.1:19093"
+        );
+        assert!(
+            !text.contains("app:9000") && !text.contains("training-metrics"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_job_is_an_error() {
-        let source = "scrape_configs:\n  - job_name: mystery\n    static_configs: [{targets: ['x:1']}]\n";
+        let source =
+            "scrape_configs:\n  - job_name: mystery\n    static_configs: [{targets: ['x:1']}]\n";
         let error = prometheus(source, &endpoints(), "r/*.yml", &Timing::default()).unwrap_err();
         assert!(error.to_string().contains("mystery"), "{error}");
     }
 
     #[test]
     fn alert_for_is_shortened_and_records_untouched() {
-        let timing = Timing { alert_for: Some(Duration::from_secs(2)), ..Timing::default() };
-        let alerts: Value = serde_yaml::from_str(&rules(&repo_file("prometheus/rules/ml_alerts.yml"), &timing).unwrap()).unwrap();
-        let all: Vec<&Value> = alerts["groups"].as_sequence().unwrap().iter().flat_map(|g| g["rules"].as_sequence().unwrap()).collect();
+        let timing = Timing {
+            alert_for: Some(Duration::from_secs(2)),
+            ..Timing::default()
+        };
+        let alerts: Value = serde_yaml::from_str(
+            &rules(&repo_file("prometheus/rules/ml_alerts.yml"), &timing).unwrap(),
+        )
+        .unwrap();
+        let all: Vec<&Value> = alerts["groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_sequence().unwrap())
+            .collect();
         assert!(all.len() >= 13);
         assert!(all.iter().all(|r| r["for"] == "2s"));
         let recording = repo_file("prometheus/rules/ml_recording.yml");
@@ -315,24 +461,51 @@ mod tests {
 
     #[test]
     fn alertmanager_webhook_and_grouping() {
-        let timing = Timing { alert_grouping: Some(Duration::from_millis(500)), ..Timing::default() };
-        let text = alertmanager(&repo_file("prometheus/alertmanager.yml"), "http://127.0.0.1:1/hook", &timing).unwrap();
+        let timing = Timing {
+            alert_grouping: Some(Duration::from_millis(500)),
+            ..Timing::default()
+        };
+        let text = alertmanager(
+            &repo_file("prometheus/alertmanager.yml"),
+            "http://127.0.0.1:1/hook",
+            &timing,
+        )
+        .unwrap();
         let doc: Value = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(doc["receivers"][0]["webhook_configs"][0]["url"], "http://127.0.0.1:1/hook");
+        assert_eq!(
+            doc["receivers"][0]["webhook_configs"][0]["url"],
+            "http://127.0.0.1:1/hook"
+        );
         assert_eq!(doc["route"]["group_wait"], "500ms");
-        assert!(doc["route"]["routes"].as_sequence().unwrap().iter().all(|r| r["group_interval"] == "500ms"));
-        assert_eq!(doc["inhibit_rules"].as_sequence().unwrap().len(), 2, "inhibitions kept");
+        assert!(doc["route"]["routes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|r| r["group_interval"] == "500ms"));
+        assert_eq!(
+            doc["inhibit_rules"].as_sequence().unwrap().len(),
+            2,
+            "inhibitions kept"
+        );
     }
 
     #[test]
     fn grafana_files_keep_uid_and_point_at_repo_dashboards() {
         let ds: Value = serde_yaml::from_str(
-            &grafana_datasource(&repo_file("grafana/provisioning/datasources/prometheus.yml"), "http://127.0.0.1:19090").unwrap(),
+            &grafana_datasource(
+                &repo_file("grafana/provisioning/datasources/prometheus.yml"),
+                "http://127.0.0.1:19090",
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(ds["datasources"][0]["url"], "http://127.0.0.1:19090");
         assert_eq!(ds["datasources"][0]["uid"], "mlwatch-prometheus");
-        let dashboards = grafana_dashboards(&repo_file("grafana/provisioning/dashboards/dashboard.yml"), Path::new("/repo/dash")).unwrap();
+        let dashboards = grafana_dashboards(
+            &repo_file("grafana/provisioning/dashboards/dashboard.yml"),
+            Path::new("/repo/dash"),
+        )
+        .unwrap();
         assert!(dashboards.contains("path: /repo/dash"), "{dashboards}");
     }
 }
