@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 #[test]
 fn alerts_fire_through_prometheus_and_alertmanager() {
-    let mut stack = LiveStack::start(StackOptions::default());
+    let stack = LiveStack::start(StackOptions::default());
 
     // Every target up, every group loaded, every rule healthy.
     eventually("all targets up", WAIT, || {

@@ -17,7 +17,8 @@ use serde_yaml::{Mapping, Value};
 /// Where each scrape job's targets listen.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    pub app: SocketAddr,
+    /// Prediction services (usually one).
+    pub apps: Vec<SocketAddr>,
     pub trainers: Vec<SocketAddr>,
     pub prometheus: SocketAddr,
     pub alertmanager: SocketAddr,
@@ -26,7 +27,7 @@ pub struct Endpoints {
 impl Endpoints {
     fn targets(&self, job: &str) -> anyhow::Result<Vec<String>> {
         Ok(match job {
-            "ml-api" => vec![self.app.to_string()],
+            "ml-api" => self.apps.iter().map(ToString::to_string).collect(),
             "model-training" => self.trainers.iter().map(ToString::to_string).collect(),
             "prometheus" => vec![self.prometheus.to_string()],
             "alertmanager" => vec![self.alertmanager.to_string()],
@@ -358,7 +359,7 @@ mod tests {
 
     fn endpoints() -> Endpoints {
         Endpoints {
-            app: "127.0.0.1:19000".parse().unwrap(),
+            apps: vec!["127.0.0.1:19000".parse().unwrap()],
             trainers: vec![
                 "127.0.0.1:18002".parse().unwrap(),
                 "127.0.0.1:18003".parse().unwrap(),

@@ -112,6 +112,8 @@ fn read_request_body(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
 
 /// What to start.
 pub struct StackOptions {
+    /// One prediction service per entry, serving a model of this kind.
+    pub services: Vec<mlwatch::train::Algorithm>,
     /// Extra `mlwatch train` arguments, one trainer per entry.
     pub trainers: Vec<Vec<String>>,
     pub drift_window: usize,
@@ -121,6 +123,7 @@ pub struct StackOptions {
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
+            services: vec![mlwatch::train::Algorithm::Linear],
             trainers: vec![vec![
                 "--pace".into(),
                 "500ms".into(),
@@ -142,7 +145,11 @@ pub struct LiveStack {
     pub webhook: Webhook,
     pub trainers: Vec<Process>,
     pub trainer_addresses: Vec<SocketAddr>,
+    /// The first service; `services` holds any further ones.
     pub service: Process,
+    pub services: Vec<Process>,
+    pub app_urls: Vec<String>,
+    pub artifacts: Vec<mlwatch::model::Artifact>,
     pub prometheus: Process,
     pub alertmanager: Process,
     pub app_url: String,
@@ -167,7 +174,7 @@ impl LiveStack {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         let endpoints = Endpoints {
-            app: loopback(),
+            apps: options.services.iter().map(|_| loopback()).collect(),
             trainers: options.trainers.iter().map(|_| loopback()).collect(),
             prometheus: loopback(),
             alertmanager: loopback(),
@@ -183,14 +190,17 @@ impl LiveStack {
         )
         .expect("derive configs");
 
-        // The served model comes from the library trainer; the live trainers
+        // Served models come from the library trainer; the live trainers
         // write their own artifacts elsewhere.
-        let artifact = mlwatch::train::train_quietly(&mlwatch::train::FitOptions::new(
-            mlwatch::train::Algorithm::Linear,
-        ))
-        .expect("train");
-        let model_path = root.join("model.json");
-        artifact.save(&model_path).expect("save artifact");
+        let artifacts: Vec<mlwatch::model::Artifact> = options
+            .services
+            .iter()
+            .map(|algorithm| {
+                let mut fit = mlwatch::train::FitOptions::new(*algorithm);
+                fit.iterations = Some(5);
+                mlwatch::train::train_quietly(&fit).expect("train")
+            })
+            .collect();
 
         let mut alertmanager = Process::spawn(
             "alertmanager",
@@ -219,21 +229,26 @@ impl LiveStack {
             ],
             root,
         );
-        let mut service = Process::mlwatch(
-            "service",
-            &[
-                "serve",
-                "--listen",
-                &endpoints.app.to_string(),
-                "--model-path",
-                &model_path.display().to_string(),
-                "--drift-window",
-                &options.drift_window.to_string(),
-                "--sample-interval",
-                "1s",
-            ],
-            root,
-        );
+        let mut services = Vec::new();
+        for (i, (artifact, address)) in artifacts.iter().zip(&endpoints.apps).enumerate() {
+            let model_path = root.join(format!("model-{i}.json"));
+            artifact.save(&model_path).expect("save artifact");
+            services.push(Process::mlwatch(
+                &format!("service-{i}"),
+                &[
+                    "serve",
+                    "--listen",
+                    &address.to_string(),
+                    "--model-path",
+                    &model_path.display().to_string(),
+                    "--drift-window",
+                    &options.drift_window.to_string(),
+                    "--sample-interval",
+                    "1s",
+                ],
+                root,
+            ));
+        }
         let mut trainers = Vec::new();
         for (i, (extra, address)) in options.trainers.iter().zip(&endpoints.trainers).enumerate() {
             let mut args: Vec<String> = vec![
@@ -253,11 +268,17 @@ impl LiveStack {
                 root,
             ));
         }
-        let app_url = format!("http://{}", endpoints.app);
+        let app_urls: Vec<String> = endpoints
+            .apps
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect();
         let prometheus_url = format!("http://{}", endpoints.prometheus);
         let alertmanager_url = format!("http://{}", endpoints.alertmanager);
         let startup = Duration::from_secs(60);
-        wait_for_status(&format!("{app_url}/ready"), 200, startup, &mut service);
+        for (service, url) in services.iter_mut().zip(&app_urls) {
+            wait_for_status(&format!("{url}/ready"), 200, startup, service);
+        }
         wait_for_status(
             &format!("{prometheus_url}/-/ready"),
             200,
@@ -277,13 +298,16 @@ impl LiveStack {
             webhook,
             trainers,
             trainer_addresses: endpoints.trainers.clone(),
-            service,
+            service: services.remove(0),
+            services,
+            app_url: app_urls[0].clone(),
+            artifact: artifacts[0].clone(),
+            app_urls,
+            artifacts,
             prometheus,
             alertmanager,
-            app_url,
             prometheus_url,
             alertmanager_url,
-            artifact,
             dir,
         }
     }
@@ -329,7 +353,11 @@ impl LiveStack {
     }
 
     pub fn post_predict(&self, body: &str) -> u16 {
-        let url = format!("{}/predict", self.app_url);
+        self.post_predict_to(&self.app_url, body)
+    }
+
+    pub fn post_predict_to(&self, app_url: &str, body: &str) -> u16 {
+        let url = format!("{app_url}/predict");
         match super::agent()
             .post(&url)
             .set("Content-Type", "application/json")
@@ -341,29 +369,44 @@ impl LiveStack {
         }
     }
 
-    /// A batch body of `rows` valid instances from the training data, with
-    /// `shift` standard deviations added to `feature` (None: no shift).
+    /// A batch body of `rows` valid instances from the training data of the
+    /// first service's model, with `shift` standard deviations added to one
+    /// feature (None: no shift).
     pub fn batch(&self, start: usize, rows: usize, shift: Option<(&str, f64)>) -> String {
-        let data = linfa_datasets::diabetes();
-        let records = data.records();
-        let names = &self.artifact.feature_names;
-        let instances: Vec<Vec<f64>> = (0..rows)
-            .map(|i| {
-                let row = records.row((start + i) % records.nrows());
-                names
-                    .iter()
-                    .enumerate()
-                    .map(|(j, name)| match shift {
-                        Some((feature, k)) if feature == name => {
-                            row[j] + k * self.artifact.reference.features[j].std
-                        }
-                        _ => row[j],
-                    })
-                    .collect()
-            })
-            .collect();
-        serde_json::json!({ "instances": instances }).to_string()
+        batch_for(&self.artifact, start, rows, shift)
     }
+}
+
+/// A batch body for `artifact`'s data set; see [`LiveStack::batch`].
+pub fn batch_for(
+    artifact: &mlwatch::model::Artifact,
+    start: usize,
+    rows: usize,
+    shift: Option<(&str, f64)>,
+) -> String {
+    let records = match artifact.dataset.as_str() {
+        "diabetes" => linfa_datasets::diabetes().records().to_owned(),
+        "winequality" => linfa_datasets::winequality().records().to_owned(),
+        "iris" => linfa_datasets::iris().records().to_owned(),
+        other => panic!("no rows for data set {other}"),
+    };
+    let instances: Vec<Vec<f64>> = (0..rows)
+        .map(|i| {
+            let row = records.row((start + i) % records.nrows());
+            artifact
+                .feature_names
+                .iter()
+                .enumerate()
+                .map(|(j, name)| match shift {
+                    Some((feature, k)) if feature == name => {
+                        row[j] + k * artifact.reference.features[j].std
+                    }
+                    _ => row[j],
+                })
+                .collect()
+        })
+        .collect();
+    serde_json::json!({ "instances": instances }).to_string()
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics with
