@@ -7,7 +7,9 @@
 //! prediction API, [`shutdown`] the stop signal.
 
 pub mod listen;
+pub mod load;
 pub mod model;
+pub mod report;
 pub mod resources;
 pub mod serve;
 pub mod shutdown;

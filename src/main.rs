@@ -20,6 +20,10 @@ enum Command {
     Train(mlwatch::train::TrainArgs),
     /// Serve predictions from a trained artifact, with metrics and drift.
     Serve(mlwatch::serve::ServeArgs),
+    /// Send prediction traffic (valid, invalid, drifted, batch) and reconcile counts.
+    Load(mlwatch::load::LoadArgs),
+    /// Render the dashboards and fired alerts into a static HTML report.
+    Report(mlwatch::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Train(args) => mlwatch::train::run(args).await,
             Command::Serve(args) => mlwatch::serve::run(args).await,
+            Command::Load(args) => mlwatch::load::run(args).await,
+            Command::Report(args) => mlwatch::report::run(args).await,
         }
     });
     match result {
