@@ -1,0 +1,347 @@
+//! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
+//! Alertmanager, Prometheus, the service, a trainer and (when installed)
+//! Grafana on 127.0.0.1 with configs derived into a state directory, relays
+//! alerts from Alertmanager to the terminal through a built-in webhook, and
+//! reloads the service whenever the trainer writes a new artifact.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use super::children::{find_binary, Supervised};
+use super::config::{self, Assets, Endpoints, Timing};
+use super::grafana;
+
+/// The Debian/Ubuntu command that installs what the stack needs.
+pub const INSTALL_HINT: &str = "apt-get install prometheus prometheus-alertmanager";
+
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub app: u16,
+    pub trainer: u16,
+    pub prometheus: u16,
+    pub alertmanager: u16,
+    pub grafana: u16,
+    pub webhook: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            app: 9000,
+            trainer: 8002,
+            prometheus: 9090,
+            alertmanager: 9093,
+            grafana: 3000,
+            webhook: 5001,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub assets: Assets,
+    pub state_dir: PathBuf,
+    pub ports: Ports,
+    pub timing: Timing,
+    /// Extra `mlwatch train` arguments (model, pace, ...).
+    pub trainer_args: Vec<String>,
+    pub drift_window: usize,
+    /// Start Grafana when a server binary is on PATH.
+    pub grafana: bool,
+}
+
+/// Prometheus and Alertmanager binaries, or the install command.
+pub struct Binaries {
+    pub prometheus: PathBuf,
+    pub alertmanager: PathBuf,
+    pub grafana: Option<grafana::GrafanaBinary>,
+}
+
+impl Binaries {
+    pub fn locate() -> anyhow::Result<Self> {
+        let prometheus = find_binary(&["prometheus"]);
+        let alertmanager = find_binary(&["alertmanager", "prometheus-alertmanager"]);
+        match (prometheus, alertmanager) {
+            (Some(prometheus), Some(alertmanager)) => Ok(Self {
+                prometheus,
+                alertmanager,
+                grafana: grafana::locate(),
+            }),
+            (p, a) => {
+                let missing: Vec<&str> = [
+                    p.is_none().then_some("prometheus"),
+                    a.is_none().then_some("alertmanager"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                bail!(
+                    "{} not found on PATH. On Debian/Ubuntu: sudo {INSTALL_HINT}; with Nix: nix run (brings its own)",
+                    missing.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+/// Alerts received by the built-in webhook, newest last.
+#[derive(Clone, Default)]
+pub struct AlertInbox(Arc<Mutex<Vec<Value>>>);
+
+impl AlertInbox {
+    pub fn alerts(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, alerts: Vec<Value>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(alerts);
+    }
+}
+
+pub struct Stack {
+    pub urls: Vec<(&'static str, String)>,
+    pub prometheus_url: String,
+    pub app_url: String,
+    pub model_path: PathBuf,
+    pub inbox: AlertInbox,
+    pub grafana_password: Option<String>,
+    service: Supervised,
+    trainer: Option<Supervised>,
+    core: Vec<Supervised>,
+    webhook: tokio::task::JoinHandle<()>,
+    model_seen: Option<SystemTime>,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Stack {
+    pub async fn start(config: &StackConfig, binaries: &Binaries) -> anyhow::Result<Self> {
+        let state = &config.state_dir;
+        std::fs::create_dir_all(state)
+            .with_context(|| format!("cannot create state directory {}", state.display()))?;
+        let logs = state.join("logs");
+        let p = &config.ports;
+        let endpoints = Endpoints {
+            apps: vec![loopback(p.app)],
+            trainers: vec![loopback(p.trainer)],
+            prometheus: loopback(p.prometheus),
+            alertmanager: loopback(p.alertmanager),
+        };
+        let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
+        let written = config::write(
+            &config.assets,
+            &state.join("config"),
+            &endpoints,
+            &webhook_url,
+            &config.timing,
+        )?;
+
+        let inbox = AlertInbox::default();
+        let (acceptor, _) = crate::listen::bind(loopback(p.webhook)).await?;
+        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone()));
+
+        let mut core = Vec::new();
+        core.push(Supervised::spawn(
+            "alertmanager",
+            &binaries.alertmanager,
+            &[
+                format!("--config.file={}", written.alertmanager_yml.display()),
+                format!("--storage.path={}", state.join("alertmanager").display()),
+                format!("--web.listen-address={}", endpoints.alertmanager),
+                "--cluster.listen-address=".into(),
+            ],
+            &logs,
+        )?);
+        core.push(Supervised::spawn(
+            "prometheus",
+            &binaries.prometheus,
+            &[
+                format!("--config.file={}", written.prometheus_yml.display()),
+                format!("--storage.tsdb.path={}", state.join("prometheus").display()),
+                format!("--web.listen-address={}", endpoints.prometheus),
+            ],
+            &logs,
+        )?);
+        let mut grafana_password = None;
+        let mut urls = vec![
+            ("prediction API", format!("http://{}", endpoints.apps[0])),
+            (
+                "trainer metrics",
+                format!("http://{}/metrics", endpoints.trainers[0]),
+            ),
+            ("Prometheus", format!("http://{}", endpoints.prometheus)),
+            ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
+        ];
+        if config.grafana {
+            if let Some(binary) = &binaries.grafana {
+                let settings =
+                    grafana::write_config(state, &written.grafana_provisioning, p.grafana)?;
+                let mut args: Vec<String> = binary
+                    .subcommand
+                    .map(|s| vec![s.to_owned()])
+                    .unwrap_or_default();
+                args.extend([
+                    format!("--homepath={}", binary.home.display()),
+                    format!("--config={}", settings.ini.display()),
+                ]);
+                core.push(Supervised::spawn("grafana", &binary.program, &args, &logs)?);
+                urls.push((
+                    "Grafana (user admin)",
+                    format!("http://{}", loopback(p.grafana)),
+                ));
+                grafana_password = Some(settings.admin_password);
+            }
+        }
+
+        let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
+        let model_path = state.join("model.json");
+        let service = Supervised::spawn(
+            "service",
+            &exe,
+            &[
+                "serve".into(),
+                "--listen".into(),
+                endpoints.apps[0].to_string(),
+                "--model-path".into(),
+                model_path.display().to_string(),
+                "--drift-window".into(),
+                config.drift_window.to_string(),
+            ],
+            &logs,
+        )?;
+        let mut trainer_args = vec![
+            "train".into(),
+            "--listen".into(),
+            endpoints.trainers[0].to_string(),
+            "--output".into(),
+            model_path.display().to_string(),
+        ];
+        trainer_args.extend(config.trainer_args.iter().cloned());
+        let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
+        Ok(Self {
+            urls,
+            prometheus_url: format!("http://{}", endpoints.prometheus),
+            app_url: format!("http://{}", endpoints.apps[0]),
+            model_seen: modified(&model_path),
+            model_path,
+            inbox,
+            grafana_password,
+            service,
+            trainer: Some(trainer),
+            core,
+            webhook,
+        })
+    }
+
+    /// One supervision step: reload the service on a new artifact, report
+    /// children that died. Errors when a long-running child died.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        let current = modified(&self.model_path);
+        if current.is_some() && current != self.model_seen {
+            self.model_seen = current;
+            tracing::info!(
+                "new model artifact at {}; reloading the service",
+                self.model_path.display()
+            );
+            self.service.signal(libc::SIGHUP);
+        }
+        if let Some(trainer) = &mut self.trainer {
+            if let Some(status) = trainer.exited() {
+                if status.success() {
+                    tracing::info!("trainer finished");
+                } else {
+                    tracing::warn!(
+                        "trainer exited with {status}; last log lines:\n{}",
+                        trainer.tail(20)
+                    );
+                }
+                self.trainer = None;
+            }
+        }
+        for child in std::iter::once(&mut self.service).chain(self.core.iter_mut()) {
+            if let Some(status) = child.exited() {
+                bail!(
+                    "{} exited with {status}; last log lines of {}:\n{}",
+                    child.name,
+                    child.log.display(),
+                    child.tail(20)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Supervises until `until` completes or a child dies.
+    pub async fn supervise(
+        &mut self,
+        until: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(until);
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut until => return Ok(()),
+                _ = ticker.tick() => self.check()?,
+            }
+        }
+    }
+
+    /// Process ids of every running child (tests check they are gone).
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.service)
+            .chain(self.trainer.as_ref())
+            .chain(self.core.iter())
+            .filter_map(Supervised::pid)
+            .collect()
+    }
+
+    /// Stops every child (trainer and service first, Prometheus last).
+    pub async fn shutdown(mut self) {
+        if let Some(trainer) = &mut self.trainer {
+            trainer.stop().await;
+        }
+        self.service.stop().await;
+        for child in self.core.iter_mut().rev() {
+            child.stop().await;
+        }
+        self.webhook.abort();
+    }
+}
+
+async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox) {
+    use poem::{handler, post, web::Data, web::Json, EndpointExt, Route};
+    #[handler]
+    fn alerts(Json(body): Json<Value>, Data(inbox): Data<&AlertInbox>) -> &'static str {
+        let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
+        for alert in &alerts {
+            let name = alert["labels"]["alertname"].as_str().unwrap_or("?");
+            let status = alert["status"].as_str().unwrap_or("?");
+            let summary = alert["annotations"]["summary"].as_str().unwrap_or("");
+            let runbook = alert["annotations"]["runbook_url"].as_str().unwrap_or("");
+            println!("ALERT {status:>8} {name}: {summary} (runbook: {runbook})");
+        }
+        inbox.push(alerts);
+        "ok"
+    }
+    let app = Route::new().at("/alerts", post(alerts)).data(inbox);
+    if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
+        tracing::error!("alert webhook stopped: {e}");
+    }
+}
