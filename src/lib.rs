@@ -6,6 +6,7 @@
 //! predictor, [`train`] the training loop and its metrics, [`serve`] the
 //! prediction API, [`shutdown`] the stop signal.
 
+pub mod demo;
 pub mod listen;
 pub mod load;
 pub mod model;

@@ -22,6 +22,8 @@ enum Command {
     Serve(mlwatch::serve::ServeArgs),
     /// Send prediction traffic (valid, invalid, drifted, batch) and reconcile counts.
     Load(mlwatch::load::LoadArgs),
+    /// Train, serve, load, provoke alerts and write the report: the whole story.
+    Demo(mlwatch::demo::DemoArgs),
     /// Start the whole stack on 127.0.0.1 until Ctrl-C.
     Up(mlwatch::stack::up::UpArgs),
     /// Render the dashboards and fired alerts into a static HTML report.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Train(args) => mlwatch::train::run(args).await,
             Command::Serve(args) => mlwatch::serve::run(args).await,
+            Command::Demo(args) => mlwatch::demo::run(args).await,
             Command::Up(args) => mlwatch::stack::up::run(args).await,
             Command::Load(args) => mlwatch::load::run(args).await,
             Command::Report(args) => mlwatch::report::run(args).await,

@@ -1,0 +1,255 @@
+//! `mlwatch demo`: the brief's whole story in one command. Starts the stack
+//! (the same launcher as `mlwatch up`), trains with a visible pace, sends
+//! normal traffic, then drifted and invalid traffic, waits until DataDrift
+//! and InvalidInputSurge fire, prints them with their runbooks, and writes
+//! the static report. `--quick` is the same story compressed for CI.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::Value;
+
+use crate::stack::config::Timing;
+use crate::stack::launcher::{Binaries, Ports, Stack, StackConfig, INSTALL_HINT};
+use crate::stack::up::{default_assets, default_state_dir, print_urls};
+
+/// The alerts the demo provokes and waits for.
+pub const EXPECTED_ALERTS: [&str; 2] = ["DataDrift", "InvalidInputSurge"];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Compressed timings and free ports; exits when done (CI).
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the demo's state, logs and report go (default: $XDG_STATE_HOME/mlwatch/demo).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Directory holding prometheus/ and grafana/ (default: this repository or share/mlwatch).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// Never run apt-get, even as root.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Stop the stack after the report instead of keeping it up until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
+}
+
+/// Finds Prometheus and Alertmanager, installing them through apt when we
+/// are root on Debian/Ubuntu and allowed to; otherwise says how.
+fn binaries(allow_install: bool) -> anyhow::Result<Binaries> {
+    match Binaries::locate() {
+        Ok(b) => Ok(b),
+        Err(missing) => {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            if !(allow_install && root && crate::stack::children::find_binary(&["apt-get"]).is_some()) {
+                return Err(missing);
+            }
+            println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
+            let status = std::process::Command::new("apt-get")
+                .args(["install", "-y", "prometheus", "prometheus-alertmanager"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("cannot run apt-get")?;
+            if !status.success() {
+                bail!("apt-get install failed ({status}); run `sudo {INSTALL_HINT}` yourself");
+            }
+            Binaries::locate()
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs `work` while the stack is supervised (reloads, dead children).
+async fn during<T>(stack: &mut Stack, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        failure = stack.supervise(std::future::pending()) => Err(failure.err().unwrap_or_else(|| anyhow::anyhow!("supervision ended"))),
+    }
+}
+
+/// Polls `check` until it returns `Some` or `limit` passes.
+async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("gave up after {}: {what}", humantime::format_duration(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> Vec<Value> {
+    let url = format!("{prometheus}/api/v1/alerts");
+    let Ok(response) = client.get(&url).send().await else { return Vec::new() };
+    let Ok(body) = response.json::<Value>().await else { return Vec::new() };
+    body["data"]["alerts"].as_array().cloned().unwrap_or_default().into_iter().filter(|a| a["state"] == "firing").collect()
+}
+
+#[derive(Parser)]
+struct LoadCli {
+    #[command(flatten)]
+    args: crate::load::LoadArgs,
+}
+
+#[derive(Parser)]
+struct ReportCli {
+    #[command(flatten)]
+    args: crate::report::ReportArgs,
+}
+
+/// Runs `mlwatch load` in-process with command-line flags, the same
+/// interface a user types.
+async fn load(flags: &[String]) -> anyhow::Result<()> {
+    let cli = LoadCli::try_parse_from(std::iter::once("load".to_owned()).chain(flags.iter().cloned()))
+        .context("internal: demo load flags")?;
+    crate::load::run(cli.args).await
+}
+
+async fn report(flags: &[String]) -> anyhow::Result<()> {
+    let cli = ReportCli::try_parse_from(std::iter::once("report".to_owned()).chain(flags.iter().cloned()))
+        .context("internal: demo report flags")?;
+    crate::report::run(cli.args).await
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let binaries = binaries(!args.no_install)?;
+    let assets = match &args.assets {
+        Some(dir) => crate::stack::config::Assets::new(dir.clone())?,
+        None => default_assets()?,
+    };
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| default_state_dir().join("demo"));
+    // A demo starts from nothing: no old model, no old time series.
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).with_context(|| format!("cannot clear {}", state_dir.display()))?;
+    }
+    let quick = args.quick;
+    let ports = if quick {
+        Ports {
+            app: free_port()?,
+            trainer: free_port()?,
+            prometheus: free_port()?,
+            alertmanager: free_port()?,
+            grafana: free_port()?,
+            webhook: free_port()?,
+        }
+    } else {
+        Ports::default()
+    };
+    let seconds = |s| Some(Duration::from_secs(s));
+    let timing = if quick {
+        Timing { scrape_interval: seconds(1), evaluation_interval: seconds(1), alert_for: seconds(3), alert_grouping: seconds(1) }
+    } else {
+        Timing { scrape_interval: seconds(2), evaluation_interval: seconds(2), alert_for: seconds(20), alert_grouping: seconds(5) }
+    };
+    let pace = if quick { "100ms" } else { "1s" };
+    let config = StackConfig {
+        assets,
+        state_dir: state_dir.clone(),
+        ports,
+        timing,
+        trainer_args: ["--model", "linear", "--pace", pace, "--iterations", "12", "--linger", "900s"].map(String::from).to_vec(),
+        drift_window: if quick { 200 } else { 300 },
+        grafana: !quick,
+    };
+    let started = Instant::now();
+    let mut stack = Stack::start(&config, &binaries).await?;
+    let outcome = story(&mut stack, &args, &state_dir, started).await;
+    let keep_running = outcome.is_ok() && !quick && !args.exit;
+    if keep_running {
+        println!("\nThe stack keeps running so you can explore it; Ctrl-C stops everything.");
+        print_urls(&stack);
+        let _ = stack.supervise(crate::shutdown::signal()).await;
+    }
+    println!("stopping the stack...");
+    stack.shutdown().await;
+    outcome
+}
+
+async fn story(stack: &mut Stack, args: &DemoArgs, state_dir: &std::path::Path, started: Instant) -> anyhow::Result<()> {
+    let quick = args.quick;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    print_urls(stack);
+    println!("\n[1/5] training (watch training_epochs_total climb on the trainer's /metrics)");
+    let app = stack.app_url.clone();
+    let prometheus = stack.prometheus_url.clone();
+    let ready_url = format!("{app}/ready");
+    during(
+        stack,
+        wait_until("the service to load the trained model", Duration::from_secs(120), || {
+            let client = client.clone();
+            let url = ready_url.clone();
+            async move { client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        }),
+    )
+    .await?;
+    println!("[2/5] normal traffic");
+    let volume: Vec<String> = if quick {
+        ["--requests", "300", "--concurrency", "4"].map(String::from).to_vec()
+    } else {
+        ["--duration", "30s", "--rate", "20"].map(String::from).to_vec()
+    };
+    let mut flags = vec!["--target".to_owned(), app.clone(), "--mix".into(), "valid=90,batch=10".into()];
+    flags.extend(volume.iter().cloned());
+    during(stack, load(&flags)).await?;
+    println!("[3/5] drifted and invalid traffic");
+    let mut flags = vec!["--target".to_owned(), app.clone(), "--mix".into(), "drifted=60,invalid=40".into(), "--drift-sigma".into(), "3".into()];
+    flags.extend(if quick { ["--requests", "600", "--concurrency", "4"] } else { ["--requests", "1500", "--concurrency", "4"] }.map(String::from));
+    during(stack, load(&flags)).await?;
+    println!("[4/5] waiting for {} to fire", EXPECTED_ALERTS.join(" and "));
+    let limit = if quick { Duration::from_secs(120) } else { Duration::from_secs(300) };
+    let firing = during(
+        stack,
+        wait_until("DataDrift and InvalidInputSurge firing in Prometheus", limit, || {
+            let client = client.clone();
+            let prometheus = prometheus.clone();
+            async move {
+                let firing = firing_alerts(&client, &prometheus).await;
+                let names: Vec<&str> = firing.iter().filter_map(|a| a["labels"]["alertname"].as_str()).collect();
+                EXPECTED_ALERTS.iter().all(|e| names.contains(e)).then_some(firing)
+            }
+        }),
+    )
+    .await?;
+    println!("firing alerts:");
+    for alert in &firing {
+        println!(
+            "  {:<20} {:<8} {}\n  {:<20} runbook: {}",
+            alert["labels"]["alertname"].as_str().unwrap_or("?"),
+            alert["labels"]["severity"].as_str().unwrap_or(""),
+            alert["annotations"]["description"].as_str().unwrap_or(""),
+            "",
+            alert["annotations"]["runbook_url"].as_str().unwrap_or("")
+        );
+    }
+    println!("[5/5] writing the report");
+    let output = state_dir.join("report.html");
+    let since = format!("{}s", started.elapsed().as_secs() + 60);
+    let flags: Vec<String> = vec![
+        "--prometheus".into(),
+        prometheus.clone(),
+        "--since".into(),
+        since,
+        "--output".into(),
+        output.display().to_string(),
+        "--svg-dir".into(),
+        state_dir.join("report-svg").display().to_string(),
+    ];
+    during(stack, report(&flags)).await?;
+    println!("report: {}", output.display());
+    Ok(())
+}
