@@ -2,74 +2,96 @@
 //! without a lock so that recording never serialises requests.
 //!
 //! Every sample (one instance of a request) takes the next slot of a ring
-//! from one atomic sequence number. Each tracked quantity (every input
-//! feature, and the prediction) has one atomic bin index per slot and one
-//! atomic count per bin: recording swaps the new bin into the slot, counts
-//! the new bin up and the evicted bin down. That is O(features) atomic
-//! operations per sample. At scrape time the counts are compared with the
-//! artifact's reference shares as a PSI. A scrape racing a write may see a
-//! count off by the samples in flight, which PSI over hundreds of samples
-//! does not notice.
+//! from one atomic sequence number, and stores one bin index per tracked
+//! quantity (each input feature, then the prediction) into its slot: one
+//! atomic sequence step per request and one relaxed byte store per feature,
+//! O(features) per sample with no read-modify-write on shared counters. A
+//! slot's bytes sit together, so one sample touches one cache line.
+//!
+//! Scrapes count the bins over the whole ring, O(window × features) (about
+//! 10 µs for 1000 samples × 10 features), and compare the shares with the
+//! artifact's reference as a PSI. A scrape racing a write may see a slot
+//! half-updated, which PSI over hundreds of samples does not notice.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use ndarray::ArrayView2;
 
 use crate::model::{BinReference, DriftReference, Prediction};
 
-/// A slot that has not held a sample yet.
-const EMPTY: u16 = u16::MAX;
+/// A slot byte that has not held a sample yet.
+const EMPTY: u8 = u8::MAX;
 
-/// The window for one model: one track per feature plus one for predictions.
+/// The window for one model.
 #[derive(Debug)]
 pub struct DriftWindow {
     capacity: usize,
     sequence: AtomicU64,
-    features: Vec<Option<Track>>,
-    prediction: Option<Track>,
+    /// The bins of each feature, then of the prediction; `None` for a
+    /// reference with more bins than a slot byte can name.
+    references: Vec<Option<BinReference>>,
+    /// `capacity` slots of `references.len()` bin bytes each.
+    slots: Box<[AtomicU8]>,
 }
 
 impl DriftWindow {
-    /// A window of `capacity` samples against `reference`. `capacity` must be
-    /// at least 1 (checked when the service starts).
+    /// A window of `capacity` samples (at least 1) against `reference`.
     pub fn new(reference: &DriftReference, capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let track = |bins: &BinReference, what: &str| {
-            let track = Track::new(bins.clone(), capacity);
-            if track.is_none() {
+        let usable = |bins: &BinReference, what: &str| {
+            if bins.bins() < usize::from(EMPTY) {
+                Some(bins.clone())
+            } else {
                 tracing::warn!(
                     "drift reference for {what} has {} bins; drift is not tracked for it",
                     bins.bins()
                 );
+                None
             }
-            track
         };
+        let references: Vec<Option<BinReference>> = reference
+            .features
+            .iter()
+            .map(|f| usable(&f.bins, &f.name))
+            .chain(std::iter::once(usable(
+                &reference.prediction,
+                "predictions",
+            )))
+            .collect();
+        let slots = (0..capacity * references.len())
+            .map(|_| AtomicU8::new(EMPTY))
+            .collect();
         Self {
             capacity,
             sequence: AtomicU64::new(0),
-            features: reference
-                .features
-                .iter()
-                .map(|f| track(&f.bins, &f.name))
-                .collect(),
-            prediction: track(&reference.prediction, "predictions"),
+            references,
+            slots,
         }
     }
 
     /// Records every row of a request with its prediction.
     pub fn record(&self, rows: ArrayView2<'_, f64>, predictions: &[Prediction]) {
+        let tracks = self.references.len();
         let first = self
             .sequence
             .fetch_add(rows.nrows() as u64, Ordering::Relaxed);
         for (offset, (row, prediction)) in rows.rows().into_iter().zip(predictions).enumerate() {
             let slot = ((first + offset as u64) % self.capacity as u64) as usize;
-            for (track, value) in self.features.iter().zip(row) {
-                if let Some(track) = track {
-                    track.record(slot, *value);
+            let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
+                continue;
+            };
+            let values = row
+                .iter()
+                .copied()
+                .chain(std::iter::once(prediction.as_number()));
+            for ((byte, reference), value) in bytes.iter().zip(&self.references).zip(values) {
+                if let Some(reference) = reference {
+                    // Below EMPTY by construction (checked in `new`).
+                    byte.store(
+                        reference.bin(value).min(usize::from(EMPTY - 1)) as u8,
+                        Ordering::Relaxed,
+                    );
                 }
-            }
-            if let Some(track) = &self.prediction {
-                track.record(slot, prediction.as_number());
             }
         }
     }
@@ -86,66 +108,29 @@ impl DriftWindow {
 
     /// PSI of each feature, in feature order; `None` for an empty window or
     /// an untracked feature.
-    pub fn feature_psi(&self) -> impl Iterator<Item = Option<f64>> + '_ {
-        self.features
-            .iter()
-            .map(|t| t.as_ref().and_then(Track::psi))
+    pub fn feature_psi(&self) -> Vec<Option<f64>> {
+        let features = self.references.len() - 1;
+        (0..features).map(|track| self.psi(track)).collect()
     }
 
     pub fn prediction_psi(&self) -> Option<f64> {
-        self.prediction.as_ref().and_then(Track::psi)
-    }
-}
-
-/// The ring of bin indices and the bin counts of one quantity.
-#[derive(Debug)]
-struct Track {
-    reference: BinReference,
-    slots: Box<[AtomicU16]>,
-    counts: Box<[AtomicU64]>,
-}
-
-impl Track {
-    /// `None` when the reference has more bins than a slot can name.
-    fn new(reference: BinReference, capacity: usize) -> Option<Self> {
-        if reference.bins() >= usize::from(EMPTY) {
-            return None;
-        }
-        Some(Self {
-            slots: (0..capacity).map(|_| AtomicU16::new(EMPTY)).collect(),
-            counts: (0..reference.bins()).map(|_| AtomicU64::new(0)).collect(),
-            reference,
-        })
+        self.psi(self.references.len() - 1)
     }
 
-    fn record(&self, slot: usize, value: f64) {
-        // `bin` is below `bins() < EMPTY`, so the conversion cannot fail.
-        let Ok(bin) = u16::try_from(self.reference.bin(value)) else {
-            return;
-        };
-        let (Some(slot), Some(count)) = (self.slots.get(slot), self.counts.get(usize::from(bin)))
-        else {
-            return;
-        };
-        // Count the new bin up before publishing it in the slot: whoever
-        // later evicts it (and counts it down) synchronises with this swap,
-        // so a count never dips below zero.
-        count.fetch_add(1, Ordering::Relaxed);
-        let evicted = slot.swap(bin, Ordering::AcqRel);
-        if evicted != EMPTY {
-            if let Some(old) = self.counts.get(usize::from(evicted)) {
-                old.fetch_sub(1, Ordering::Relaxed);
+    fn psi(&self, track: usize) -> Option<f64> {
+        let reference = self.references.get(track)?.as_ref()?;
+        reference.psi(&self.counts(track, reference.bins()))
+    }
+
+    /// How many samples of the window fall in each bin of one track.
+    fn counts(&self, track: usize, bins: usize) -> Vec<u64> {
+        let mut counts = vec![0u64; bins];
+        for byte in self.slots.iter().skip(track).step_by(self.references.len()) {
+            if let Some(count) = counts.get_mut(usize::from(byte.load(Ordering::Relaxed))) {
+                *count += 1;
             }
         }
-    }
-
-    fn psi(&self) -> Option<f64> {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        self.reference.psi(&counts)
+        counts
     }
 }
 
@@ -180,36 +165,57 @@ mod tests {
         (rows, predictions)
     }
 
+    fn total(window: &DriftWindow, track: usize) -> u64 {
+        window.counts(track, 10).iter().sum()
+    }
+
     #[test]
     fn window_evicts_old_samples_and_psi_follows_the_recent_ones() {
         let window = DriftWindow::new(&reference(), 500);
         assert_eq!(window.fill(), 0);
-        assert_eq!(window.feature_psi().collect::<Vec<_>>(), vec![None, None]);
+        assert_eq!(window.feature_psi(), vec![None, None]);
+        assert_eq!(window.prediction_psi(), None);
         // Matching the reference: PSI near 0.
         let (r, p) = rows((0..500).map(|i| (f64::from(i) / 500.0, f64::from(i) / 500.0)));
         window.record(r.view(), &p);
         assert_eq!(window.fill(), 500);
-        let psi: Vec<f64> = window.feature_psi().map(Option::unwrap).collect();
+        let psi: Vec<f64> = window
+            .feature_psi()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
         assert!(psi.iter().all(|p| *p < 0.01), "{psi:?}");
         // Replace the whole window with feature a shifted out of range.
         let (r, p) = rows((0..500).map(|i| (5.0, f64::from(i) / 500.0)));
         window.record(r.view(), &p);
         assert_eq!(window.fill(), 500);
-        let psi: Vec<f64> = window.feature_psi().map(Option::unwrap).collect();
+        let psi: Vec<f64> = window
+            .feature_psi()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
         assert!(psi[0] > 1.0 && psi[1] < 0.01, "{psi:?}");
         assert!(window.prediction_psi().unwrap() > 1.0);
-        let total: u64 = window.features[0]
-            .as_ref()
-            .unwrap()
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
-        assert_eq!(total, 500, "counts always sum to the samples held");
+        assert_eq!(
+            total(&window, 0),
+            500,
+            "counts always sum to the samples held"
+        );
     }
 
     #[test]
-    fn concurrent_writers_keep_counts_consistent() {
+    fn a_partly_filled_window_counts_only_its_samples() {
+        let window = DriftWindow::new(&reference(), 100);
+        let (r, p) = rows((0..30).map(|i| (f64::from(i) / 30.0, 0.5)));
+        window.record(r.view(), &p);
+        assert_eq!(
+            (window.fill(), total(&window, 0), total(&window, 2)),
+            (30, 30, 30)
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_fill_every_slot() {
         let window = Arc::new(DriftWindow::new(&reference(), 64));
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -226,15 +232,9 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        for track in window.features.iter().flatten() {
-            let total: u64 = track.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-            assert_eq!(total, 64);
-            let held = track
-                .slots
-                .iter()
-                .filter(|s| s.load(Ordering::Relaxed) != EMPTY)
-                .count();
-            assert_eq!(held, 64);
+        assert_eq!(window.fill(), 64);
+        for track in 0..3 {
+            assert_eq!(total(&window, track), 64);
         }
     }
 }

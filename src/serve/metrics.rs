@@ -336,7 +336,7 @@ impl ServiceMetrics {
             .with_callback(move |o| {
                 let Some(m) = s.model() else { return };
                 let Some(window) = &m.drift else { return };
-                for (psi, feature) in window.feature_psi().zip(&m.labels.features) {
+                for (psi, feature) in window.feature_psi().into_iter().zip(&m.labels.features) {
                     if let Some(psi) = psi {
                         o.observe(psi, feature);
                     }

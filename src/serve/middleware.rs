@@ -7,6 +7,7 @@
 //! poem matched (`poem::PathPattern` in the response data), or `unmatched`;
 //! `method` is one of a fixed set, anything else `other`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
@@ -75,7 +76,7 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             Err(error) => error.into_response(),
         };
         let route = match response.data::<poem::PathPattern>() {
-            Some(pattern) => KeyValue::new("route", pattern.0.clone()),
+            Some(pattern) => route_label(&pattern.0),
             None => KeyValue::new("route", UNMATCHED_ROUTE),
         };
         self.metrics.duration.record(
@@ -87,6 +88,16 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             ],
         );
         Ok(response)
+    }
+}
+
+/// The `route` label of a matched template: a static string for the
+/// service's own routes (no reference count shared between threads), the
+/// template itself otherwise.
+fn route_label(pattern: &Arc<str>) -> KeyValue {
+    match super::ROUTES.iter().find(|route| **route == &**pattern) {
+        Some(route) => KeyValue::new("route", *route),
+        None => KeyValue::new("route", Arc::clone(pattern)),
     }
 }
 

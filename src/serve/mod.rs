@@ -35,6 +35,16 @@ use middleware::HttpMetrics;
 use predict::PredictEndpoint;
 use state::ModelStore;
 
+/// The route templates of the app, as the HTTP metrics label them.
+pub const ROUTES: [&str; 6] = [
+    "/predict",
+    "/metrics",
+    "/health",
+    "/ready",
+    "/model",
+    "/admin/reload",
+];
+
 /// How long in-flight requests get to finish after SIGTERM/Ctrl-C.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 

@@ -100,7 +100,11 @@ impl PredictEndpoint {
                 .get(header::CONTENT_TYPE)
                 .map(|v| v.to_str().unwrap_or("")),
         )?;
-        let body = read_body(req.take_body(), self.max_body_bytes).await?;
+        let size_hint = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = read_body(req.take_body(), self.max_body_bytes, size_hint).await?;
         let started = Instant::now();
         let decoded = decode::decode(&body, &model.schema, self.max_batch)?;
         let rows = decoded.rows.view();
@@ -143,28 +147,31 @@ fn method_name(method: &Method) -> String {
 
 /// Reads the body up to `limit` bytes: a longer one is a 413, drained first
 /// (within [`DRAIN_LIMIT`] and [`DRAIN_TIME`]) so the client reads the answer.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, InputError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    size_hint: Option<usize>,
+) -> Result<Vec<u8>, InputError> {
     let mut reader = body.into_async_read();
-    let mut data = Vec::new();
-    let mut chunk = [0u8; 8192];
+    // Content-Length sizes the buffer, within the limit and 64 KiB.
+    let initial = size_hint.unwrap_or(1024).min(limit).min(64 * 1024);
+    let mut data = Vec::with_capacity(initial.saturating_add(1));
     let read_error = |e: std::io::Error| {
         InputError::new(StatusCode::BAD_REQUEST, "cannot read request body").detail(e.to_string())
     };
-    let mut seen = 0;
     loop {
-        let n = reader.read(&mut chunk).await.map_err(read_error)?;
-        if n == 0 {
+        if reader.read_buf(&mut data).await.map_err(read_error)? == 0 {
             return Ok(data);
         }
-        seen += n;
-        if seen > limit {
+        if data.len() > limit {
             break;
         }
-        data.extend_from_slice(&chunk[..n]);
     }
+    let mut seen = data.len();
     let drain = async {
         while seen <= limit.saturating_add(DRAIN_LIMIT) {
-            match reader.read(&mut chunk).await {
+            data.clear();
+            match reader.read_buf(&mut data).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => seen += n,
             }
