@@ -1,0 +1,231 @@
+//! What the load generator learns about the service before sending: the
+//! model's features from `GET /model`, and the training reference (mean,
+//! std, min, max per feature) that valid and drifted values are drawn from.
+//!
+//! The reference is taken from the first source that has it: `/model`
+//! itself (should the service ever expose it), the artifact named by
+//! `--artifact`, or the artifact at the path `/model` reports, when that
+//! file is readable here and is the version the service has loaded.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::traffic::{FeatureStats, Profile};
+use crate::model::Artifact;
+
+/// The parts of the `GET /model` answer the generator uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelInfo {
+    pub model_version: String,
+    #[serde(default)]
+    pub task: Option<String>,
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// The artifact path the service loaded (as the service was given it).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub reference: Option<ExposedReference>,
+}
+
+/// A training reference in the artifact's own shape, if `/model` has one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExposedReference {
+    pub features: Vec<ExposedFeature>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ExposedFeature {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Where the reference came from, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceSource {
+    Service,
+    Artifact(PathBuf),
+    ServicePath(PathBuf),
+}
+
+impl std::fmt::Display for ReferenceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReferenceSource::Service => f.write_str("GET /model"),
+            ReferenceSource::Artifact(p) => write!(f, "--artifact {}", p.display()),
+            ReferenceSource::ServicePath(p) => {
+                write!(f, "{} (the service's artifact)", p.display())
+            }
+        }
+    }
+}
+
+/// Fetches `GET {target}/model`.
+pub async fn model_info(client: &reqwest::Client, target: &str) -> anyhow::Result<ModelInfo> {
+    let url = format!("{target}/model");
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the service at {url}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("cannot read the answer of {url}"))?;
+    anyhow::ensure!(
+        status.is_success(),
+        "GET {url} answered {status}: {}; the service needs a loaded model before load can be sent",
+        body.chars().take(300).collect::<String>()
+    );
+    let info: ModelInfo = serde_json::from_str(&body)
+        .with_context(|| format!("GET {url} did not answer a model description"))?;
+    anyhow::ensure!(!info.features.is_empty(), "GET {url} lists no features");
+    Ok(info)
+}
+
+/// The profile to generate traffic for: `/model`'s features with a
+/// reference from the first source that has one (see the module doc).
+pub fn profile(
+    info: &ModelInfo,
+    artifact: Option<&Path>,
+) -> anyhow::Result<(Profile, ReferenceSource)> {
+    let build = |stats: Vec<FeatureStats>, source: ReferenceSource| {
+        let stats = stats
+            .into_iter()
+            .zip(&info.features)
+            .map(|(s, name)| s.checked(name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((
+            Profile {
+                model_version: info.model_version.clone(),
+                feature_names: info.features.clone(),
+                stats,
+            },
+            source,
+        ))
+    };
+    if let Some(reference) = &info.reference {
+        if reference.features.len() == info.features.len() {
+            let stats = reference
+                .features
+                .iter()
+                .map(|f| FeatureStats {
+                    mean: f.mean,
+                    std: f.std,
+                    min: f.min,
+                    max: f.max,
+                })
+                .collect();
+            return build(stats, ReferenceSource::Service);
+        }
+    }
+    if let Some(path) = artifact {
+        let loaded = Artifact::load(path)?;
+        anyhow::ensure!(
+            loaded.feature_names == info.features,
+            "--artifact {} has features {:?}, the service's model {:?}",
+            path.display(),
+            loaded.feature_names,
+            info.features
+        );
+        if loaded.model_version != info.model_version {
+            tracing::warn!(
+                artifact = %path.display(),
+                artifact_version = %loaded.model_version,
+                service_version = %info.model_version,
+                "--artifact is not the model the service has loaded; using its reference anyway (same features)"
+            );
+        }
+        return build(
+            reference_stats(&loaded),
+            ReferenceSource::Artifact(path.to_owned()),
+        );
+    }
+    if let Some(path) = &info.path {
+        match Artifact::load(path) {
+            Ok(loaded) if loaded.model_version == info.model_version => {
+                return build(
+                    reference_stats(&loaded),
+                    ReferenceSource::ServicePath(path.clone()),
+                );
+            }
+            Ok(loaded) => tracing::debug!(
+                path = %path.display(),
+                found = %loaded.model_version,
+                "the artifact at the service's path is another version"
+            ),
+            Err(e) => tracing::debug!("the service's artifact is not readable here: {e}"),
+        }
+    }
+    anyhow::bail!(
+        "GET /model does not expose the training reference (per-feature mean, std, min, max) and the service's artifact{} is not readable here as version {}; pass --artifact PATH with the artifact the service loaded",
+        info.path
+            .as_ref()
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default(),
+        info.model_version
+    )
+}
+
+fn reference_stats(artifact: &Artifact) -> Vec<FeatureStats> {
+    artifact
+        .reference
+        .features
+        .iter()
+        .map(|f| FeatureStats {
+            mean: f.mean,
+            std: f.std,
+            min: f.min,
+            max: f.max,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(json: &str) -> ModelInfo {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_reference_exposed_by_the_service_is_preferred() {
+        let info = info(
+            r#"{"model_version":"v","task":"regression","features":["a","b"],
+                "path":"/nonexistent/model.json",
+                "reference":{"features":[{"mean":0,"std":1,"min":-1,"max":1,"name":"a"},
+                                         {"mean":5,"std":2,"min":0,"max":9}]}}"#,
+        );
+        let (profile, source) = profile(&info, Some(Path::new("/nonexistent/other.json"))).unwrap();
+        assert_eq!(source, ReferenceSource::Service);
+        assert_eq!(profile.stats[1].max, 9.0);
+        assert_eq!(profile.feature_names, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn without_any_reference_the_error_asks_for_artifact() {
+        let info =
+            info(r#"{"model_version":"v","features":["a"],"path":"/nonexistent/model.json"}"#);
+        let error = profile(&info, None).unwrap_err().to_string();
+        assert!(
+            error.contains("--artifact PATH") && error.contains("/nonexistent/model.json"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_artifact_file_is_an_error_naming_it() {
+        let info = info(r#"{"model_version":"v","features":["a"]}"#);
+        let error = profile(&info, Some(Path::new("/nonexistent/a.json")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/a.json"), "{error}");
+    }
+}
