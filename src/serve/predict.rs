@@ -78,11 +78,13 @@ impl PredictEndpoint {
         model: Option<&LoadedModel>,
     ) -> Result<Response, Failure> {
         if req.method() != Method::POST {
-            let mut e = InputError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-                .expected("POST")
-                .got(method_name(req.method()));
-            e.field = Some("method".into());
-            return Err(e.into());
+            return Err(
+                InputError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+                    .field("method")
+                    .expected("POST")
+                    .got(method_name(req.method()))
+                    .into(),
+            );
         }
         let Some(model) = model else {
             let failure = self.store.failure();
