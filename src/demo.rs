@@ -46,7 +46,10 @@ fn binaries(allow_install: bool) -> anyhow::Result<Binaries> {
         Err(missing) => {
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() } == 0;
-            if !(allow_install && root && crate::stack::children::find_binary(&["apt-get"]).is_some()) {
+            if !(allow_install
+                && root
+                && crate::stack::children::find_binary(&["apt-get"]).is_some())
+            {
                 return Err(missing);
             }
             println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
@@ -64,11 +67,16 @@ fn binaries(allow_install: bool) -> anyhow::Result<Binaries> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Runs `work` while the stack is supervised (reloads, dead children).
-async fn during<T>(stack: &mut Stack, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+async fn during<T>(
+    stack: &mut Stack,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::select! {
         result = work => result,
         failure = stack.supervise(std::future::pending()) => Err(failure.err().unwrap_or_else(|| anyhow::anyhow!("supervision ended"))),
@@ -87,7 +95,10 @@ where
             return Ok(value);
         }
         if Instant::now() > deadline {
-            bail!("gave up after {}: {what}", humantime::format_duration(limit));
+            bail!(
+                "gave up after {}: {what}",
+                humantime::format_duration(limit)
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -95,9 +106,19 @@ where
 
 async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> Vec<Value> {
     let url = format!("{prometheus}/api/v1/alerts");
-    let Ok(response) = client.get(&url).send().await else { return Vec::new() };
-    let Ok(body) = response.json::<Value>().await else { return Vec::new() };
-    body["data"]["alerts"].as_array().cloned().unwrap_or_default().into_iter().filter(|a| a["state"] == "firing").collect()
+    let Ok(response) = client.get(&url).send().await else {
+        return Vec::new();
+    };
+    let Ok(body) = response.json::<Value>().await else {
+        return Vec::new();
+    };
+    body["data"]["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["state"] == "firing")
+        .collect()
 }
 
 #[derive(Parser)]
@@ -115,14 +136,17 @@ struct ReportCli {
 /// Runs `mlwatch load` in-process with command-line flags, the same
 /// interface a user types.
 async fn load(flags: &[String]) -> anyhow::Result<()> {
-    let cli = LoadCli::try_parse_from(std::iter::once("load".to_owned()).chain(flags.iter().cloned()))
-        .context("internal: demo load flags")?;
+    let cli =
+        LoadCli::try_parse_from(std::iter::once("load".to_owned()).chain(flags.iter().cloned()))
+            .context("internal: demo load flags")?;
     crate::load::run(cli.args).await
 }
 
 async fn report(flags: &[String]) -> anyhow::Result<()> {
-    let cli = ReportCli::try_parse_from(std::iter::once("report".to_owned()).chain(flags.iter().cloned()))
-        .context("internal: demo report flags")?;
+    let cli = ReportCli::try_parse_from(
+        std::iter::once("report".to_owned()).chain(flags.iter().cloned()),
+    )
+    .context("internal: demo report flags")?;
     crate::report::run(cli.args).await
 }
 
@@ -132,10 +156,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(dir) => crate::stack::config::Assets::new(dir.clone())?,
         None => default_assets()?,
     };
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| default_state_dir().join("demo"));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir().join("demo"));
     // A demo starts from nothing: no old model, no old time series.
     if state_dir.exists() {
-        std::fs::remove_dir_all(&state_dir).with_context(|| format!("cannot clear {}", state_dir.display()))?;
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("cannot clear {}", state_dir.display()))?;
     }
     let quick = args.quick;
     let ports = if quick {
@@ -152,9 +180,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let seconds = |s| Some(Duration::from_secs(s));
     let timing = if quick {
-        Timing { scrape_interval: seconds(1), evaluation_interval: seconds(1), alert_for: seconds(3), alert_grouping: seconds(1) }
+        Timing {
+            scrape_interval: seconds(1),
+            evaluation_interval: seconds(1),
+            alert_for: seconds(3),
+            alert_grouping: seconds(1),
+        }
     } else {
-        Timing { scrape_interval: seconds(2), evaluation_interval: seconds(2), alert_for: seconds(20), alert_grouping: seconds(5) }
+        Timing {
+            scrape_interval: seconds(2),
+            evaluation_interval: seconds(2),
+            alert_for: seconds(20),
+            alert_grouping: seconds(5),
+        }
     };
     let pace = if quick { "100ms" } else { "1s" };
     let config = StackConfig {
@@ -162,13 +200,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         ports,
         timing,
-        trainer_args: ["--model", "linear", "--pace", pace, "--iterations", "12", "--linger", "900s"].map(String::from).to_vec(),
+        trainer_args: [
+            "--model",
+            "linear",
+            "--pace",
+            pace,
+            "--iterations",
+            "12",
+            "--linger",
+            "900s",
+        ]
+        .map(String::from)
+        .to_vec(),
         drift_window: if quick { 200 } else { 300 },
         grafana: !quick,
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;
-    let outcome = story(&mut stack, &args, &state_dir, started).await;
+    let outcome = story(&mut stack, &args, &state_dir, &config.assets.root, started).await;
     let keep_running = outcome.is_ok() && !quick && !args.exit;
     if keep_running {
         println!("\nThe stack keeps running so you can explore it; Ctrl-C stops everything.");
@@ -180,9 +229,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     outcome
 }
 
-async fn story(stack: &mut Stack, args: &DemoArgs, state_dir: &std::path::Path, started: Instant) -> anyhow::Result<()> {
+async fn story(
+    stack: &mut Stack,
+    args: &DemoArgs,
+    state_dir: &std::path::Path,
+    assets: &std::path::Path,
+    started: Instant,
+) -> anyhow::Result<()> {
     let quick = args.quick;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     print_urls(stack);
     println!("\n[1/5] training (watch training_epochs_total climb on the trainer's /metrics)");
     let app = stack.app_url.clone();
@@ -190,39 +247,104 @@ async fn story(stack: &mut Stack, args: &DemoArgs, state_dir: &std::path::Path, 
     let ready_url = format!("{app}/ready");
     during(
         stack,
-        wait_until("the service to load the trained model", Duration::from_secs(120), || {
+        wait_until(
+            "the service to load the trained model",
+            Duration::from_secs(120),
+            || {
+                let client = client.clone();
+                let url = ready_url.clone();
+                async move {
+                    client
+                        .get(&url)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        ),
+    )
+    .await?;
+    // rate() needs a sample of the new model's counters from before the
+    // traffic: a series whose first sample already holds the burst shows
+    // no increase at all.
+    let scraped = format!("{prometheus}/api/v1/query");
+    during(
+        stack,
+        wait_until("Prometheus to scrape the loaded model twice", Duration::from_secs(60), || {
             let client = client.clone();
-            let url = ready_url.clone();
-            async move { client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            let url = scraped.clone();
+            async move {
+                let query = [("query", "count_over_time(model_prediction_requests_total{status=\"success\",model_version!=\"none\"}[1m]) >= 2")];
+                let body: Value = client.post(&url).form(&query).send().await.ok()?.json().await.ok()?;
+                body["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+            }
         }),
     )
     .await?;
     println!("[2/5] normal traffic");
-    let volume: Vec<String> = if quick {
-        ["--requests", "300", "--concurrency", "4"].map(String::from).to_vec()
-    } else {
-        ["--duration", "30s", "--rate", "20"].map(String::from).to_vec()
-    };
-    let mut flags = vec!["--target".to_owned(), app.clone(), "--mix".into(), "valid=90,batch=10".into()];
-    flags.extend(volume.iter().cloned());
+    let (normal, bad) = if quick { ("4s", "6s") } else { ("30s", "60s") };
+    let rate = if quick { "100" } else { "20" };
+    let flags: Vec<String> = [
+        "--target",
+        &app,
+        "--mix",
+        "valid=90,batch=10",
+        "--rate",
+        rate,
+        "--duration",
+        normal,
+    ]
+    .map(String::from)
+    .to_vec();
     during(stack, load(&flags)).await?;
     println!("[3/5] drifted and invalid traffic");
-    let mut flags = vec!["--target".to_owned(), app.clone(), "--mix".into(), "drifted=60,invalid=40".into(), "--drift-sigma".into(), "3".into()];
-    flags.extend(if quick { ["--requests", "600", "--concurrency", "4"] } else { ["--requests", "1500", "--concurrency", "4"] }.map(String::from));
+    let flags: Vec<String> = [
+        "--target",
+        &app,
+        "--mix",
+        "drifted=60,invalid=40",
+        "--drift-sigma",
+        "3",
+        "--rate",
+        rate,
+        "--duration",
+        bad,
+    ]
+    .map(String::from)
+    .to_vec();
     during(stack, load(&flags)).await?;
-    println!("[4/5] waiting for {} to fire", EXPECTED_ALERTS.join(" and "));
-    let limit = if quick { Duration::from_secs(120) } else { Duration::from_secs(300) };
+    println!(
+        "[4/5] waiting for {} to fire",
+        EXPECTED_ALERTS.join(" and ")
+    );
+    let limit = if quick {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(300)
+    };
     let firing = during(
         stack,
-        wait_until("DataDrift and InvalidInputSurge firing in Prometheus", limit, || {
-            let client = client.clone();
-            let prometheus = prometheus.clone();
-            async move {
-                let firing = firing_alerts(&client, &prometheus).await;
-                let names: Vec<&str> = firing.iter().filter_map(|a| a["labels"]["alertname"].as_str()).collect();
-                EXPECTED_ALERTS.iter().all(|e| names.contains(e)).then_some(firing)
-            }
-        }),
+        wait_until(
+            "DataDrift and InvalidInputSurge firing in Prometheus",
+            limit,
+            || {
+                let client = client.clone();
+                let prometheus = prometheus.clone();
+                async move {
+                    let firing = firing_alerts(&client, &prometheus).await;
+                    let names: Vec<&str> = firing
+                        .iter()
+                        .filter_map(|a| a["labels"]["alertname"].as_str())
+                        .collect();
+                    EXPECTED_ALERTS
+                        .iter()
+                        .all(|e| names.contains(e))
+                        .then_some(firing)
+                }
+            },
+        ),
     )
     .await?;
     println!("firing alerts:");
@@ -248,6 +370,8 @@ async fn story(stack: &mut Stack, args: &DemoArgs, state_dir: &std::path::Path, 
         output.display().to_string(),
         "--svg-dir".into(),
         state_dir.join("report-svg").display().to_string(),
+        "--assets".into(),
+        assets.display().to_string(),
     ];
     during(stack, report(&flags)).await?;
     println!("report: {}", output.display());

@@ -95,7 +95,8 @@ pub fn profile(
     info: &ModelInfo,
     artifact: Option<&Path>,
 ) -> anyhow::Result<(Profile, ReferenceSource)> {
-    let build = |stats: Vec<FeatureStats>, source: ReferenceSource| {
+    let build = |(stats, bins): (Vec<FeatureStats>, Vec<Option<crate::model::BinReference>>),
+                 source: ReferenceSource| {
         let stats = stats
             .into_iter()
             .zip(&info.features)
@@ -106,6 +107,7 @@ pub fn profile(
                 model_version: info.model_version.clone(),
                 feature_names: info.features.clone(),
                 stats,
+                bins,
             },
             source,
         ))
@@ -122,7 +124,7 @@ pub fn profile(
                     max: f.max,
                 })
                 .collect();
-            return build(stats, ReferenceSource::Service);
+            return build((stats, Vec::new()), ReferenceSource::Service);
         }
     }
     if let Some(path) = artifact {
@@ -173,10 +175,12 @@ pub fn profile(
     )
 }
 
-fn reference_stats(artifact: &Artifact) -> Vec<FeatureStats> {
-    artifact
-        .reference
-        .features
+/// Moments and decile bins of every feature in the artifact's reference.
+fn reference_stats(
+    artifact: &Artifact,
+) -> (Vec<FeatureStats>, Vec<Option<crate::model::BinReference>>) {
+    let features = &artifact.reference.features;
+    let stats = features
         .iter()
         .map(|f| FeatureStats {
             mean: f.mean,
@@ -184,7 +188,11 @@ fn reference_stats(artifact: &Artifact) -> Vec<FeatureStats> {
             min: f.min,
             max: f.max,
         })
-        .collect()
+        .collect();
+    (
+        stats,
+        features.iter().map(|f| Some(f.bins.clone())).collect(),
+    )
 }
 
 #[cfg(test)]

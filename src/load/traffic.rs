@@ -2,9 +2,11 @@
 //! reference into concrete HTTP requests, each with the status the service
 //! must answer (docs/service.md, "Errors from `/predict`").
 //!
-//! Valid values are drawn per feature from a normal distribution with the
-//! reference mean and standard deviation, clamped to the reference
-//! [min, max]; drifted requests add k standard deviations to the chosen
+//! Valid values are drawn per feature from the training reference's decile
+//! bins (a bin by its share, then a uniform value inside it), so valid
+//! traffic has the training distribution and shows no drift, binary
+//! features included. Without bins, a normal distribution with the reference
+//! mean and standard deviation, clamped to [min, max], stands in. Drifted requests add k standard deviations to the chosen
 //! features; invalid requests go round every bad-input class of the
 //! service in turn, each built from a valid instance so that exactly one
 //! thing is wrong with it.
@@ -54,6 +56,8 @@ pub struct Profile {
     pub feature_names: Vec<String>,
     /// One entry per feature, in `feature_names` order.
     pub stats: Vec<FeatureStats>,
+    /// Decile bins per feature, when the artifact was read (empty: none).
+    pub bins: Vec<Option<crate::model::BinReference>>,
 }
 
 /// Service limits the generator may rely on: when known, requests just over
@@ -358,9 +362,12 @@ impl Generator {
     /// normal(mean, std) clamped to [min, max].
     fn sample(&mut self) -> Vec<f64> {
         let mut row = Vec::with_capacity(self.profile.stats.len());
-        for s in &self.profile.stats {
-            let z = standard_normal(&mut self.rng);
-            row.push((s.mean + s.std * z).clamp(s.min, s.max));
+        for (i, s) in self.profile.stats.iter().enumerate() {
+            let value = match self.profile.bins.get(i).and_then(Option::as_ref) {
+                Some(bins) => sample_bin(&mut self.rng, bins, s),
+                None => s.mean + s.std * standard_normal(&mut self.rng),
+            };
+            row.push(value.clamp(s.min, s.max));
         }
         row
     }
@@ -557,6 +564,28 @@ fn string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
+/// A bin chosen by its reference share, then a uniform value inside it
+/// (the outer bins end at the training min and max).
+fn sample_bin(rng: &mut StdRng, bins: &crate::model::BinReference, s: &FeatureStats) -> f64 {
+    let mut pick: f64 = rng.gen::<f64>() * bins.proportions.iter().sum::<f64>();
+    let mut bin = bins.proportions.len().saturating_sub(1);
+    for (i, share) in bins.proportions.iter().enumerate() {
+        if pick < *share {
+            bin = i;
+            break;
+        }
+        pick -= share;
+    }
+    let low = if bin == 0 { s.min } else { bins.edges[bin - 1] };
+    let high = bins.edges.get(bin).copied().unwrap_or(s.max);
+    if high <= low {
+        return high;
+    }
+    // (low, high]: the service bins with `edge < value`, so the lower edge
+    // itself belongs to the bin below.
+    high - rng.gen::<f64>() * (high - low)
+}
+
 /// Box–Muller: a standard normal draw from two uniform ones.
 fn standard_normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
@@ -592,6 +621,7 @@ mod tests {
                     max: 120.0,
                 },
             ],
+            bins: Vec::new(),
         }
     }
 
@@ -608,6 +638,36 @@ mod tests {
 
     fn body_json(request: &PlannedRequest) -> serde_json::Value {
         serde_json::from_slice(&request.body).expect("valid JSON body")
+    }
+
+    #[test]
+    fn valid_values_from_bins_reproduce_the_reference_shares() {
+        let values: Vec<f64> = (0..1000)
+            .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let bins = crate::model::BinReference::deciles(&values).unwrap();
+        let mut p = profile();
+        p.stats.truncate(1);
+        p.feature_names.truncate(1);
+        p.stats[0] = FeatureStats {
+            mean: 0.25,
+            std: 0.43,
+            min: 0.0,
+            max: 1.0,
+        };
+        p.bins = vec![Some(bins.clone())];
+        let mut single = options("valid=1");
+        single.drift_features = vec![0];
+        let mut generator = Generator::new(p, single).unwrap();
+        let mut counts = vec![0u64; bins.bins()];
+        for _ in 0..2000 {
+            counts[bins.bin(generator.sample()[0])] += 1;
+        }
+        let psi = bins.psi(&counts).unwrap();
+        assert!(
+            psi < 0.01,
+            "binary feature sampled with PSI {psi}: {counts:?}"
+        );
     }
 
     #[test]
