@@ -254,6 +254,10 @@ pub struct Assets {
 impl Assets {
     pub fn new(root: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let root = root.into();
+        // Absolute, because Grafana and Prometheus resolve relative paths
+        // against their own working or config directories.
+        let root = std::path::absolute(&root)
+            .with_context(|| format!("cannot resolve {}", root.display()))?;
         let probe = root.join("prometheus/prometheus.yml");
         if !probe.is_file() {
             bail!("{} has no prometheus/prometheus.yml; pass the repository (or share/mlwatch) directory", root.display());
@@ -298,6 +302,10 @@ pub fn write(
     webhook_url: &str,
     timing: &Timing,
 ) -> anyhow::Result<Written> {
+    // Prometheus resolves a relative rule glob against its config file's
+    // directory, where it would silently match nothing.
+    let out =
+        &std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?;
     let rules_dir = out.join("prometheus/rules");
     std::fs::create_dir_all(&rules_dir)
         .with_context(|| format!("cannot create {}", rules_dir.display()))?;
@@ -508,5 +516,33 @@ mod tests {
         )
         .unwrap();
         assert!(dashboards.contains("path: /repo/dash"), "{dashboards}");
+    }
+
+    #[test]
+    fn written_paths_are_absolute_even_from_a_relative_directory() {
+        let relative = PathBuf::from(format!("target/config-test-{}", std::process::id()));
+        let assets = Assets::new(".").unwrap();
+        assert!(assets.root.is_absolute());
+        let written = write(
+            &assets,
+            &relative,
+            &endpoints(),
+            "http://127.0.0.1:1/alerts",
+            &Timing::default(),
+        )
+        .unwrap();
+        let doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&written.prometheus_yml).unwrap())
+                .unwrap();
+        let glob = doc["rule_files"][0].as_str().unwrap();
+        assert!(
+            Path::new(glob).is_absolute(),
+            "rule glob {glob} must be absolute"
+        );
+        let rules = std::fs::read_dir(Path::new(glob).parent().unwrap())
+            .unwrap()
+            .count();
+        assert_eq!(rules, assets.rule_files().unwrap().len());
+        std::fs::remove_dir_all(&relative).unwrap();
     }
 }

@@ -102,17 +102,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let first = write_config(&dir, Path::new("/p/provisioning"), 3123).unwrap();
         let ini = std::fs::read_to_string(&first.ini).unwrap();
-        assert!(ini.contains("http_addr = 127.0.0.1") && ini.contains("http_port = 3123"), "{ini}");
+        assert!(
+            ini.contains("http_addr = 127.0.0.1") && ini.contains("http_port = 3123"),
+            "{ini}"
+        );
         assert!(ini.contains("provisioning = /p/provisioning"), "{ini}");
         assert_eq!(first.admin_password.len(), 32);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("grafana/admin-password")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("grafana/admin-password"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let second = write_config(&dir, Path::new("/p/provisioning"), 3123).unwrap();
-        assert_eq!(second.admin_password, first.admin_password, "password survives restarts");
+        assert_eq!(
+            second.admin_password, first.admin_password,
+            "password survives restarts"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -133,7 +133,14 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 impl Stack {
     pub async fn start(config: &StackConfig, binaries: &Binaries) -> anyhow::Result<Self> {
-        let state = &config.state_dir;
+        // Prometheus resolves relative rule paths against its config file's
+        // directory, not ours: every path handed to a child is absolute.
+        let state = &std::path::absolute(&config.state_dir).with_context(|| {
+            format!(
+                "cannot resolve state directory {}",
+                config.state_dir.display()
+            )
+        })?;
         std::fs::create_dir_all(state)
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
