@@ -57,6 +57,22 @@ fn assert_documented(scrape: &common::Scrape) {
     }
 }
 
+/// Scrapes until training_in_progress drops to 0; returns that scrape.
+fn scrape_when_finished(url: &str, timeout: Duration) -> common::Scrape {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = scrape(url);
+        if value(&s, "training_in_progress", &[]) == Some(0.0) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "training did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn linear_training_exports_every_documented_metric_live() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,15 +133,7 @@ fn linear_training_exports_every_documented_metric_live() {
     assert!(alpha > 0.0 && alpha <= 1.0, "alpha {alpha}");
 
     // After training: finished, artifact on disk, every documented metric.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let s = scrape(&url);
-        if value(&s, "training_in_progress", &[]) == Some(0.0) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "training did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let done = scrape_when_finished(&url, Duration::from_secs(30));
     assert!(
         dir.path().join("model.json").exists(),
         "artifact written before in_progress drops to 0"
@@ -226,15 +234,7 @@ fn boosting_exports_classification_and_tree_metrics() {
         Duration::from_secs(30),
         &mut trainer,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let s = scrape(&url);
-        if value(&s, "training_in_progress", &[]) == Some(0.0) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "training did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let done = scrape_when_finished(&url, Duration::from_secs(60));
     let names = family_names(&done);
     let missing: Vec<_> = expected(false, true, true)
         .into_iter()
