@@ -28,20 +28,35 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
     common::stack::require_binary(&["prometheus"], "prometheus");
-    common::stack::require_binary(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager");
+    common::stack::require_binary(
+        &["alertmanager", "prometheus-alertmanager"],
+        "prometheus-alertmanager",
+    );
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("demo-state");
     let state_arg = state.display().to_string();
-    let mut demo = Process::mlwatch("demo", &["demo", "--quick", "--no-install", "--state-dir", &state_arg], dir.path());
-    let status = demo.wait_exit(Duration::from_secs(400)).expect("demo finishes within its bounded waits");
+    let mut demo = Process::mlwatch(
+        "demo",
+        &["demo", "--quick", "--no-install", "--state-dir", &state_arg],
+        dir.path(),
+    );
+    let status = demo
+        .wait_exit(Duration::from_secs(400))
+        .expect("demo finishes within its bounded waits");
     let log = demo.log_text();
     assert!(status.success(), "demo failed ({status}):\n{log}");
 
     for alert in ["DataDrift", "InvalidInputSurge"] {
-        let line = log.lines().find(|l| l.trim_start().starts_with(alert)).unwrap_or_else(|| panic!("{alert} not printed:\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.trim_start().starts_with(alert))
+            .unwrap_or_else(|| panic!("{alert} not printed:\n{log}"));
         assert!(!line.is_empty());
     }
-    assert!(log.contains("runbook: docs/runbooks.md#datadrift"), "runbook links printed:\n{log}");
+    assert!(
+        log.contains("runbook: docs/runbooks.md#datadrift"),
+        "runbook links printed:\n{log}"
+    );
 
     let report = std::fs::read_to_string(state.join("report.html")).expect("report.html written");
     let mut expected = 0;
@@ -52,13 +67,22 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
             }
             expected += 1;
             let title = panel["title"].as_str().unwrap_or("");
-            let escaped = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-            assert!(report.contains(&escaped), "panel {title:?} missing from the report");
+            let escaped = title
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            assert!(
+                report.contains(&escaped),
+                "panel {title:?} missing from the report"
+            );
         }
     }
     let charts = report.matches("<svg").count();
     assert!(charts >= expected, "{charts} charts for {expected} panels");
-    assert!(report.contains("DataDrift") && report.contains("InvalidInputSurge"), "fired alerts listed in the report");
+    assert!(
+        report.contains("DataDrift") && report.contains("InvalidInputSurge"),
+        "fired alerts listed in the report"
+    );
 
     let left = processes_mentioning(&state_arg);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
