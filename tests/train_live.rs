@@ -411,3 +411,41 @@ fn which(binary: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(binary))
         .find(|p| p.is_file())
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "--log-format",
+            "json",
+            "train",
+            "--listen",
+            &listen,
+            "--iterations",
+            "2",
+            "--linger",
+            "0s",
+            "--output",
+            "m.json",
+        ],
+        dir.path(),
+    );
+    assert!(trainer
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits")
+        .success());
+    let log = trainer.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
