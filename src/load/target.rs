@@ -1,11 +1,11 @@
 //! What the load generator learns about the service before sending: the
-//! model's features from `GET /model`, and the training reference (mean,
-//! std, min, max per feature) that valid and drifted values are drawn from.
+//! model's features from `GET /model`, and the training reference (moments,
+//! range and decile bins per feature) that valid and drifted values are
+//! drawn from.
 //!
-//! The reference is taken from the first source that has it: `/model`
-//! itself (should the service ever expose it), the artifact named by
-//! `--artifact`, or the artifact at the path `/model` reports, when that
-//! file is readable here and is the version the service has loaded.
+//! The reference comes from the artifact named by `--artifact`, or else the
+//! artifact at the path `/model` reports, when that file is readable here
+//! and is the version the service has loaded.
 
 use std::path::{Path, PathBuf};
 
@@ -27,28 +27,11 @@ pub struct ModelInfo {
     /// The artifact path the service loaded (as the service was given it).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    #[serde(default)]
-    pub reference: Option<ExposedReference>,
-}
-
-/// A training reference in the artifact's own shape, if `/model` has one.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ExposedReference {
-    pub features: Vec<ExposedFeature>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct ExposedFeature {
-    pub mean: f64,
-    pub std: f64,
-    pub min: f64,
-    pub max: f64,
 }
 
 /// Where the reference came from, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReferenceSource {
-    Service,
     Artifact(PathBuf),
     ServicePath(PathBuf),
 }
@@ -56,7 +39,6 @@ pub enum ReferenceSource {
 impl std::fmt::Display for ReferenceSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReferenceSource::Service => f.write_str("GET /model"),
             ReferenceSource::Artifact(p) => write!(f, "--artifact {}", p.display()),
             ReferenceSource::ServicePath(p) => {
                 write!(f, "{} (the service's artifact)", p.display())
@@ -112,21 +94,6 @@ pub fn profile(
             source,
         ))
     };
-    if let Some(reference) = &info.reference {
-        if reference.features.len() == info.features.len() {
-            let stats = reference
-                .features
-                .iter()
-                .map(|f| FeatureStats {
-                    mean: f.mean,
-                    std: f.std,
-                    min: f.min,
-                    max: f.max,
-                })
-                .collect();
-            return build((stats, Vec::new()), ReferenceSource::Service);
-        }
-    }
     if let Some(path) = artifact {
         let loaded = Artifact::load(path)?;
         anyhow::ensure!(
@@ -166,7 +133,7 @@ pub fn profile(
         }
     }
     anyhow::bail!(
-        "GET /model does not expose the training reference (per-feature mean, std, min, max) and the service's artifact{} is not readable here as version {}; pass --artifact PATH with the artifact the service loaded",
+        "the training reference is in the model artifact, and the service's artifact{} is not readable here as version {}; pass --artifact PATH with the artifact the service loaded",
         info.path
             .as_ref()
             .map(|p| format!(" ({})", p.display()))
@@ -201,20 +168,6 @@ mod tests {
 
     fn info(json: &str) -> ModelInfo {
         serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn a_reference_exposed_by_the_service_is_preferred() {
-        let info = info(
-            r#"{"model_version":"v","task":"regression","features":["a","b"],
-                "path":"/nonexistent/model.json",
-                "reference":{"features":[{"mean":0,"std":1,"min":-1,"max":1,"name":"a"},
-                                         {"mean":5,"std":2,"min":0,"max":9}]}}"#,
-        );
-        let (profile, source) = profile(&info, Some(Path::new("/nonexistent/other.json"))).unwrap();
-        assert_eq!(source, ReferenceSource::Service);
-        assert_eq!(profile.stats[1].max, 9.0);
-        assert_eq!(profile.feature_names, vec!["a", "b"]);
     }
 
     #[test]
