@@ -1,0 +1,135 @@
+//! `mlwatch up`, the launcher behind the demo and `nix run`: it says how to
+//! install what is missing, reports a child that dies with its log, and
+//! leaves no process behind when stopped.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{free_port, wait_for_status, Process};
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).ok()?)
+                .replace('\0', " ");
+            text.contains(needle).then_some(text)
+        })
+        .collect()
+}
+
+fn port_flags(prometheus: u16) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (flag, port) in [
+        ("--app-port", free_port()),
+        ("--trainer-port", free_port()),
+        ("--prometheus-port", prometheus),
+        ("--alertmanager-port", free_port()),
+        ("--grafana-port", free_port()),
+        ("--webhook-port", free_port()),
+    ] {
+        flags.push(flag.to_owned());
+        flags.push(port.to_string());
+    }
+    flags
+}
+
+#[test]
+fn missing_prometheus_prints_the_install_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["up", "--state-dir"])
+        .arg(empty.path().join("state"))
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("apt-get install prometheus prometheus-alertmanager"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
+    common::stack::require_binary(&["prometheus"], "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // Prometheus cannot bind a port that is already taken, and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut args = vec![
+        "up".to_owned(),
+        "--no-grafana".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    args.extend(port_flags(taken.local_addr().unwrap().port()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut up = Process::mlwatch("up", &args, dir.path());
+    let status = up
+        .wait_exit(Duration::from_secs(60))
+        .expect("the launcher gives up");
+    let log = up.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("prometheus exited with"),
+        "the dead child is named:\n{log}"
+    );
+    assert!(
+        log.contains("address already in use"),
+        "its last log lines are shown:\n{log}"
+    );
+    let left = processes_mentioning(&state.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+#[test]
+fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
+    common::stack::require_binary(&["prometheus"], "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let flags = port_flags(free_port());
+    let app_port = flags[1].clone();
+    let prometheus_port = flags[5].clone();
+    let mut args = vec![
+        "up".to_owned(),
+        "--no-grafana".into(),
+        "--pace".into(),
+        "50ms".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    args.extend(flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut up = Process::mlwatch("up", &args, dir.path());
+    // The service becomes ready once the trainer's artifact is reloaded.
+    wait_for_status(
+        &format!("http://127.0.0.1:{app_port}/ready"),
+        200,
+        Duration::from_secs(60),
+        &mut up,
+    );
+    wait_for_status(
+        &format!("http://127.0.0.1:{prometheus_port}/-/ready"),
+        200,
+        Duration::from_secs(30),
+        &mut up,
+    );
+    assert!(up.log_text().contains("mlwatch stack is up"));
+    assert!(
+        processes_mentioning(&state.display().to_string()).len() >= 4,
+        "service, trainer, Prometheus, Alertmanager"
+    );
+    up.signal("INT");
+    let status = up
+        .wait_exit(Duration::from_secs(30))
+        .expect("Ctrl-C stops the launcher");
+    assert!(status.success(), "{}", up.log_text());
+    let left = processes_mentioning(&state.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
