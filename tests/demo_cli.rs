@@ -10,21 +10,6 @@ use std::time::Duration;
 use common::queries::{dashboards, panels};
 use common::Process;
 
-/// Processes whose command line mentions `needle` (our state directory).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = entry.path().join("cmdline");
-        if let Ok(bytes) = std::fs::read(&cmdline) {
-            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            if text.contains(needle) {
-                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
     common::stack::require_binary(&["prometheus"], "prometheus");
@@ -84,7 +69,7 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
         "fired alerts listed in the report"
     );
 
-    let left = processes_mentioning(&state_arg);
+    let left = common::processes_mentioning(&state_arg);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
     assert!(Path::new(&state).join("logs/prometheus.log").exists());
 }

@@ -338,14 +338,10 @@ fn port_in_use_is_a_clear_error() {
 
 #[test]
 fn final_metrics_reach_a_real_pushgateway() {
-    let Some(pushgateway) = ["prometheus-pushgateway", "pushgateway"]
-        .into_iter()
-        .find_map(which)
-    else {
-        panic!(
-            "prometheus-pushgateway not found: install the Debian package prometheus-pushgateway"
-        );
-    };
+    let pushgateway = common::stack::require_binary(
+        &["prometheus-pushgateway", "pushgateway"],
+        "prometheus-pushgateway",
+    );
     let dir = tempfile::tempdir().unwrap();
     let gateway = format!("127.0.0.1:{}", free_port());
     let mut gw = Process::spawn(
@@ -402,14 +398,6 @@ fn final_metrics_reach_a_real_pushgateway() {
         ),
         Some(0.0)
     );
-}
-
-fn which(binary: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(binary))
-        .find(|p| p.is_file())
 }
 
 #[test]

@@ -9,18 +9,6 @@ use std::time::Duration;
 
 use common::{free_port, wait_for_status, Process};
 
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let text = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).ok()?)
-                .replace('\0', " ");
-            text.contains(needle).then_some(text)
-        })
-        .collect()
-}
-
 fn port_flags(prometheus: u16) -> Vec<String> {
     let mut flags = Vec::new();
     for (flag, port) in [
@@ -84,7 +72,7 @@ fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
         log.contains("address already in use"),
         "its last log lines are shown:\n{log}"
     );
-    let left = processes_mentioning(&state.display().to_string());
+    let left = common::processes_mentioning(&state.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
@@ -122,7 +110,7 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
     );
     assert!(up.log_text().contains("mlwatch stack is up"));
     assert!(
-        processes_mentioning(&state.display().to_string()).len() >= 4,
+        common::processes_mentioning(&state.display().to_string()).len() >= 4,
         "service, trainer, Prometheus, Alertmanager"
     );
     up.signal("INT");
@@ -130,6 +118,6 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
         .wait_exit(Duration::from_secs(30))
         .expect("Ctrl-C stops the launcher");
     assert!(status.success(), "{}", up.log_text());
-    let left = processes_mentioning(&state.display().to_string());
+    let left = common::processes_mentioning(&state.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }

@@ -575,16 +575,11 @@ impl Context<'_> {
                 .iter()
                 .map(|a| {
                     vec![
-                        a.labels.get("alertname").cloned().unwrap_or_default(),
+                        a.name(),
                         a.state.clone(),
                         a.active_at.clone().unwrap_or_default(),
-                        a.labels
-                            .iter()
-                            .filter(|(k, _)| k.as_str() != "alertname")
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        a.annotations.get("summary").cloned().unwrap_or_default(),
+                        a.other_labels(),
+                        a.annotation("summary"),
                     ]
                 })
                 .collect(),

@@ -41,6 +41,26 @@ pub struct Alert {
     pub value: String,
 }
 
+impl Alert {
+    pub fn name(&self) -> String {
+        self.labels.get("alertname").cloned().unwrap_or_default()
+    }
+
+    /// `k=v, ...` of every label but the alert's name.
+    pub fn other_labels(&self) -> String {
+        self.labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "alertname")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn annotation(&self, name: &str) -> String {
+        self.annotations.get(name).cloned().unwrap_or_default()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{url} is not an http:// or https:// URL")]

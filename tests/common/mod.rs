@@ -119,6 +119,23 @@ impl Drop for Process {
     }
 }
 
+/// Command lines of running processes that mention `needle` (a test's
+/// temporary directory), to prove nothing was left behind.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let bytes = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            text.contains(needle)
+                .then(|| format!("{}: {text}", entry.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
