@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +49,6 @@ COMPOSE_PORTS = {
 COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer"}
 DATASOURCE_UID = "mlwatch-prometheus"
 DASHBOARD_UIDS = {"mlwatch-training", "mlwatch-predict-api"}
-VM_TEST_ALERTS = {"InvalidInputSurge", "MlApiDown", "ModelNotLoaded"}
 
 failures: list[str] = []
 
@@ -199,6 +200,34 @@ def container_port(mapping: str) -> int:
 
 
 # --------------------------------------------------------------------------
+# nix/lib/yaml.nix against PyYAML
+# --------------------------------------------------------------------------
+
+
+def check_yaml_reader(files: list[str]) -> None:
+    """Evaluate the module's YAML reader on each file and compare with PyYAML."""
+    try:
+        import yaml  # PyYAML: Debian python3-yaml, or pip install pyyaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    if shutil.which("nix-instantiate") is None:
+        check(False, "nix-instantiate found (Debian package nix-bin)")
+        return
+    for rel in files:
+        expr = f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}"
+        run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
+            check(False, f"nix/lib/yaml.nix reads {rel} ({errors.strip()[:300]})")
+            continue
+        nix_value = json.loads(run.stdout)
+        py_value = yaml.safe_load((REPO / rel).read_text(encoding="utf-8"))
+        check(nix_value == py_value, f"nix/lib/yaml.nix reads {rel} exactly as PyYAML does")
+
+
+# --------------------------------------------------------------------------
 # The checks
 # --------------------------------------------------------------------------
 
@@ -253,6 +282,29 @@ def main() -> int:
               f"{path.name} panels use only datasource uid {DATASOURCE_UID} (found {sorted(used)})")
     check(DASHBOARD_UIDS <= dashboard_uids, f"dashboards {sorted(DASHBOARD_UIDS)} exist (found {sorted(dashboard_uids)})")
 
+    print("== nix/source-set.json")
+    source_set = json.loads(read("nix/source-set.json") or "{}")
+    for kind in ("package", "assets"):
+        for rel in source_set.get(kind, []):
+            check((REPO / rel).exists(), f"source set {kind}: {rel} exists")
+    assets_set = source_set.get("assets", [])
+
+    def in_assets(rel: str) -> bool:
+        return any(rel == a or rel.startswith(a.rstrip("/") + "/") or a.startswith(rel.rstrip("/") + "/")
+                   for a in assets_set)
+
+    for nix_file in sorted(REPO.glob("nix/**/*.nix")) + [REPO / "flake.nix"]:
+        for rel in re.findall(r"\$\{assets\}/([A-Za-z0-9._\-/]*[A-Za-z0-9_\-])", nix_file.read_text(encoding="utf-8")):
+            check(in_assets(rel), f"{nix_file.relative_to(REPO)}: ${{assets}}/{rel} is in the assets derivation (nix/source-set.json)")
+
+    print("== nix/lib/yaml.nix reads the module's inputs as PyYAML does")
+    check_yaml_reader([
+        "prometheus/prometheus.yml",
+        "prometheus/alertmanager.yml",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/dashboard.yml",
+    ])
+
     print("== nix/module.nix")
     module = read("nix/module.nix")
     m = re.search(r"serve = \{.*?port = mkOption \{.*?default = (\d+);", module, re.S)
@@ -266,21 +318,28 @@ def main() -> int:
     check("config.services.prometheus.alertmanager.port" in module,
           "module targets config.services.prometheus.alertmanager.port (9093)")
     check(not re.search(r"\b(9090|9093)\b", module), "module does not hard-code 9090/9093")
-    scrapes = dict(re.findall(r'\(scrape "([\w-]+)" "(\w+)"', module))
-    check(set(scrapes) == set(jobs), f"module scrape jobs equal prometheus.yml's (module {sorted(scrapes)})")
-    for job, interval in scrapes.items():
-        expected = (jobs.get(job) or {}).get("scrape_interval") or default_interval
-        check(interval == expected, f"module job {job} scrape_interval {interval} equals prometheus.yml's {expected}")
-    timeout = (jobs.get("model-training") or {}).get("scrape_timeout")
-    check(timeout is None or f'scrape_timeout = "{timeout}"' in module, f"model-training scrape_timeout {timeout} matches")
-    rule_files = set(re.findall(r"/prometheus/rules/([\w.\-]+\.yml)", module))
-    repo_rules = {p.name for p in (REPO / "prometheus/rules").glob("*.yml")}
-    check(rule_files == repo_rules, f"module ruleFiles equal prometheus/rules/*.yml ({sorted(repo_rules)})")
-    check(f'uid = "{DATASOURCE_UID}"' in module, f"module provisions datasource uid {DATASOURCE_UID}")
-    m = re.search(r"timeInterval:\s*\"?([\w.]+)", ds_text)
-    check(bool(m) and f'jsonData.timeInterval = "{m.group(1)}";' in module,
-          f"module datasource timeInterval equals grafana's ({m.group(1) if m else None})")
-    check('"${assets}/grafana/provisioning/dashboards"' in module, "module's dashboard provider reads grafana/provisioning/dashboards")
+    # No copies: the module reads the repository files and names its differences.
+    for needle in ("yaml.readFile ../prometheus/prometheus.yml",
+                   "yaml.readFile ../grafana/provisioning/datasources/prometheus.yml",
+                   "yaml.readFile ../grafana/provisioning/dashboards/dashboard.yml",
+                   "builtins.readFile ../prometheus/alertmanager.yml",
+                   "builtins.readDir ../prometheus/rules"):
+        check(needle in module, f"module derives from the repo: {needle}")
+    for copied in ("job_name =", "scrape_interval =", "scrape_timeout =", "folder =", "disableDeletion",
+                   "updateIntervalSeconds", "foldersFromFilesStructure", "timeInterval", "uid =",
+                   "ml_alerts.yml", "ml_recording.yml"):
+        check(copied not in module, f"module has no copy of `{copied}` (it comes from prometheus/ or grafana/)")
+    block = re.search(r"localTargets = \{(.*?)\n  \};", module, re.S)
+    local_jobs = set(re.findall(r'"([\w-]+)" =', block.group(1))) if block else set()
+    check(local_jobs == set(jobs), f"module points every prometheus.yml job at this host (localTargets {sorted(local_jobs)})")
+    block = re.search(r"datasourceOverrides = \{(.*?)\n  \};", module, re.S)
+    overridden = set(re.findall(r"^\s*(\w+) =", block.group(1), re.M)) if block else None
+    check(overridden == {"url"}, f"the module's only datasource difference is its url (found {overridden})")
+    block = re.search(r"providerOverrides = provider: \{(.*?)\n  \};", module, re.S)
+    check(bool(block) and re.findall(r"(\w+) = ", block.group(1)) == ["options", "path"],
+          "the module's only dashboard-provider difference is options.path (the store path of the dashboards)")
+    check('"--cluster.listen-address="' in module, "module turns Alertmanager gossip off")
+    check(not re.search(r"types\.path\b", module), "module has no types.path option (a path literal would copy secrets into the store)")
     am_text = read("prometheus/alertmanager.yml")
     url_lines = [line for line in am_text.splitlines() if re.fullmatch(r"\s*(- )?url:\s*.*", line)]
     check(len(url_lines) >= 1, "prometheus/alertmanager.yml has a webhook `url:` line for alertmanager.webhookUrl")
@@ -306,9 +365,9 @@ def main() -> int:
     for unit, port in (("mlwatch-serve", 9000), ("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)):
         check(f'("{unit}.service", {port})' in test, f"VM test waits for {unit} on {port}")
     check("wait_for_open_port(8002)" in test, "VM test waits for the trainer on 8002")
-    alerts_text = read("prometheus/rules/ml_alerts.yml")
-    alert_names = set(re.findall(r"^\s*-\s*alert:\s*(\S+)", alerts_text, re.M))
-    check(VM_TEST_ALERTS <= alert_names, f"alerts {sorted(VM_TEST_ALERTS)} exist in ml_alerts.yml")
+    check("builtins.readDir ../../prometheus/rules" in test, "VM test reads the rule groups and alerts it expects from prometheus/rules")
+    check("InvalidInputSurge" in test and "InvalidInputSurge" in read("prometheus/rules/ml_alerts.yml"),
+          "the alert the VM test fires exists")
     for uid in DASHBOARD_UIDS | {DATASOURCE_UID}:
         check(uid in test, f"VM test checks uid {uid}")
     expected_jobs = json.dumps(sorted(JOBS)).replace('"', '\\"')
