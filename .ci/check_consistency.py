@@ -227,6 +227,63 @@ def check_yaml_reader(files: list[str]) -> None:
         check(nix_value == py_value, f"nix/lib/yaml.nix reads {rel} exactly as PyYAML does")
 
 
+def nix_eval(expr: str):
+    run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
+        return None, errors.strip()[:600]
+    return json.loads(run.stdout), None
+
+
+def check_module_eval() -> None:
+    """What the module hands nixpkgs' services equals the repo files, with only the named differences."""
+    try:
+        import yaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    if shutil.which("nix-instantiate") is None:
+        check(False, "nix-instantiate found (Debian package nix-bin)")
+        return
+    prom = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    datasources = yaml.safe_load((REPO / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8"))
+    providers = yaml.safe_load((REPO / "grafana/provisioning/dashboards/dashboard.yml").read_text(encoding="utf-8"))
+    rules = sorted(p.name for p in (REPO / "prometheus/rules").glob("*.yml"))
+    for train in (True, False):
+        got, error = nix_eval(f"import {REPO}/.ci/module-eval.nix {{ trainEnable = {str(train).lower()}; }}")
+        if got is None:
+            check(False, f"nix/module.nix evaluates (train.enable = {train}): {error}")
+            continue
+        check(True, f"nix/module.nix evaluates (train.enable = {train})")
+        local = {"ml-api": ["127.0.0.1:9000"], "prometheus": ["127.0.0.1:9090"],
+                 "model-training": ["127.0.0.1:8002"] if train else [], "alertmanager": ["127.0.0.1:9093"]}
+        expected_jobs = []
+        for job in prom["scrape_configs"]:
+            if not local.get(job["job_name"]):
+                continue
+            expected_jobs.append({**{k: v for k, v in job.items() if k != "static_configs"},
+                                  "static_configs": [{"targets": local[job["job_name"]]}]})
+        check(got["scrapeConfigs"] == expected_jobs,
+              f"module scrape jobs = prometheus.yml's with local targets (train.enable = {train})")
+        check(got["globalConfig"] == prom["global"], "module global config = prometheus.yml's")
+        check(got["ruleFiles"] == [f"/nix/store/mlwatch-assets/share/mlwatch/prometheus/rules/{r}" for r in rules],
+              f"module loads every rule file of prometheus/rules ({rules})")
+        check(got["listenAddress"] == "127.0.0.1", "Prometheus listens on 127.0.0.1")
+        check(got["alertmanagerFlags"] == ["--cluster.listen-address="], "Alertmanager gossip is off")
+        expected_ds = [{**d, "url": "http://127.0.0.1:9090"} for d in datasources["datasources"]]
+        check(got["grafanaDatasources"] == expected_ds, "module datasource = grafana's, url -> local Prometheus")
+        expected_pv = [{**p, "options": {**p["options"],
+                        "path": "/nix/store/mlwatch-assets/share/mlwatch/grafana/provisioning/dashboards"}}
+                       for p in providers["providers"]]
+        check(got["grafanaProviders"] == expected_pv, "module dashboard provider = grafana's, path -> the store")
+        train_units = {"mlwatch-train", "mlwatch-train-initial"}
+        check(train_units <= set(got["units"]) if train else not (train_units & set(got["units"])),
+              f"training units present iff train.enable ({sorted(got['units'])})")
+        if train:
+            check("--listen 127.0.0.1:8002" in (got["trainExec"] or ""), "the trainer's /metrics listens on 127.0.0.1")
+
+
 # --------------------------------------------------------------------------
 # The checks
 # --------------------------------------------------------------------------
@@ -304,6 +361,9 @@ def main() -> int:
         "grafana/provisioning/datasources/prometheus.yml",
         "grafana/provisioning/dashboards/dashboard.yml",
     ])
+
+    print("== nix/module.nix, evaluated without nixpkgs (.ci/module-eval.nix)")
+    check_module_eval()
 
     print("== nix/module.nix")
     module = read("nix/module.nix")
