@@ -9,6 +9,7 @@
 //! [`status`] reports health and readiness.
 
 pub mod admin;
+pub mod bad_input;
 pub mod decode;
 pub mod drift;
 pub mod metrics;

@@ -16,7 +16,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::decode::{self, InputError};
+use super::decode::{self, BadInput, InputError};
 use super::json_response;
 use super::metrics::{Outcome, ServiceMetrics};
 use super::state::{LoadedModel, ModelStore};
@@ -44,8 +44,8 @@ impl Endpoint for PredictEndpoint {
         let (outcome, response) = match self.answer(req, model.as_deref()).await {
             Ok(response) => (Outcome::Success, response),
             Err(Failure::Input(e)) => {
-                let mut response = json_response(e.status, e.body());
-                if e.status == StatusCode::METHOD_NOT_ALLOWED {
+                let mut response = json_response(e.status(), e.body());
+                if e.problem == BadInput::MethodNotAllowed {
                     let allow = header::HeaderValue::from_static("POST");
                     response.headers_mut().insert(header::ALLOW, allow);
                 }
@@ -79,7 +79,7 @@ impl PredictEndpoint {
     ) -> Result<Response, Failure> {
         if req.method() != Method::POST {
             return Err(
-                InputError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+                InputError::new(BadInput::MethodNotAllowed)
                     .field("method")
                     .expected("POST")
                     .got(method_name(req.method()))
@@ -159,7 +159,7 @@ async fn read_body(
     let initial = size_hint.unwrap_or(1024).min(limit).min(64 * 1024);
     let mut data = Vec::with_capacity(initial.saturating_add(1));
     let read_error = |e: std::io::Error| {
-        InputError::new(StatusCode::BAD_REQUEST, "cannot read request body").detail(e.to_string())
+        InputError::new(BadInput::CannotReadBody).detail(e.to_string())
     };
     loop {
         if reader.read_buf(&mut data).await.map_err(read_error)? == 0 {
@@ -181,7 +181,7 @@ async fn read_body(
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     Err(
-        InputError::new(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+        InputError::new(BadInput::BodyTooLarge)
             .expected(format!("at most {limit} bytes"))
             .got(format!("more than {limit} bytes")),
     )
