@@ -742,7 +742,11 @@ mod tests {
             ("ambiguous_request", 400, "ambiguous request"),
             ("unknown_field", 400, "unknown field"),
             ("duplicate_key", 400, "duplicate key"),
-            ("features_not_array_or_object", 400, "features must be an array or an object"),
+            (
+                "features_not_array_or_object",
+                400,
+                "features must be an array or an object",
+            ),
             ("instances_not_array", 400, "instances must be an array"),
             ("empty_batch", 400, "empty batch"),
             ("batch_too_large", 413, "batch too large"),

@@ -24,8 +24,8 @@ use ndarray::Array2;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
 
-pub use super::bad_input::{BadInput, InputError};
 use super::bad_input::echo;
+pub use super::bad_input::{BadInput, InputError};
 
 /// The Content-Type every request to /predict must carry.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
@@ -849,27 +849,54 @@ mod tests {
         );
     }
 
-
     #[test]
     fn precedence_matches_a_parse_then_check_decoder() {
         // Each pair: the first problem met in the bytes is not the answer.
         for (body, expected) in [
             // A JSON error anywhere wins over an earlier shape error.
-            (r#"{"feature": [1,2,3], "x": 1e400}"#, (400, "number out of range", None)),
-            (r#"{"features": [1,"x",3], "y": [1,2"#, (400, "malformed JSON", None)),
-            (r#"{"features": [1,2,3]} trailing"#, (400, "malformed JSON", None)),
+            (
+                r#"{"feature": [1,2,3], "x": 1e400}"#,
+                (400, "number out of range", None),
+            ),
+            (
+                r#"{"features": [1,"x",3], "y": [1,2"#,
+                (400, "malformed JSON", None),
+            ),
+            (
+                r#"{"features": [1,2,3]} trailing"#,
+                (400, "malformed JSON", None),
+            ),
             // A top-level key error wins over an earlier bad value.
-            (r#"{"features": [1,"x",3], "bogus": 1}"#, (400, "unknown field", Some("bogus".into()))),
-            (r#"{"features": 5, "features": [1,2,3]}"#, (400, "duplicate key", Some("features".into()))),
+            (
+                r#"{"features": [1,"x",3], "bogus": 1}"#,
+                (400, "unknown field", Some("bogus".into())),
+            ),
+            (
+                r#"{"features": 5, "features": [1,2,3]}"#,
+                (400, "duplicate key", Some("features".into())),
+            ),
             // Ambiguity wins over bad values.
-            (r#"{"features": [1], "instances": 5}"#, (400, "ambiguous request", Some("instances".into()))),
+            (
+                r#"{"features": [1], "instances": 5}"#,
+                (400, "ambiguous request", Some("instances".into())),
+            ),
             // A wrong count wins over an earlier bad element.
-            (r#"{"features": ["x", 2]}"#, (422, "wrong number of features", Some("features".into()))),
+            (
+                r#"{"features": ["x", 2]}"#,
+                (422, "wrong number of features", Some("features".into())),
+            ),
             // A too-large batch wins over an earlier bad instance.
-            (r#"{"instances": [["x"],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]}"#, (413, "batch too large", Some("instances".into()))),
+            (
+                r#"{"instances": [["x"],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]}"#,
+                (413, "batch too large", Some("instances".into())),
+            ),
         ] {
             assert_eq!(rejection(body), expected, "{body}");
-            assert_eq!(decode_str(body), oracle::decode(body.as_bytes(), &schema(), 4), "{body}");
+            assert_eq!(
+                decode_str(body),
+                oracle::decode(body.as_bytes(), &schema(), 4),
+                "{body}"
+            );
         }
     }
 
@@ -877,10 +904,16 @@ mod tests {
     fn counts_past_the_limits_are_exact_without_keeping_the_values() {
         let many = format!("{{\"features\": [{}0]}}", "0,".repeat(100_000));
         let e = decode_str(&many).unwrap_err();
-        assert_eq!((e.error(), e.got.clone()), ("wrong number of features", Some(json!(100_001))));
+        assert_eq!(
+            (e.error(), e.got.clone()),
+            ("wrong number of features", Some(json!(100_001)))
+        );
         let batch = format!("{{\"instances\": [{}[1,2,3]]}}", "[1,2,3],".repeat(999));
         let e = decode_str(&batch).unwrap_err();
-        assert_eq!((e.error(), e.got.clone()), ("batch too large", Some(json!(1000))));
+        assert_eq!(
+            (e.error(), e.got.clone()),
+            ("batch too large", Some(json!(1000)))
+        );
     }
 
     /// The decoder this module replaced: parse the whole body into a tree
@@ -894,7 +927,11 @@ mod tests {
         use serde_json::json;
         use std::fmt;
 
-        pub fn decode(body: &[u8], schema: &Schema, max_batch: usize) -> Result<Decoded, InputError> {
+        pub fn decode(
+            body: &[u8],
+            schema: &Schema,
+            max_batch: usize,
+        ) -> Result<Decoded, InputError> {
             if body.trim_ascii().is_empty() {
                 return Err(InputError::new(BadInput::EmptyBody).expected(request_shape()));
             }
@@ -937,7 +974,11 @@ mod tests {
             }
         }
 
-        fn decode_batch(instances: Json, schema: &Schema, max_batch: usize) -> Result<Decoded, InputError> {
+        fn decode_batch(
+            instances: Json,
+            schema: &Schema,
+            max_batch: usize,
+        ) -> Result<Decoded, InputError> {
             let Json::Array(items) = instances else {
                 return Err(InputError::new(BadInput::InstancesNotArray)
                     .field("instances")
@@ -963,7 +1004,12 @@ mod tests {
             Ok(Decoded { rows, batch: true })
         }
 
-        fn fill_row(value: &Json, schema: &Schema, at: Location, mut out: ArrayViewMut1<f64>) -> Result<(), InputError> {
+        fn fill_row(
+            value: &Json,
+            schema: &Schema,
+            at: Location,
+            mut out: ArrayViewMut1<f64>,
+        ) -> Result<(), InputError> {
             let width = schema.width();
             match value {
                 Json::Array(items) => {
@@ -987,7 +1033,9 @@ mod tests {
                                 .expected(json!(schema.names)));
                         };
                         if std::mem::replace(&mut seen[i], true) {
-                            return Err(InputError::new(BadInput::DuplicateKey).field(at.at_name(name)));
+                            return Err(
+                                InputError::new(BadInput::DuplicateKey).field(at.at_name(name))
+                            );
                         }
                         out[i] = number(item, || at.at_name(name))?;
                     }
@@ -1007,7 +1055,9 @@ mod tests {
                 }
                 other => Err(InputError::new(BadInput::FeaturesNotArrayOrObject)
                     .field(at.root())
-                    .expected(format!("an array of {width} numbers or an object keyed by feature name"))
+                    .expected(format!(
+                        "an array of {width} numbers or an object keyed by feature name"
+                    ))
                     .got(other.kind())),
             }
         }
@@ -1019,10 +1069,12 @@ mod tests {
                     .field(field())
                     .expected("a finite number")
                     .got(x.to_string())),
-                Json::String(s) if super::super::names_non_finite(s) => Err(InputError::new(BadInput::NonFiniteValue)
-                    .field(field())
-                    .expected("a finite number")
-                    .got(echo(s))),
+                Json::String(s) if super::super::names_non_finite(s) => {
+                    Err(InputError::new(BadInput::NonFiniteValue)
+                        .field(field())
+                        .expected("a finite number")
+                        .got(echo(s)))
+                }
                 other => Err(InputError::new(BadInput::NonNumericValue)
                     .field(field())
                     .expected("a number")
