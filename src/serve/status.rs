@@ -4,7 +4,9 @@
 //!
 //! These answer anyone, so they never name the server's filesystem: the
 //! model path is in the start-up and reload logs, and a load failure is
-//! reported by its kind and the file's name only.
+//! reported by its kind and the file's name only. `/model` carries the
+//! artifact's drift reference instead, so that a client needs no access to
+//! the server's files to generate traffic like the training data.
 
 use std::sync::Arc;
 
@@ -46,6 +48,9 @@ pub fn model(store: &Arc<Store>) -> Response {
             "class_names": a.class_names,
             "metrics": a.metrics,
             "hyperparameters": a.hyperparameters,
+            // Aggregate training statistics (per-feature moments, range and
+            // deciles), which `mlwatch load` draws traffic from.
+            "reference": a.reference,
         })
         .to_string(),
     )
