@@ -82,7 +82,7 @@ pub struct ServeArgs {
 /// Runs the service until SIGTERM/Ctrl-C. Only configuration errors and a
 /// port that cannot be bound end it early; a missing or broken model does
 /// not (the service waits, unready, for a reload).
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
     for (value, flag) in [
         (args.max_batch, "--max-batch"),
         (args.max_body_bytes, "--max-body-bytes"),
@@ -160,7 +160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "prediction service starting"
     );
     let served = Server::new(TcpListener::bind(args.listen))
-        .run_with_graceful_shutdown(app, crate::shutdown::signal(), Some(SHUTDOWN_GRACE))
+        .run_with_graceful_shutdown(app, shutdown.requested_owned(), Some(SHUTDOWN_GRACE))
         .await;
     hangup.abort();
     sampler.abort();
