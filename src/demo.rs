@@ -52,9 +52,9 @@ async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries
         Err(missing) => missing,
     };
     if !install {
-        return Err(
-            missing.context("or run `mlwatch demo --install` as root to let the demo install them")
-        );
+        return Err(anyhow::anyhow!(
+            "{missing:#}; or run `mlwatch demo --install` as root to let the demo install them"
+        ));
     }
     if !nix::unistd::geteuid().is_root() {
         bail!("--install runs apt-get and needs root: run `sudo {INSTALL_HINT}` yourself, or the demo as root");

@@ -451,8 +451,8 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // Fail on a bad flag combination before binding anything.
     options.dataset()?;
     if args.no_metrics && args.pushgateway.is_some() {
-        // Clap refuses the two flags together; the environment variable
-        // can still bring the URL.
+        // Clap refuses the two together (from the environment too); this
+        // guards callers that build TrainArgs themselves.
         anyhow::bail!(
             "--no-metrics with a Pushgateway would push an empty group and wipe the last run's metrics; drop one of them"
         );
