@@ -282,6 +282,22 @@ def check_module_eval() -> None:
               f"training units present iff train.enable ({sorted(got['units'])})")
         if train:
             check("--listen 127.0.0.1:8002" in (got["trainExec"] or ""), "the trainer's /metrics listens on 127.0.0.1")
+        check(got["firewall"] == [9000], f"openFirewall opens only the API port (found {got['firewall']})")
+    # Roles (docs/fleet.md): a monitoring-only host, and one of an HA pair.
+    got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ serveEnable = false; trainEnable = false; '
+                          f'apiTargets = [ "api1:9000" "api2:9000" ]; peers = [ "monitor2:9094" ]; replica = "monitor1"; }}')
+    if got is None:
+        check(False, f"nix/module.nix evaluates for a monitoring host: {error}")
+        return
+    check(not {"mlwatch-serve", "mlwatch-train"} & set(got["units"]), "a monitoring host runs no API and no trainer")
+    api_job = next((j for j in got["scrapeConfigs"] if j["job_name"] == "ml-api"), None)
+    check(bool(api_job) and api_job["static_configs"] == [{"targets": ["api1:9000", "api2:9000"]}],
+          "a monitoring host scrapes prometheus.apiTargets")
+    check("model-training" not in {j["job_name"] for j in got["scrapeConfigs"]}, "no trainer targets: no model-training job")
+    check(got["globalConfig"].get("external_labels") == {"replica": "monitor1"}, "prometheus.replica sets the replica external label")
+    check(got["alertmanagerFlags"] == ["--cluster.listen-address=0.0.0.0:9094", "--cluster.peer=monitor2:9094"],
+          f"alertmanager.peers turns gossip on with those peers (found {got['alertmanagerFlags']})")
+    check(got["firewall"] == [9094], f"an HA Alertmanager opens only its gossip port (found {got['firewall']})")
 
 
 # --------------------------------------------------------------------------
@@ -377,7 +393,8 @@ def main() -> int:
     check("config.services.prometheus.port" in module, "module targets config.services.prometheus.port (9090)")
     check("config.services.prometheus.alertmanager.port" in module,
           "module targets config.services.prometheus.alertmanager.port (9093)")
-    check(not re.search(r"\b(9090|9093)\b", module), "module does not hard-code 9090/9093")
+    check(not re.search(r"\b(9090|9093)\b", "\n".join(l for l in module.splitlines() if "example =" not in l)),
+          "module does not hard-code 9090/9093 (examples aside)")
     # No copies: the module reads the repository files and names its differences.
     for needle in ("yaml.readFile ../prometheus/prometheus.yml",
                    "yaml.readFile ../grafana/provisioning/datasources/prometheus.yml",
@@ -432,6 +449,14 @@ def main() -> int:
         check(uid in test, f"VM test checks uid {uid}")
     expected_jobs = json.dumps(sorted(JOBS)).replace('"', '\\"')
     check(expected_jobs.strip("[]") in test, "VM test expects exactly the four scrape jobs")
+
+    print("== nix/tests/fleet.nix")
+    fleet = read("nix/tests/fleet.nix")
+    check("ml-api" in jobs and '"api1:9000" "api2:9000"' in fleet and "[\\\"api1:9000\\\", \\\"api2:9000\\\"]" in fleet,
+          "fleet VM test: the monitor's apiTargets are the API hosts on serve.port 9000, and the test expects exactly them")
+    check("builtins.readDir ../../prometheus/rules" in fleet, "fleet VM test reads the rule groups it expects from prometheus/rules")
+    check("MlApiDown" in fleet and "MlApiDown" in read("prometheus/rules/ml_alerts.yml"), "the alert the fleet VM test fires exists")
+    check("fleet = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the fleet VM test is one of the flake's checks")
 
     print()
     if failures:

@@ -9,15 +9,23 @@
 #
 #   nix-instantiate --eval --strict --json .ci/module-eval.nix --arg trainEnable true
 { trainEnable ? true
+, serveEnable ? true
 , alertmanagerEnable ? true
-, apiTargets ? [ "127.0.0.1:9000" ]
+, apiTargets ? if serveEnable then [ "127.0.0.1:9000" ] else [ ]
+, peers ? [ ]
+, replica ? null
 }:
 
 let
   # The module system's merge, for plain values: attribute sets merge
   # recursively, lists concatenate, anything else: the later wins.
+  # What mkIf false leaves: nothing, whatever else defines the option.
+  skip = { __mkIfFalse = true; };
+  orElse = fallback: value: if value == skip then fallback else value;
   merge = a: b:
-    if builtins.isAttrs a && builtins.isAttrs b
+    if b == skip then a
+    else if a == skip then b
+    else if builtins.isAttrs a && builtins.isAttrs b
     then a // builtins.mapAttrs (name: value: if a ? ${name} then merge a.${name} value else value) b
     else if builtins.isList a && builtins.isList b then a ++ b
     else b;
@@ -25,9 +33,12 @@ let
   # Just enough lib: values pass through, conditions keep or drop them.
   lib = {
     mkDefault = x: x;
-    mkIf = cond: value: if cond then value else { };
+    mkIf = cond: value: if cond then value else skip;
     mkMerge = builtins.foldl' merge { };
     optionalString = cond: s: if cond then s else "";
+    optionalAttrs = cond: set: if cond then set else { };
+    toInt = builtins.fromJSON;
+    last = list: builtins.elemAt list (builtins.length list - 1);
     mkOption = option: option;
     mkEnableOption = description: { inherit description; };
     mkPackageOption = _: name: _: { default = name; };
@@ -56,8 +67,9 @@ let
       enable = true;
       package = "/nix/store/mlwatch";
       gpu.enable = false;
-      openFirewall = false;
+      openFirewall = true;
       serve = {
+        enable = serveEnable;
         address = "0.0.0.0";
         port = 9000;
         modelPath = "/var/lib/mlwatch/model.json";
@@ -70,13 +82,21 @@ let
         args = [ ];
         address = "127.0.0.1";
         port = 8002;
+        openFirewall = false;
       };
       prometheus = {
         enable = true;
         inherit apiTargets;
         trainTargets = lib.optional trainEnable "127.0.0.1:8002";
+        alertmanagerTargets = lib.optional alertmanagerEnable "127.0.0.1:9093";
+        inherit replica;
       };
-      alertmanager = { enable = alertmanagerEnable; webhookUrl = null; };
+      alertmanager = {
+        enable = alertmanagerEnable;
+        webhookUrl = null;
+        inherit peers;
+        clusterAddress = "0.0.0.0:9094";
+      };
       grafana = {
         enable = true;
         adminPasswordFile = "/run/secrets/pw";
@@ -99,11 +119,12 @@ let
 in
 {
   inherit (module.config.services.prometheus) scrapeConfigs ruleFiles globalConfig listenAddress;
-  alertmanagers = module.config.services.prometheus.alertmanagers or [ ];
+  alertmanagers = orElse [ ] (module.config.services.prometheus.alertmanagers or [ ]);
   alertmanagerFlags = module.config.services.prometheus.alertmanager.extraFlags or [ ];
   grafanaDatasources = module.config.services.grafana.provision.datasources.settings.datasources;
   grafanaProviders = module.config.services.grafana.provision.dashboards.settings.providers;
-  units = builtins.attrNames module.config.systemd.services;
-  firewall = module.config.networking.firewall.allowedTCPPorts;
+  units = builtins.attrNames (module.config.systemd.services or { });
+  firewall = orElse [ ] (module.config.networking.firewall.allowedTCPPorts or [ ]);
   trainExec = module.config.systemd.services.mlwatch-train.serviceConfig.ExecStart or null;
+  serveExec = module.config.systemd.services.mlwatch-serve.serviceConfig.ExecStart or null;
 }

@@ -180,6 +180,16 @@ in
       `libnvidia-ml.so` in /run/opengl-driver/lib'';
 
     serve = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        example = false;
+        description = ''
+          Run the prediction API on this host. Set to `false` on a host that
+          only trains or only monitors (see docs/fleet.md for the roles).
+        '';
+      };
+
       address = mkOption {
         type = types.str;
         default = "0.0.0.0";
@@ -268,6 +278,16 @@ in
         default = 8002;
         description = "Port of the trainer's `/metrics` endpoint while a training run is active.";
       };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Open {option}`services.mlwatch.train.port` in the firewall, for a
+          Prometheus on another host (set {option}`services.mlwatch.train.address`
+          to an address it can reach, too).
+        '';
+      };
     };
 
     prometheus = {
@@ -278,8 +298,8 @@ in
 
       apiTargets = mkOption {
         type = types.listOf types.str;
-        default = [ "127.0.0.1:${toString cfg.serve.port}" ];
-        defaultText = lib.literalExpression ''[ "127.0.0.1:''${toString config.services.mlwatch.serve.port}" ]'';
+        default = optional cfg.serve.enable "127.0.0.1:${toString cfg.serve.port}";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.serve.enable "127.0.0.1:''${toString config.services.mlwatch.serve.port}"'';
         example = [ "api-1.example.org:9000" "api-2.example.org:9000" ];
         description = "`host:port` of every prediction API the `ml-api` job scrapes.";
       };
@@ -290,6 +310,29 @@ in
         defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.train.enable "127.0.0.1:''${toString config.services.mlwatch.train.port}"'';
         example = [ "trainer.example.org:8002" ];
         description = "`host:port` of every trainer the `model-training` job scrapes.";
+      };
+
+      alertmanagerTargets = mkOption {
+        type = types.listOf types.str;
+        default = optional cfg.alertmanager.enable "127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.alertmanager.enable "127.0.0.1:''${toString config.services.prometheus.alertmanager.port}"'';
+        example = [ "monitor-1.example.org:9093" "monitor-2.example.org:9093" ];
+        description = ''
+          `host:port` of every Alertmanager this Prometheus sends alerts to. In
+          an HA pair, list both Alertmanagers on both Prometheus servers: the
+          Alertmanager cluster deduplicates.
+        '';
+      };
+
+      replica = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "monitor-1";
+        description = ''
+          Value of the `replica` external label, for one Prometheus of an HA
+          pair (each server its own value, identical rules and targets).
+          Alertmanager deduplicates alerts that differ only in it.
+        '';
       };
     };
 
@@ -306,6 +349,24 @@ in
           URL that replaces the `url:` of every webhook receiver in
           prometheus/alertmanager.yml. `null` keeps the file's URLs.
         '';
+      };
+
+      peers = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "monitor-2.example.org:9094" ];
+        description = ''
+          `host:port` of the other Alertmanagers of an HA cluster. Empty: a
+          single Alertmanager with gossip off. Non-empty: gossip on
+          {option}`services.mlwatch.alertmanager.clusterAddress`, whose port
+          is opened in the firewall.
+        '';
+      };
+
+      clusterAddress = mkOption {
+        type = types.str;
+        default = "0.0.0.0:9094";
+        description = "`address:port` Alertmanager's cluster gossip listens on when {option}`services.mlwatch.alertmanager.peers` is non-empty.";
       };
     };
 
@@ -349,6 +410,14 @@ in
         }
       ];
 
+      # Only the API: the trainer's metrics are for the local Prometheus
+      # unless train.openFirewall says otherwise (docs/fleet.md).
+      networking.firewall.allowedTCPPorts =
+        optional (cfg.openFirewall && cfg.serve.enable) cfg.serve.port
+        ++ optional (cfg.train.enable && cfg.train.openFirewall) cfg.train.port;
+    }
+
+    (mkIf cfg.serve.enable {
       systemd.services.mlwatch-serve = {
         description = "mlwatch prediction API";
         wantedBy = [ "multi-user.target" ];
@@ -384,11 +453,7 @@ in
           ExecStart = "${config.systemd.package}/bin/systemctl try-reload-or-restart mlwatch-serve.service";
         };
       };
-
-      # Only the API: the trainer's metrics are for the local Prometheus (or
-      # open train.port yourself for a remote one, see docs/fleet.md).
-      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.serve.port ];
-    }
+    })
 
     (mkIf cfg.train.enable {
       systemd.services.mlwatch-train = {
@@ -435,10 +500,13 @@ in
       services.prometheus = {
         enable = true;
         listenAddress = mkDefault "127.0.0.1";
-        globalConfig = lib.mapAttrs (_: mkDefault) prometheusYml.global;
+        globalConfig = lib.mapAttrs (_: mkDefault) prometheusYml.global
+          // lib.optionalAttrs (cfg.prometheus.replica != null) {
+          external_labels.replica = cfg.prometheus.replica;
+        };
         inherit scrapeConfigs ruleFiles;
-        alertmanagers = mkIf cfg.alertmanager.enable [{
-          static_configs = [{ targets = [ "127.0.0.1:${toString config.services.prometheus.alertmanager.port}" ]; }];
+        alertmanagers = mkIf (cfg.prometheus.alertmanagerTargets != [ ]) [{
+          static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];
         }];
       };
     })
@@ -453,11 +521,21 @@ in
         enable = true;
         listenAddress = mkDefault "127.0.0.1";
         configText = alertmanagerConfigText;
-        # One Alertmanager, no gossip: without this it listens on :9094 on
-        # every interface and refuses to start on a host without a private
-        # address. An HA pair sets real peers instead (docs/fleet.md).
-        extraFlags = [ "--cluster.listen-address=" ];
+        # One Alertmanager: no gossip. Without this flag it listens on :9094
+        # on every interface and refuses to start on a host without a private
+        # address. An HA cluster gossips with its peers (docs/fleet.md).
+        extraFlags =
+          if cfg.alertmanager.peers == [ ]
+          then [ "--cluster.listen-address=" ]
+          else [ "--cluster.listen-address=${cfg.alertmanager.clusterAddress}" ]
+            ++ map (peer: "--cluster.peer=${peer}") cfg.alertmanager.peers;
       };
+
+      networking.firewall.allowedTCPPorts = mkIf (cfg.alertmanager.peers != [ ])
+        [ (lib.toInt (lib.last (lib.splitString ":" cfg.alertmanager.clusterAddress))) ];
+      # Gossip is TCP and UDP.
+      networking.firewall.allowedUDPPorts = mkIf (cfg.alertmanager.peers != [ ])
+        [ (lib.toInt (lib.last (lib.splitString ":" cfg.alertmanager.clusterAddress))) ];
     })
 
     (mkIf cfg.grafana.enable {
