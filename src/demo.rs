@@ -205,6 +205,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         trainer_args,
         drift_window: if quick { 200 } else { 300 },
         grafana: !quick,
+        replicas: 1,
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;

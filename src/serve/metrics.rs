@@ -326,7 +326,7 @@ impl ServiceMetrics {
 /// seen (a counter) and the reference share (a gauge), both read from the
 /// current model's window at scrape time. `bin` is the bin index ("0" is
 /// the lowest), bounded by the reference's bin count (10 for deciles).
-fn observe_bins(meter: &Meter, store: &Arc<ModelStore>) {
+fn observe_bins(meter: &Meter, store: &Arc<Store>) {
     fn labels(m: &LoadedModel, feature: Option<&[KeyValue; 1]>, bin: usize) -> Vec<KeyValue> {
         let mut labels = vec![m.labels.version[0].clone()];
         labels.extend(feature.map(|f| f[0].clone()));

@@ -1,8 +1,10 @@
 //! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
-//! Alertmanager, Prometheus, the service, a trainer and (when installed)
-//! Grafana on 127.0.0.1 with configs derived into a state directory, relays
-//! alerts from Alertmanager to the terminal through a built-in webhook, and
-//! reloads the service whenever the trainer writes a new artifact.
+//! Alertmanager, Prometheus, the service (one or several replicas on
+//! consecutive ports, discovered by Prometheus from a targets file), a
+//! trainer and (when installed) Grafana on 127.0.0.1 with configs derived
+//! into a state directory, relays alerts from Alertmanager to the terminal
+//! through a built-in webhook, and reloads every replica whenever the
+//! trainer writes a new artifact.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -83,6 +85,41 @@ pub struct StackConfig {
     pub drift_window: usize,
     /// Start Grafana when a server binary is on PATH.
     pub grafana: bool,
+    /// Prediction service replicas, on ports `ports.app`, `ports.app + 1`, ...
+    pub replicas: usize,
+}
+
+/// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
+/// the `instance` label's cardinality.
+pub const MAX_REPLICAS: usize = 32;
+
+/// The replicas' addresses: `count` consecutive ports from `ports.app`,
+/// none of them another component's port.
+pub fn replica_addresses(ports: &Ports, count: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    if count == 0 || count > MAX_REPLICAS {
+        bail!("--replicas must be between 1 and {MAX_REPLICAS}, got {count}");
+    }
+    let last = usize::from(ports.app) + count - 1;
+    let Ok(last) = u16::try_from(last) else {
+        bail!(
+            "--replicas {count} from --app-port {} runs past port 65535",
+            ports.app
+        );
+    };
+    let others = [
+        ("--trainer-port", ports.trainer),
+        ("--prometheus-port", ports.prometheus),
+        ("--alertmanager-port", ports.alertmanager),
+        ("--grafana-port", ports.grafana),
+        ("--webhook-port", ports.webhook),
+    ];
+    if let Some((flag, port)) = others.iter().find(|(_, p)| (ports.app..=last).contains(p)) {
+        bail!(
+            "{flag} {port} lies in the replicas' ports {}..={last}; move one of them",
+            ports.app
+        );
+    }
+    Ok((ports.app..=last).map(loopback).collect())
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -153,11 +190,15 @@ impl AlertInbox {
 pub struct Stack {
     pub urls: Vec<(&'static str, String)>,
     pub prometheus_url: String,
+    /// The first replica's URL; `app_urls` holds all of them.
     pub app_url: String,
+    pub app_urls: Vec<String>,
     pub model_path: PathBuf,
     pub inbox: AlertInbox,
     pub grafana_password: Option<String>,
-    service: Supervised,
+    /// The live replicas; one that dies is dropped with a warning while
+    /// others still serve.
+    services: Vec<Supervised>,
     trainer: Option<Supervised>,
     core: Vec<Supervised>,
     webhook: tokio::task::JoinHandle<()>,
@@ -187,7 +228,7 @@ impl Stack {
         let logs = state.join("logs");
         let p = &config.ports;
         let endpoints = Endpoints {
-            apps: vec![loopback(p.app)],
+            apps: replica_addresses(p, config.replicas)?,
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
@@ -229,7 +270,15 @@ impl Stack {
         )?);
         let mut grafana_password = None;
         let mut urls = vec![
-            ("prediction API", format!("http://{}", endpoints.apps[0])),
+            (
+                "prediction API",
+                endpoints
+                    .apps
+                    .iter()
+                    .map(|a| format!("http://{a}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             (
                 "trainer metrics",
                 format!("http://{}/metrics", endpoints.trainers[0]),
@@ -260,20 +309,33 @@ impl Stack {
 
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
         let model_path = state.join("model.json");
-        let service = Supervised::spawn(
-            "service",
-            &exe,
-            &[
-                "serve".into(),
-                "--listen".into(),
-                endpoints.apps[0].to_string(),
-                "--model-path".into(),
-                model_path.display().to_string(),
-                "--drift-window".into(),
-                config.drift_window.to_string(),
-            ],
-            &logs,
-        )?;
+        let mut services = Vec::new();
+        for (i, address) in endpoints.apps.iter().enumerate() {
+            let name = if endpoints.apps.len() == 1 {
+                "service".to_owned()
+            } else {
+                format!("service-{i}")
+            };
+            services.push(Supervised::spawn(
+                &name,
+                &exe,
+                &[
+                    "serve".into(),
+                    "--listen".into(),
+                    address.to_string(),
+                    "--model-path".into(),
+                    model_path.display().to_string(),
+                    "--drift-window".into(),
+                    config.drift_window.to_string(),
+                ],
+                &logs,
+            )?);
+        }
+        let app_urls: Vec<String> = endpoints
+            .apps
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect();
         let mut trainer_args = vec![
             "train".into(),
             "--listen".into(),
@@ -286,12 +348,13 @@ impl Stack {
         Ok(Self {
             urls,
             prometheus_url: format!("http://{}", endpoints.prometheus),
-            app_url: format!("http://{}", endpoints.apps[0]),
+            app_url: app_urls[0].clone(),
+            app_urls,
             model_seen: modified(&model_path),
             model_path,
             inbox,
             grafana_password,
-            service,
+            services,
             trainer: Some(trainer),
             core,
             webhook,
@@ -305,10 +368,13 @@ impl Stack {
         if current.is_some() && current != self.model_seen {
             self.model_seen = current;
             tracing::info!(
-                "new model artifact at {}; reloading the service",
-                self.model_path.display()
+                "new model artifact at {}; reloading {} service replica(s)",
+                self.model_path.display(),
+                self.services.len()
             );
-            self.service.signal(nix::sys::signal::Signal::SIGHUP);
+            for service in &self.services {
+                service.signal(nix::sys::signal::Signal::SIGHUP);
+            }
         }
         if let Some(trainer) = &mut self.trainer {
             if let Some(status) = trainer.exited() {
@@ -323,7 +389,26 @@ impl Stack {
                 self.trainer = None;
             }
         }
-        for child in std::iter::once(&mut self.service).chain(self.core.iter_mut()) {
+        // A replica that dies leaves the others serving (Prometheus reports
+        // it as MlApiDown); the stack gives up only when none is left.
+        if self.services.len() > 1 {
+            let mut i = 0;
+            while i < self.services.len() && self.services.len() > 1 {
+                if let Some(status) = self.services[i].exited() {
+                    let dead = self.services.remove(i);
+                    tracing::warn!(
+                        "{} exited with {status}; {} replica(s) still serve; last log lines of {}:\n{}",
+                        dead.name,
+                        self.services.len(),
+                        dead.log.display(),
+                        dead.tail(20)
+                    );
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for child in self.services.iter_mut().chain(self.core.iter_mut()) {
             if let Some(status) = child.exited() {
                 bail!(
                     "{} exited with {status}; last log lines of {}:\n{}",
@@ -353,7 +438,8 @@ impl Stack {
 
     /// Process ids of every running child (tests check they are gone).
     pub fn pids(&self) -> Vec<u32> {
-        std::iter::once(&self.service)
+        self.services
+            .iter()
             .chain(self.trainer.as_ref())
             .chain(self.core.iter())
             .filter_map(Supervised::pid)
@@ -365,7 +451,9 @@ impl Stack {
         if let Some(trainer) = &mut self.trainer {
             trainer.stop().await;
         }
-        self.service.stop().await;
+        for service in &mut self.services {
+            service.stop().await;
+        }
         for child in self.core.iter_mut().rev() {
             child.stop().await;
         }

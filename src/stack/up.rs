@@ -16,8 +16,13 @@ pub struct UpArgs {
     /// Directory holding prometheus/ and grafana/ (default: this repository, or the installed share/mlwatch).
     #[arg(long, env = "MLWATCH_ASSETS")]
     pub assets: Option<PathBuf>,
+    /// Port of the prediction API; replicas take the ports after it.
     #[arg(long, default_value_t = 9000)]
     pub app_port: u16,
+    /// Prediction API replicas on consecutive ports from --app-port, all
+    /// scraped as job ml-api (docs/fleet.md).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     #[arg(long, default_value_t = 8002)]
     pub trainer_port: u16,
     #[arg(long, default_value_t = 9090)]
@@ -38,6 +43,9 @@ pub struct UpArgs {
     /// Trainer pace per iteration, so that progress is visible.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub pace: Duration,
+    /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
+    #[arg(long, hide = true)]
+    pub test_timing: bool,
 }
 
 impl UpArgs {
@@ -98,10 +106,15 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         assets,
         state_dir: args.state_dir.clone().unwrap_or_else(default_state_dir),
         ports: args.ports(),
-        timing: Timing::default(),
+        timing: if args.test_timing {
+            Timing::quick()
+        } else {
+            Timing::default()
+        },
         trainer_args,
         drift_window: 1000,
         grafana: !args.no_grafana,
+        replicas: args.replicas,
     };
     let mut stack = Stack::start(&config, &binaries).await?;
     print_urls(&stack);
