@@ -63,6 +63,11 @@ impl Webhook {
         Self { url, received }
     }
 
+    /// Every notification (POST body) received so far, in order.
+    pub fn notifications(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
     /// (alertname, status, labels) of every alert received so far.
     pub fn alerts(&self) -> Vec<(String, String, Value)> {
         self.received
