@@ -126,7 +126,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (possibly slow) model load, and a `:0` port is known when logged.
     let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
 
-    let telemetry = Arc::new(Telemetry::new()?);
+    let telemetry = Arc::new(Telemetry::with_cardinality_limits(
+        metrics::CARDINALITY_LIMITS,
+    )?);
     let meter = telemetry.meter();
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
