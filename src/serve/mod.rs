@@ -102,7 +102,7 @@ pub struct ServeArgs {
 /// Runs the service until SIGTERM/Ctrl-C. Only configuration errors and a
 /// port that cannot be bound end it early; a missing or broken model does
 /// not (the service waits, unready, for a reload).
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
     for (value, flag) in [
         (args.max_batch, "--max-batch"),
         (args.max_body_bytes, "--max-body-bytes"),
@@ -214,7 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let served = server::serve(listener, app, options, refusals, crate::shutdown::signal()).await;
+    let served = server::serve(listener, app, options, refusals, shutdown.requested_owned()).await;
     hangup.abort();
     sampler.abort();
     served.map_err(|e| anyhow::anyhow!("cannot serve on {address}: {e}"))?;
