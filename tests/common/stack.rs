@@ -2,7 +2,12 @@
 //! Alertmanager and a webhook receiver owned by the test, all real
 //! processes on free loopback ports. Configs come from the repository's
 //! files through `mlwatch::stack::config`, with intervals and `for:`
-//! shortened; nothing is hand-written twice. Every process is killed when
+//! shortened, and every child's command line from the launcher's
+//! `mlwatch::stack::commands`; nothing is hand-written twice. (The tests
+//! keep their own synchronous harness around those command lines: several
+//! services and trainers, pre-trained artifacts, and a panic that names the
+//! missing package, which the launcher's single-service stack has no use
+//! for.) Every process is killed when
 //! the stack is dropped, also when an assertion fails.
 #![allow(dead_code)]
 
@@ -15,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{free_port, wait_for_status, Process};
+use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
 
 /// A binary from PATH, or a panic that names the Debian package.
@@ -202,64 +208,44 @@ impl LiveStack {
             })
             .collect();
 
+        // The launcher's own command lines: the flags live in one place.
         let mut alertmanager = Process::spawn(
             "alertmanager",
             &alertmanager_bin,
-            &[
-                format!("--config.file={}", written.alertmanager_yml.display()),
-                format!(
-                    "--storage.path={}",
-                    root.join("alertmanager-data").display()
-                ),
-                format!("--web.listen-address={}", endpoints.alertmanager),
-                "--cluster.listen-address=".into(),
-            ],
+            &commands::alertmanager(
+                &written.alertmanager_yml,
+                &root.join("alertmanager-data"),
+                endpoints.alertmanager,
+            ),
             root,
         );
         let mut prometheus = Process::spawn(
             "prometheus",
             &prometheus_bin,
-            &[
-                format!("--config.file={}", written.prometheus_yml.display()),
-                format!(
-                    "--storage.tsdb.path={}",
-                    root.join("prometheus-data").display()
-                ),
-                format!("--web.listen-address={}", endpoints.prometheus),
-            ],
+            &commands::prometheus(
+                &written.prometheus_yml,
+                &root.join("prometheus-data"),
+                endpoints.prometheus,
+            ),
             root,
         );
         let mut services = Vec::new();
         for (i, (artifact, address)) in artifacts.iter().zip(&endpoints.apps).enumerate() {
             let model_path = root.join(format!("model-{i}.json"));
             artifact.save(&model_path).expect("save artifact");
-            services.push(Process::mlwatch(
+            let mut args = commands::service(*address, &model_path, options.drift_window);
+            args.extend(["--sample-interval".into(), "1s".into()]);
+            services.push(Process::spawn(
                 &format!("service-{i}"),
-                &[
-                    "serve",
-                    "--listen",
-                    &address.to_string(),
-                    "--model-path",
-                    &model_path.display().to_string(),
-                    "--drift-window",
-                    &options.drift_window.to_string(),
-                    "--sample-interval",
-                    "1s",
-                ],
+                Path::new(env!("CARGO_BIN_EXE_mlwatch")),
+                &args,
                 root,
             ));
         }
         let mut trainers = Vec::new();
         for (i, (extra, address)) in options.trainers.iter().zip(&endpoints.trainers).enumerate() {
-            let mut args: Vec<String> = vec![
-                "train".into(),
-                "--listen".into(),
-                address.to_string(),
-                "--output".into(),
-                root.join(format!("trainer-{i}.json")).display().to_string(),
-                "--sample-interval".into(),
-                "1s".into(),
-            ];
+            let mut args = commands::trainer(*address, &root.join(format!("trainer-{i}.json")));
+            args.extend(["--sample-interval".into(), "1s".into()]);
             args.extend(extra.iter().cloned());
             trainers.push(Process::spawn(
                 &format!("trainer-{i}"),
