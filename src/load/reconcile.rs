@@ -3,7 +3,8 @@
 //! send. `/metrics` is scraped before and after the run, and the change of
 //! `model_prediction_requests_total` (summed over `model_version`) per
 //! `status` is compared with the generator's own tally of answers:
-//! 2xx → `success`, 4xx → `invalid_input`, 5xx → `error`.
+//! 2xx → `success`, 4xx → `invalid_input`, 5xx → `error`; a 405 is not a
+//! prediction request and is not counted (kept apart as `not_counted`).
 //!
 //! This holds only while the generator is the service's only client: any
 //! other traffic during the run shows up as a mismatch (that is the point:
@@ -103,10 +104,15 @@ pub async fn scrape(client: &reqwest::Client, target: &str) -> anyhow::Result<Re
     Ok(RequestCounts::from_samples(&scrape))
 }
 
+/// The tool's tally key for a 405: the service does not count a wrong
+/// method as a prediction request (docs/service.md).
+pub const NOT_COUNTED: &str = "not_counted";
+
 /// The outcome the service counts for an HTTP status, or `None` for a
 /// status it never answers on /predict (1xx, 3xx).
 pub fn outcome_of(status: u16) -> Option<&'static str> {
     match status {
+        405 => Some(NOT_COUNTED),
         200..=299 => Some("success"),
         400..=499 => Some("invalid_input"),
         500..=599 => Some("error"),
@@ -298,7 +304,7 @@ model_loaded 1
     fn statuses_map_to_the_service_outcomes() {
         assert_eq!(outcome_of(200), Some("success"));
         assert_eq!(outcome_of(413), Some("invalid_input"));
-        assert_eq!(outcome_of(405), Some("invalid_input"));
+        assert_eq!(outcome_of(405), Some(NOT_COUNTED));
         assert_eq!(outcome_of(503), Some("error"));
         assert_eq!(outcome_of(302), None);
     }
