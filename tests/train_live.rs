@@ -8,8 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{documented_metrics, family_names, listening_address, scrape, value, Process};
 
-/// What `mlwatch train` logs once its /metrics listener is bound.
-const TRAINER_LISTENING: &str = "training metrics on http://";
+use common::stack::TRAINER_LISTENING;
 
 /// Starts `mlwatch train ARGS --listen 127.0.0.1:0` and returns it with
 /// the address it bound.

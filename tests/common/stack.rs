@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{free_port, wait_for_status, Process};
+use super::{free_port, listening_address, wait_for_status, Process};
 use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
 
@@ -170,6 +170,11 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// What `mlwatch serve` logs once bound, just before its address.
+pub const SERVICE_LISTENING: &str = "prediction service listening listen=";
+/// What `mlwatch train` logs once bound, just before its address.
+pub const TRAINER_LISTENING: &str = "training metrics on http://";
+
 impl LiveStack {
     pub fn start(options: StackOptions) -> Self {
         let prometheus_bin = require_binary(&["prometheus"], "prometheus");
@@ -179,9 +184,50 @@ impl LiveStack {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
+
+        // Served models come from the library trainer; the live trainers
+        // write their own artifacts elsewhere.
+        let artifacts: Vec<mlwatch::model::Artifact> = options
+            .services
+            .iter()
+            .map(|algorithm| {
+                let mut fit = mlwatch::train::FitOptions::new(*algorithm);
+                fit.iterations = Some(5);
+                mlwatch::train::train_quietly(&fit).expect("train")
+            })
+            .collect();
+
+        // Services and trainers bind :0 and report what they bound, so their
+        // ports cannot be taken between choosing and binding. They start
+        // first: Prometheus' config needs their addresses.
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mlwatch = Path::new(env!("CARGO_BIN_EXE_mlwatch"));
+        let mut services = Vec::new();
+        let mut apps = Vec::new();
+        for (i, artifact) in artifacts.iter().enumerate() {
+            let model_path = root.join(format!("model-{i}.json"));
+            artifact.save(&model_path).expect("save artifact");
+            let mut args = commands::service(any_port, &model_path, options.drift_window);
+            args.extend(["--sample-interval".into(), "1s".into()]);
+            let mut service = Process::spawn(&format!("service-{i}"), mlwatch, &args, root);
+            apps.push(listening_address(&mut service, SERVICE_LISTENING));
+            services.push(service);
+        }
+        let mut trainers = Vec::new();
+        let mut trainer_addresses = Vec::new();
+        for (i, extra) in options.trainers.iter().enumerate() {
+            let mut args = commands::trainer(any_port, &root.join(format!("trainer-{i}.json")));
+            args.extend(["--sample-interval".into(), "1s".into()]);
+            args.extend(extra.iter().cloned());
+            let mut trainer = Process::spawn(&format!("trainer-{i}"), mlwatch, &args, root);
+            trainer_addresses.push(listening_address(&mut trainer, TRAINER_LISTENING));
+            trainers.push(trainer);
+        }
+
+        // Prometheus and Alertmanager take a port number up front.
         let endpoints = Endpoints {
-            apps: options.services.iter().map(|_| loopback()).collect(),
-            trainers: options.trainers.iter().map(|_| loopback()).collect(),
+            apps,
+            trainers: trainer_addresses,
             prometheus: loopback(),
             alertmanager: loopback(),
         };
@@ -195,18 +241,6 @@ impl LiveStack {
             &options.timing,
         )
         .expect("derive configs");
-
-        // Served models come from the library trainer; the live trainers
-        // write their own artifacts elsewhere.
-        let artifacts: Vec<mlwatch::model::Artifact> = options
-            .services
-            .iter()
-            .map(|algorithm| {
-                let mut fit = mlwatch::train::FitOptions::new(*algorithm);
-                fit.iterations = Some(5);
-                mlwatch::train::train_quietly(&fit).expect("train")
-            })
-            .collect();
 
         // The launcher's own command lines: the flags live in one place.
         let mut alertmanager = Process::spawn(
@@ -229,31 +263,6 @@ impl LiveStack {
             ),
             root,
         );
-        let mut services = Vec::new();
-        for (i, (artifact, address)) in artifacts.iter().zip(&endpoints.apps).enumerate() {
-            let model_path = root.join(format!("model-{i}.json"));
-            artifact.save(&model_path).expect("save artifact");
-            let mut args = commands::service(*address, &model_path, options.drift_window);
-            args.extend(["--sample-interval".into(), "1s".into()]);
-            services.push(Process::spawn(
-                &format!("service-{i}"),
-                Path::new(env!("CARGO_BIN_EXE_mlwatch")),
-                &args,
-                root,
-            ));
-        }
-        let mut trainers = Vec::new();
-        for (i, (extra, address)) in options.trainers.iter().zip(&endpoints.trainers).enumerate() {
-            let mut args = commands::trainer(*address, &root.join(format!("trainer-{i}.json")));
-            args.extend(["--sample-interval".into(), "1s".into()]);
-            args.extend(extra.iter().cloned());
-            trainers.push(Process::spawn(
-                &format!("trainer-{i}"),
-                Path::new(env!("CARGO_BIN_EXE_mlwatch")),
-                &args,
-                root,
-            ));
-        }
         let app_urls: Vec<String> = endpoints
             .apps
             .iter()
