@@ -151,9 +151,15 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
 fn a_second_ctrl_c_forces_the_exit_and_still_kills_every_child() {
     let dir = tempfile::tempdir().unwrap();
     let (mut up, state) = running_stack(dir.path());
-    // The second signal lands while the children are being stopped
-    // gracefully (Prometheus alone takes far longer than two kill(1)s).
+    // Signals do not queue: a second one sent before the first is handled
+    // merges with it. So the second goes once the first is logged, while
+    // the children are being stopped gracefully (Prometheus alone takes
+    // far longer than this loop's millisecond).
     up.signal("INT");
+    mlwatch::poll::blocking(Duration::from_millis(1), Duration::from_secs(10), || {
+        up.log_text().contains("shutting down").then_some(())
+    })
+    .expect("the first Ctrl-C is handled");
     up.signal("INT");
     let status = up
         .wait_exit(Duration::from_secs(10))
