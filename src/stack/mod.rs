@@ -6,10 +6,10 @@
 //! use the same code, so there is never a second hand-written copy of a
 //! config or a second way to start the stack.
 
-pub mod children;
+pub(crate) mod children;
 pub mod commands;
 pub mod config;
-pub mod grafana;
+pub(crate) mod grafana;
 pub mod launcher;
-pub mod state;
+pub(crate) mod state;
 pub mod up;
