@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::children::{find_binary, Supervised};
+use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
 
@@ -250,22 +251,21 @@ impl Stack {
         core.push(Supervised::spawn(
             "alertmanager",
             &binaries.alertmanager,
-            &[
-                format!("--config.file={}", written.alertmanager_yml.display()),
-                format!("--storage.path={}", state.join("alertmanager").display()),
-                format!("--web.listen-address={}", endpoints.alertmanager),
-                "--cluster.listen-address=".into(),
-            ],
+            &commands::alertmanager(
+                &written.alertmanager_yml,
+                &state.join("alertmanager"),
+                endpoints.alertmanager,
+            ),
             &logs,
         )?);
         core.push(Supervised::spawn(
             "prometheus",
             &binaries.prometheus,
-            &[
-                format!("--config.file={}", written.prometheus_yml.display()),
-                format!("--storage.tsdb.path={}", state.join("prometheus").display()),
-                format!("--web.listen-address={}", endpoints.prometheus),
-            ],
+            &commands::prometheus(
+                &written.prometheus_yml,
+                &state.join("prometheus"),
+                endpoints.prometheus,
+            ),
             &logs,
         )?);
         let mut grafana_password = None;
@@ -319,15 +319,7 @@ impl Stack {
             services.push(Supervised::spawn(
                 &name,
                 &exe,
-                &[
-                    "serve".into(),
-                    "--listen".into(),
-                    address.to_string(),
-                    "--model-path".into(),
-                    model_path.display().to_string(),
-                    "--drift-window".into(),
-                    config.drift_window.to_string(),
-                ],
+                &commands::service(*address, &model_path, config.drift_window),
                 &logs,
             )?);
         }
@@ -336,13 +328,7 @@ impl Stack {
             .iter()
             .map(|a| format!("http://{a}"))
             .collect();
-        let mut trainer_args = vec![
-            "train".into(),
-            "--listen".into(),
-            endpoints.trainers[0].to_string(),
-            "--output".into(),
-            model_path.display().to_string(),
-        ];
+        let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
         trainer_args.extend(config.trainer_args.iter().cloned());
         let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
         Ok(Self {
