@@ -126,6 +126,9 @@ pub fn prometheus(
             .context("a scrape config has no job_name")?
             .to_owned();
         let targets = endpoints.targets(&name)?;
+        // The placed targets are all of them: compose's replica file
+        // (/etc/prometheus/targets) does not exist here.
+        job.remove(key("file_sd_configs"));
         job.insert(
             key("static_configs"),
             Value::Sequence(vec![serde_yaml::to_value(
