@@ -244,6 +244,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         drift_window: if quick { 200 } else { 300 },
         grafana: !quick,
         replicas: 1,
+        ha: false,
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;

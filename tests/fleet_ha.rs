@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use common::stack::{eventually, prometheus_query, require_binary, Webhook};
 use common::{free_port, wait_for_status, Process};
+use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
 use serde_json::Value;
 
@@ -145,16 +146,14 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
 
     let mut alertmanagers: Vec<Option<Process>> = Vec::new();
     for i in 0..2 {
-        let mut args = vec![
-            format!("--config.file={}", written.alertmanager_yml.display()),
-            format!("--storage.path={}", root.join(format!("am-{i}")).display()),
-            format!("--web.listen-address={}", am_web[i]),
-        ];
-        args.extend(config::alertmanager_cluster_args(
+        let args = commands::clustered_alertmanager(
+            &written.alertmanager_yml,
+            &root.join(format!("am-{i}")),
+            am_web[i],
             am_gossip[i],
             &[am_gossip[1 - i]],
             Some(PEER_TIMEOUT),
-        ));
+        );
         alertmanagers.push(Some(Process::spawn(
             &format!("alertmanager-{i}"),
             &alertmanager_bin,
@@ -173,14 +172,7 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
         prometheus.push(Some(Process::spawn(
             &format!("prometheus-{replica}"),
             &prometheus_bin,
-            &[
-                format!("--config.file={}", file.display()),
-                format!(
-                    "--storage.tsdb.path={}",
-                    root.join(format!("prom-{replica}")).display()
-                ),
-                format!("--web.listen-address={}", proms[i]),
-            ],
+            &commands::prometheus(&file, &root.join(format!("prom-{replica}")), proms[i]),
             root,
         )));
     }
@@ -298,4 +290,71 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             }
         }
     }
+}
+
+/// `mlwatch up --ha`: the launcher starts the same pairs (replica labels a
+/// and b, both Prometheus alerting both Alertmanagers, one gossip cluster)
+/// and stops all of them on Ctrl-C.
+#[test]
+fn up_ha_starts_both_pairs_and_stops_them() {
+    require_binary(&["prometheus"], "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let prometheus = common::free_ports_in_a_row(2);
+    let alertmanager = common::free_ports_in_a_row(4);
+    let mut args: Vec<String> = [
+        "up",
+        "--ha",
+        "--test-timing",
+        "--no-grafana",
+        "--pace",
+        "50ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (flag, port) in [
+        ("--app-port", free_port()),
+        ("--trainer-port", free_port()),
+        ("--prometheus-port", prometheus),
+        ("--alertmanager-port", alertmanager),
+        ("--grafana-port", free_port()),
+        ("--webhook-port", free_port()),
+    ] {
+        args.extend([flag.to_owned(), port.to_string()]);
+    }
+    args.extend(["--state-dir".to_owned(), state.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut up = Process::mlwatch("up", &args, dir.path());
+    for (port, replica) in [(prometheus, "a"), (prometheus + 1, "b")] {
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_status(&format!("{url}/-/ready"), 200, WAIT, &mut up);
+        let (_, body) = common::get(&format!("{url}/api/v1/status/config")).unwrap();
+        assert!(body.contains(&format!("replica: {replica}")), "{body}");
+        eventually(
+            "Prometheus {replica} knows both Alertmanagers",
+            WAIT,
+            || {
+                let (_, body) = common::get(&format!("{url}/api/v1/alertmanagers"))?;
+                let json: Value = serde_json::from_str(&body).ok()?;
+                (json["data"]["activeAlertmanagers"].as_array()?.len() == 2).then_some(())
+            },
+        );
+    }
+    for port in [alertmanager, alertmanager + 2] {
+        eventually("one two-member Alertmanager cluster", WAIT, || {
+            let (_, body) = common::get(&format!("http://127.0.0.1:{port}/api/v2/status"))?;
+            let json: Value = serde_json::from_str(&body).ok()?;
+            (json["cluster"]["peers"].as_array()?.len() == 2).then_some(())
+        });
+    }
+    assert!(
+        up.log_text().contains("Prometheus (replica b)"),
+        "{}",
+        up.log_text()
+    );
+    up.signal("INT");
+    let status = up.wait_exit(WAIT).expect("Ctrl-C stops the launcher");
+    assert!(status.success(), "{}", up.log_text());
+    let left = common::processes_mentioning(&state.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
 }

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,20 +19,6 @@ use serde_json::Value;
 
 const REPLICAS: u16 = 3;
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The first of `REPLICAS` consecutive ports that are all free now.
-fn free_block() -> u16 {
-    for _ in 0..50 {
-        let base = free_port();
-        let held: Vec<_> = (0..REPLICAS)
-            .map_while(|i| TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
-            .collect();
-        if held.len() == usize::from(REPLICAS) {
-            return base;
-        }
-    }
-    panic!("no {REPLICAS} consecutive free ports on 127.0.0.1");
-}
 
 fn number(sample: &Value) -> f64 {
     sample["value"][1]
@@ -63,7 +48,7 @@ fn three_replicas_are_discovered_add_up_and_fail_alone() {
     );
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let app_port = free_block();
+    let app_port = common::free_ports_in_a_row(REPLICAS);
     let prometheus_port = free_port();
     let mut args: Vec<String> = [
         "up",

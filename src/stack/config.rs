@@ -222,32 +222,6 @@ pub fn ha_member(
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-/// Alertmanager flags for one member of a gossip cluster listening on
-/// `listen` with `peers` (the other members' gossip addresses). The
-/// members share silences and the notification log, so a group's
-/// notification goes out once however many members received its alerts.
-/// `peer_timeout` is how long a member waits, per position in the
-/// cluster, for an earlier member to notify before notifying itself
-/// (Alertmanager's default: 15s).
-pub fn alertmanager_cluster_args(
-    listen: SocketAddr,
-    peers: &[SocketAddr],
-    peer_timeout: Option<Duration>,
-) -> Vec<String> {
-    let mut args = vec![
-        format!("--cluster.listen-address={listen}"),
-        // Loopback is not a "private" address, so say it explicitly.
-        format!("--cluster.advertise-address={listen}"),
-    ];
-    args.extend(peers.iter().map(|p| format!("--cluster.peer={p}")));
-    if let Some(timeout) = peer_timeout {
-        if let Value::String(text) = duration(timeout) {
-            args.push(format!("--cluster.peer-timeout={text}"));
-        }
-    }
-    args
-}
-
 /// A rule file with every alert's `for:` replaced, when asked.
 pub fn rules(source: &str, timing: &Timing) -> anyhow::Result<String> {
     let Some(for_duration) = timing.alert_for else {

@@ -88,6 +88,57 @@ pub struct StackConfig {
     pub grafana: bool,
     /// Prediction service replicas, on ports `ports.app`, `ports.app + 1`, ...
     pub replicas: usize,
+    /// Two Prometheus (`ports.prometheus`, `+ 1`) and two clustered
+    /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
+    /// `+ 3`) instead of one of each ([`ha_ports`]).
+    pub ha: bool,
+}
+
+/// The second members of an HA pair and the Alertmanagers' gossip ports.
+#[derive(Debug, Clone, Copy)]
+pub struct HaPorts {
+    pub prometheus_b: SocketAddr,
+    pub alertmanager_b: SocketAddr,
+    pub gossip_a: SocketAddr,
+    pub gossip_b: SocketAddr,
+}
+
+/// The HA pair's extra ports next to `ports`, none of them another
+/// component's or a replica's.
+pub fn ha_ports(ports: &Ports, replicas: usize) -> anyhow::Result<HaPorts> {
+    let next = |port: u16, by: u16, flag: &str| {
+        port.checked_add(by)
+            .with_context(|| format!("--ha needs {flag} + {by} to be a port"))
+    };
+    let ha = HaPorts {
+        prometheus_b: loopback(next(ports.prometheus, 1, "--prometheus-port")?),
+        gossip_a: loopback(next(ports.alertmanager, 1, "--alertmanager-port")?),
+        alertmanager_b: loopback(next(ports.alertmanager, 2, "--alertmanager-port")?),
+        gossip_b: loopback(next(ports.alertmanager, 3, "--alertmanager-port")?),
+    };
+    let mut taken: Vec<u16> = vec![
+        ports.trainer,
+        ports.prometheus,
+        ports.alertmanager,
+        ports.grafana,
+        ports.webhook,
+    ];
+    taken.extend(
+        replica_addresses(ports, replicas)?
+            .iter()
+            .map(SocketAddr::port),
+    );
+    for extra in [ha.prometheus_b, ha.gossip_a, ha.alertmanager_b, ha.gossip_b] {
+        if taken.contains(&extra.port()) {
+            bail!(
+                "--ha puts the second Prometheus on --prometheus-port + 1 and the Alertmanagers on \
+                 --alertmanager-port .. + 3, but port {} is already another component's",
+                extra.port()
+            );
+        }
+        taken.push(extra.port());
+    }
+    Ok(ha)
 }
 
 /// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
@@ -248,26 +299,102 @@ impl Stack {
         let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone()));
 
         let mut core = Vec::new();
-        core.push(Supervised::spawn(
-            "alertmanager",
-            &binaries.alertmanager,
-            &commands::alertmanager(
-                &written.alertmanager_yml,
-                &state.join("alertmanager"),
-                endpoints.alertmanager,
-            ),
-            &logs,
-        )?);
-        core.push(Supervised::spawn(
-            "prometheus",
-            &binaries.prometheus,
-            &commands::prometheus(
-                &written.prometheus_yml,
-                &state.join("prometheus"),
-                endpoints.prometheus,
-            ),
-            &logs,
-        )?);
+        let ha = config
+            .ha
+            .then(|| ha_ports(p, config.replicas))
+            .transpose()?;
+        let mut ha_urls = Vec::new();
+        if let Some(ha) = ha {
+            // Pairs (docs/fleet.md, "HA pair"): identical rules, distinct
+            // `replica` labels, both Prometheus alerting both Alertmanagers.
+            let derived = std::fs::read_to_string(&written.prometheus_yml)
+                .with_context(|| format!("cannot read {}", written.prometheus_yml.display()))?;
+            let alertmanagers = [endpoints.alertmanager, ha.alertmanager_b];
+            let members = [
+                (
+                    "alertmanager",
+                    endpoints.alertmanager,
+                    ha.gossip_a,
+                    ha.gossip_b,
+                    state.join("alertmanager"),
+                ),
+                (
+                    "alertmanager-b",
+                    ha.alertmanager_b,
+                    ha.gossip_b,
+                    ha.gossip_a,
+                    state.join("ha/alertmanager-b"),
+                ),
+            ];
+            for (name, web, gossip, peer, storage) in members {
+                core.push(Supervised::spawn(
+                    name,
+                    &binaries.alertmanager,
+                    &commands::clustered_alertmanager(
+                        &written.alertmanager_yml,
+                        &storage,
+                        web,
+                        gossip,
+                        &[peer],
+                        None,
+                    ),
+                    &logs,
+                )?);
+            }
+            let members = [
+                (
+                    "prometheus",
+                    "a",
+                    endpoints.prometheus,
+                    state.join("prometheus"),
+                ),
+                (
+                    "prometheus-b",
+                    "b",
+                    ha.prometheus_b,
+                    state.join("ha/prometheus-b"),
+                ),
+            ];
+            for (name, replica, listen, storage) in members {
+                let file = written
+                    .prometheus_yml
+                    .with_file_name(format!("prometheus-{replica}.yml"));
+                std::fs::write(&file, config::ha_member(&derived, replica, &alertmanagers)?)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                core.push(Supervised::spawn(
+                    name,
+                    &binaries.prometheus,
+                    &commands::prometheus(&file, &storage, listen),
+                    &logs,
+                )?);
+            }
+            ha_urls.push((
+                "Prometheus (replica b)",
+                format!("http://{}", ha.prometheus_b),
+            ));
+            ha_urls.push(("Alertmanager b", format!("http://{}", ha.alertmanager_b)));
+        } else {
+            core.push(Supervised::spawn(
+                "alertmanager",
+                &binaries.alertmanager,
+                &commands::alertmanager(
+                    &written.alertmanager_yml,
+                    &state.join("alertmanager"),
+                    endpoints.alertmanager,
+                ),
+                &logs,
+            )?);
+            core.push(Supervised::spawn(
+                "prometheus",
+                &binaries.prometheus,
+                &commands::prometheus(
+                    &written.prometheus_yml,
+                    &state.join("prometheus"),
+                    endpoints.prometheus,
+                ),
+                &logs,
+            )?);
+        }
         let mut grafana_password = None;
         let mut urls = vec![
             (
@@ -286,6 +413,7 @@ impl Stack {
             ("Prometheus", format!("http://{}", endpoints.prometheus)),
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
         ];
+        urls.extend(ha_urls);
         if config.grafana {
             if let Some(binary) = &binaries.grafana {
                 let settings =

@@ -43,6 +43,12 @@ pub struct UpArgs {
     /// Trainer pace per iteration, so that progress is visible.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub pace: Duration,
+    /// Highly available alerting: a second Prometheus on the port after
+    /// --prometheus-port and two Alertmanagers in one gossip cluster (web on
+    /// --alertmanager-port and the port 2 above, gossip on the ports 1 and
+    /// 3 above); docs/fleet.md.
+    #[arg(long)]
+    pub ha: bool,
     /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
     #[arg(long, hide = true)]
     pub test_timing: bool,
@@ -115,6 +121,7 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         drift_window: 1000,
         grafana: !args.no_grafana,
         replicas: args.replicas,
+        ha: args.ha,
     };
     let mut stack = Stack::start(&config, &binaries).await?;
     print_urls(&stack);
