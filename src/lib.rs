@@ -10,6 +10,7 @@ pub mod demo;
 pub mod listen;
 pub mod load;
 pub mod model;
+pub mod prometheus_api;
 pub mod report;
 pub mod resources;
 pub mod serve;

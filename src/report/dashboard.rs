@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use super::prometheus::Labels;
+use crate::prometheus_api::Labels;
 
 #[derive(Debug, Clone)]
 pub struct Dashboard {

@@ -4,7 +4,7 @@
 //! The report is a renderer, not a second dashboard: it reads every JSON
 //! file under `grafana/provisioning/dashboards/`, expands each panel's own
 //! expressions ([`variables`]), runs them against Prometheus' HTTP API
-//! ([`prometheus`]) over a time window, and draws each panel as an SVG chart
+//! ([`crate::prometheus_api`]) over a time window, and draws each panel as an SVG chart
 //! ([`panel`], [`chart`]) in a page ([`html`]) that also lists the alerts
 //! that fired ([`alerts`]) and the model versions seen. `--svg-dir` writes
 //! every chart as its own `.svg` file as well, for the README.
@@ -14,7 +14,6 @@ pub mod chart;
 pub mod dashboard;
 pub mod html;
 pub mod panel;
-pub mod prometheus;
 pub mod units;
 pub mod variables;
 
@@ -26,8 +25,8 @@ use anyhow::{bail, Context as _};
 
 use self::dashboard::Dashboard;
 use self::panel::{AlertData, Context, State, Table, Window};
-use self::prometheus::Client;
 use self::variables::{promql_duration, Template, Timing};
+use crate::prometheus_api::Client;
 
 /// Where the dashboards live below an assets directory.
 pub const DASHBOARDS_DIR: &str = "grafana/provisioning/dashboards";

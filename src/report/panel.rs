@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::alerts::Interval;
 use super::chart::{self, Size};
 use super::dashboard::{legend, Panel, PanelKind};
-use super::prometheus::{Alert, Client, Labels};
 use super::units;
 use super::variables::Template;
+use crate::prometheus_api::{Alert, Client, Labels};
 
 /// The report's window: unix seconds, and the query step in seconds.
 #[derive(Debug, Clone, Copy)]
