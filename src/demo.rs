@@ -213,6 +213,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(String::from)
         .to_vec(),
         drift_window: if quick { 200 } else { 300 },
+        runbook_url: None,
         grafana: !quick,
     };
     let started = Instant::now();

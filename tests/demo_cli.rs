@@ -39,7 +39,7 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
         assert!(!line.is_empty());
     }
     assert!(
-        log.contains("runbook: docs/runbooks.md#datadrift"),
+        log.contains("/runbooks#datadrift"),
         "runbook links printed:\n{log}"
     );
 
