@@ -24,6 +24,21 @@ pub struct Dashboard {
     /// (name, "All" value) of each template variable.
     pub variables: Vec<(String, Option<String>)>,
     pub sections: Vec<Section>,
+    /// The dashboard's annotation queries, drawn as markers on its time
+    /// series and listed under its title.
+    pub annotations: Vec<Annotation>,
+}
+
+/// A Prometheus annotation query (the only kind the report can run).
+#[derive(Debug, Clone)]
+pub struct Annotation {
+    pub name: String,
+    pub color: String,
+    pub expr: String,
+    /// Query step in seconds (the annotation's `target.interval`).
+    pub step: f64,
+    pub title_format: String,
+    pub text_format: String,
 }
 
 /// A dashboard row (or the panels above the first row, untitled).
@@ -294,7 +309,16 @@ pub fn parse(file: &Path, json: &Value) -> anyhow::Result<Dashboard> {
             unsupported.join("\n  ")
         );
     }
+    let annotations = json["annotations"]["list"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|a| a["enable"] != false)
+        .map(|a| annotation(file, a))
+        .collect::<anyhow::Result<_>>()?;
     Ok(Dashboard {
+        annotations,
         file: file.to_owned(),
         uid: json["uid"].as_str().map(str::to_owned).unwrap_or_else(|| {
             file.file_stem()
@@ -328,6 +352,36 @@ fn variable(file: &Path, v: &Value) -> anyhow::Result<(String, Option<String>)> 
         ),
     };
     Ok((name, value))
+}
+
+/// An enabled annotation; anything but a Prometheus query is an error
+/// (the report has no Grafana to ask for built-in annotations).
+fn annotation(file: &Path, a: &Value) -> anyhow::Result<Annotation> {
+    let name = text(&a["name"]);
+    let expr = a["target"]["expr"].as_str().or(a["expr"].as_str());
+    let (true, Some(expr)) = (a["datasource"]["type"] == "prometheus", expr) else {
+        bail!(
+            "{}: annotation {name:?} is not a Prometheus query; mlwatch report cannot draw it",
+            file.display()
+        );
+    };
+    let step = a["target"]["interval"]
+        .as_str()
+        .or(a["step"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("60s");
+    let step = humantime::parse_duration(step)
+        .with_context(|| format!("{}: annotation {name:?}: step {step:?}", file.display()))?
+        .as_secs_f64()
+        .max(1.0);
+    Ok(Annotation {
+        name,
+        color: a["iconColor"].as_str().unwrap_or("red").to_owned(),
+        expr: expr.to_owned(),
+        step,
+        title_format: text(&a["titleFormat"]),
+        text_format: text(&a["textFormat"]),
+    })
 }
 
 fn text(v: &Value) -> String {

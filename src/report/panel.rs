@@ -44,6 +44,8 @@ pub struct Context<'a> {
     pub alerts: &'a AlertData,
     /// Also draw the chart with its title, for `--svg-dir`.
     pub standalone: bool,
+    /// The dashboard's annotation events, drawn on every time series.
+    pub markers: &'a [chart::Marker],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +436,7 @@ impl Context<'_> {
             stacked: panel.field.stacked,
             left: axis(&panel.field),
             right: right_field.as_ref().map(axis).unwrap_or_default(),
+            markers: self.markers.to_vec(),
         }
     }
 

@@ -410,9 +410,13 @@ async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox,
         "ok"
     }
     let app = Route::new()
-        .at("/alerts", post(alerts))
+        // The body limit guards the webhook only: SizeLimit answers 411 to
+        // a request without Content-Length, which is every GET.
+        .at(
+            "/alerts",
+            post(alerts).with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT)),
+        )
         .at(runbooks::PATH, get(runbook_page))
-        .with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT))
         .data(inbox)
         .data(RunbookPage(Arc::new(page)));
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
