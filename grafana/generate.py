@@ -308,7 +308,7 @@ def common_variables():
                     "MLflow tracking server: model_info rows link to their run")]
 
 
-def annotation(name, color, expr, title, text="", tags="", step="30s"):
+def annotation(name, color, expr, title, text="", tags="", step="10s"):
     """A Prometheus annotation: Grafana draws one marker (or region, while
     consecutive steps return a sample) per series of `expr`."""
     return {"name": name, "enable": True, "hide": False, "iconColor": color,
@@ -322,7 +322,7 @@ def alert_annotation(job):
     return annotation(
         "Firing alerts", "red",
         f'ALERTS{{alertstate="firing", job=~"{job}"}}',
-        "{{alertname}}", "{{severity}} on {{instance}}", "alertname,severity")
+        "{{alertname}}", "{{severity}} · {{job}} {{instance}}", "alertname,severity")
 
 
 def dashboard(uid, title, description, tags, variables, rows, annotations):
@@ -954,11 +954,11 @@ def predict_api():
         [alert_annotation("$job"),
          annotation("Model reloaded", "green",
                     f'increase(model_reloads_total{{result="success", {I}}}[1m]) > 0',
-                    "Model reloaded on {{instance}}", tags="instance", step="1m"),
+                    "Model reloaded on {{instance}}", tags="instance"),
          annotation("Reload failed", "orange",
                     f'increase(model_reloads_total{{result="failure", {I}}}[1m]) > 0',
                     "Reload failed on {{instance}} (previous model kept)",
-                    tags="instance", step="1m"),
+                    tags="instance"),
          annotation("Served model changed", "purple",
                     f"model_info{{{I}}} unless on (job, instance, model_version) "
                     f"(model_info{{{I}}} offset 30s)",

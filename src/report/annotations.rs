@@ -33,8 +33,11 @@ pub async fn events(
 ) -> anyhow::Result<Vec<Event>> {
     let queries = annotations.iter().map(|a| async move {
         let expr = template.expand(&a.expr);
+        // Steps counted back from the end, so that what holds at the end of
+        // the window (an alert firing now) is always evaluated.
+        let start = window.end - ((window.end - window.start) / a.step).floor() * a.step;
         let series = client
-            .query_range(&expr, window.start, window.end, a.step)
+            .query_range(&expr, start, window.end, a.step)
             .await
             .map_err(|e| anyhow::anyhow!("annotation {:?}: {e}", a.name))?;
         Ok::<_, anyhow::Error>(of_series(a, &expr, &series))
