@@ -399,7 +399,11 @@ def targets_up(what, mappings_down):
     return stat("Targets up",
                 f"up: 1 while Prometheus scrapes the {what}, 0 when the scrape "
                 "fails. An instant query: a dead target shows down within one "
-                "scrape interval.",
+                "scrape interval." + (
+                    " A trainer that finished and exited is down by design; "
+                    "TrainingTargetDown fires only if its last report said it "
+                    "was still training." if what == "trainer" else
+                    " MlApiDown fires after 1 m down."),
                 [q(f"up{{{I}}}", "{{instance}}")],
                 unit="none", w=4, thresholds=steps(("red", None), ("green", 1)),
                 mappings=bool_mapping(mappings_down, "red", "up", "green"),
