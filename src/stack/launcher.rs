@@ -19,10 +19,6 @@ use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
 use super::runbooks;
 
-/// The rendered runbooks, shared by every request.
-#[derive(Clone)]
-struct RunbookPage(Arc<String>);
-
 /// The Debian/Ubuntu command that installs what the stack needs.
 /// Without recommends: they pull in a few dozen packages nobody asked for.
 pub const INSTALL_HINT: &str =
@@ -377,11 +373,7 @@ impl Stack {
 /// The launcher's HTTP server: the Alertmanager webhook (POST /alerts) and
 /// the rendered runbooks (GET /runbooks).
 async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox, page: String) {
-    use poem::{get, handler, post, web::Data, web::Html, web::Json, EndpointExt, Route};
-    #[handler]
-    fn runbook_page(Data(page): Data<&RunbookPage>) -> Html<String> {
-        Html(page.0.as_str().to_owned())
-    }
+    use poem::{handler, post, web::Data, web::Json, EndpointExt, Route};
     #[handler]
     fn alerts(Json(body): Json<Value>, Data(inbox): Data<&AlertInbox>) -> &'static str {
         let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
@@ -402,9 +394,8 @@ async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox,
             "/alerts",
             post(alerts).with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT)),
         )
-        .at(runbooks::PATH, get(runbook_page))
-        .data(inbox)
-        .data(RunbookPage(Arc::new(page)));
+        .at(runbooks::PATH, runbooks::endpoint(page))
+        .data(inbox);
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
         tracing::error!("alert webhook stopped: {e}");
     }

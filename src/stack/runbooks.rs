@@ -1,12 +1,15 @@
 //! docs/runbooks.md as one HTML page, served by the launcher's HTTP server
 //! at [`PATH`], so that every alert's `runbook_url` and every dashboard
-//! runbook link works out of the box.
+//! runbook link works out of the box. `mlwatch runbooks` serves the same page
+//! on its own (the NixOS module's `mlwatch-runbooks.service`), or prints it.
 //!
 //! Each heading gets the anchor GitHub would give it (lowercased, spaces to
 //! `-`, punctuation dropped), so `## HighErrorRate` is `#higherrorrate`, the
 //! anchor the alerts and dashboards use, on GitHub and here alike.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag, TagEnd};
@@ -66,6 +69,44 @@ pub fn load(assets_root: &Path) -> anyhow::Result<String> {
     let markdown = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the runbooks at {}", path.display()))?;
     Ok(render(&markdown))
+}
+
+/// `mlwatch runbooks`: the rendered runbooks, printed or served.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunbooksArgs {
+    /// Directory holding docs/runbooks.md (default: this repository, or the installed share/mlwatch).
+    #[arg(long, env = "MLWATCH_ASSETS")]
+    pub assets: Option<PathBuf>,
+    /// Serve the page at GET /runbooks on this address until stopped; without it, print the HTML.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// GET handler for [`PATH`]: the page, rendered once.
+pub fn endpoint(page: String) -> poem::RouteMethod {
+    let page = Arc::new(page);
+    poem::get(poem::endpoint::make_sync(move |_| {
+        poem::web::Html(page.as_str().to_owned())
+    }))
+}
+
+pub async fn run(args: RunbooksArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
+    let assets = super::config::Assets::discover(args.assets.as_deref())?;
+    let page = load(&assets.root)?;
+    let Some(address) = args.listen else {
+        print!("{page}");
+        return Ok(());
+    };
+    let (acceptor, local) = crate::listen::bind(address).await?;
+    tracing::info!(address = %local, path = PATH, "serving the runbooks");
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            poem::Route::new().at(PATH, endpoint(page)),
+            shutdown.requested_owned(),
+            Some(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .with_context(|| format!("cannot serve the runbooks on {local}"))
 }
 
 /// `url` if it is an absolute http(s) URL: Grafana prefixes its own base
