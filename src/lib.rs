@@ -9,6 +9,7 @@
 pub mod demo;
 pub mod listen;
 pub mod load;
+pub mod mlflow;
 pub mod model;
 pub mod report;
 pub mod resources;

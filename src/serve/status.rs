@@ -1,6 +1,6 @@
 //! What the service says about itself: `/health` (the process answers),
 //! `/ready` (a model is loaded, or 503 naming why not) and `/model` (the
-//! loaded artifact's identity, features and training metrics).
+//! loaded artifact's identity, features, training metrics and MLflow run).
 
 use std::sync::Arc;
 
@@ -43,6 +43,13 @@ pub fn model(store: &Arc<ModelStore>) -> Response {
             "metrics": a.metrics,
             "hyperparameters": a.hyperparameters,
             "path": store.path(),
+            "mlflow": a.mlflow.as_ref().map(|r| json!({
+                "run_id": r.run_id,
+                "experiment_id": r.experiment_id,
+                "experiment_name": r.experiment_name,
+                "tracking_uri": r.tracking_uri,
+                "run_url": r.run_url(),
+            })),
         })
         .to_string(),
     )
