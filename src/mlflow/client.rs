@@ -182,7 +182,8 @@ impl Client {
         if tracking_uri.scheme() != "http" {
             return Err(format!(
                 "MLflow tracking URI {} is not supported: mlwatch speaks plain http:// to the \
-                 tracking server (https needs a TLS proxy in front of this client)",
+                 tracking server (this build has no TLS client; reach an https server \
+                 through a local proxy)",
                 redacted(tracking_uri)
             ));
         }

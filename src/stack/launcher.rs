@@ -1,6 +1,6 @@
 //! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
 //! Alertmanager, Prometheus, the service, a trainer and (when installed)
-//! Grafana on 127.0.0.1 with configs derived into a state directory, relays
+//! Grafana and an MLflow tracking server on 127.0.0.1 with configs derived into a state directory, relays
 //! alerts from Alertmanager to the terminal through a built-in webhook, and
 //! reloads the service whenever the trainer writes a new artifact.
 
@@ -27,6 +27,7 @@ pub struct Ports {
     pub alertmanager: u16,
     pub grafana: u16,
     pub webhook: u16,
+    pub mlflow: u16,
 }
 
 impl Default for Ports {
@@ -38,6 +39,7 @@ impl Default for Ports {
             alertmanager: 9093,
             grafana: 3000,
             webhook: 5001,
+            mlflow: 5000,
         }
     }
 }
@@ -53,6 +55,9 @@ pub struct StackConfig {
     pub drift_window: usize,
     /// Start Grafana when a server binary is on PATH.
     pub grafana: bool,
+    /// Start an MLflow tracking server (and track the trainer's run in it)
+    /// when `mlflow` is on PATH.
+    pub mlflow: bool,
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -60,6 +65,7 @@ pub struct Binaries {
     pub prometheus: PathBuf,
     pub alertmanager: PathBuf,
     pub grafana: Option<grafana::GrafanaBinary>,
+    pub mlflow: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -71,6 +77,7 @@ impl Binaries {
                 prometheus,
                 alertmanager,
                 grafana: grafana::locate(),
+                mlflow: super::mlflow::locate(),
             }),
             (p, a) => {
                 let missing: Vec<&str> = [
@@ -116,6 +123,8 @@ pub struct Stack {
     pub model_path: PathBuf,
     pub inbox: AlertInbox,
     pub grafana_password: Option<String>,
+    /// The MLflow server's URL, when one runs.
+    pub mlflow_url: Option<String>,
     service: Supervised,
     trainer: Option<Supervised>,
     core: Vec<Supervised>,
@@ -145,11 +154,19 @@ impl Stack {
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
         let p = &config.ports;
+        let mlflow = binaries
+            .mlflow
+            .as_ref()
+            .filter(|_| config.mlflow)
+            .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
         let endpoints = Endpoints {
             apps: vec![loopback(p.app)],
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
+            mlflow: mlflow
+                .filter(|(_, metrics)| *metrics)
+                .map(|_| loopback(p.mlflow)),
         };
         let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
         let written = config::write(
@@ -217,6 +234,21 @@ impl Stack {
             }
         }
 
+        let mut mlflow_url = None;
+        if let Some((binary, metrics)) = mlflow {
+            let address = loopback(p.mlflow);
+            core.push(Supervised::spawn_with_env(
+                "mlflow",
+                binary,
+                &super::mlflow::server_args(state, address, metrics),
+                &super::mlflow::ENV,
+                &logs,
+            )?);
+            let url = format!("http://{address}");
+            urls.push(("MLflow", url.clone()));
+            mlflow_url = Some(url);
+        }
+
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
         let model_path = state.join("model.json");
         let service = Supervised::spawn(
@@ -240,6 +272,11 @@ impl Stack {
             "--output".into(),
             model_path.display().to_string(),
         ];
+        if let Some(url) = &mlflow_url {
+            // The server boots while the trainer starts; the trainer waits
+            // for it (--mlflow-startup-wait).
+            trainer_args.extend(["--mlflow-tracking-uri".into(), url.clone()]);
+        }
         trainer_args.extend(config.trainer_args.iter().cloned());
         let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
         Ok(Self {
@@ -250,6 +287,7 @@ impl Stack {
             model_path,
             inbox,
             grafana_password,
+            mlflow_url,
             service,
             trainer: Some(trainer),
             core,

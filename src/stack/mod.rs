@@ -1,7 +1,8 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
 //! from the repository's own files ([`config`]), supervised child processes
 //! ([`children`]), the launcher that runs everything on 127.0.0.1
-//! ([`launcher`]) and `mlwatch up` on top of it ([`up`]). Tests, `mlwatch
+//! ([`launcher`]), the optional MLflow server ([`mlflow`]) and `mlwatch up`
+//! on top of it ([`up`]). Tests, `mlwatch
 //! demo` and `nix run` use the same code, so there is never a second
 //! hand-written copy of a config or a second way to start the stack.
 
@@ -9,4 +10,5 @@ pub mod children;
 pub mod config;
 pub mod grafana;
 pub mod launcher;
+pub mod mlflow;
 pub mod up;

@@ -28,9 +28,14 @@ pub struct UpArgs {
     /// Port of the built-in webhook that prints alerts.
     #[arg(long, default_value_t = 5001)]
     pub webhook_port: u16,
+    #[arg(long, default_value_t = 5000)]
+    pub mlflow_port: u16,
     /// Do not start Grafana even if it is installed.
     #[arg(long)]
     pub no_grafana: bool,
+    /// Do not start an MLflow server even if `mlflow` is on PATH.
+    #[arg(long)]
+    pub no_mlflow: bool,
     /// Model for the trainer.
     #[arg(long, default_value = "linear")]
     pub model: String,
@@ -48,6 +53,7 @@ impl UpArgs {
             alertmanager: self.alertmanager_port,
             grafana: self.grafana_port,
             webhook: self.webhook_port,
+            mlflow: self.mlflow_port,
         }
     }
 }
@@ -102,6 +108,14 @@ pub fn print_urls(stack: &Stack) {
              Meanwhile use Prometheus' own UI above, or `mlwatch report` for a static HTML report."
         ),
     }
+    if stack.mlflow_url.is_none() && super::mlflow::locate().is_none() {
+        println!(
+            "  MLflow is not running: to track every training run, put `mlflow` on PATH \
+             ({}; or .ci/install-mlflow.sh, then add target/mlflow-venv/bin to PATH) \
+             and run `mlwatch up` again; see docs/mlflow.md.",
+            super::mlflow::INSTALL_HINT
+        );
+    }
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -125,6 +139,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ],
         drift_window: 1000,
         grafana: !args.no_grafana,
+        mlflow: !args.no_mlflow,
     };
     let mut stack = Stack::start(&config, &binaries).await?;
     print_urls(&stack);

@@ -178,6 +178,7 @@ impl LiveStack {
             trainers: options.trainers.iter().map(|_| loopback()).collect(),
             prometheus: loopback(),
             alertmanager: loopback(),
+            mlflow: None,
         };
         let webhook = Webhook::start();
         let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).expect("repository assets");
