@@ -357,27 +357,6 @@ fn tree_run_is_tracked_and_registered() {
     );
 }
 
-/// The experiment's runs (`runs/search`).
-fn runs_of(server: &MlflowServer, experiment: &str) -> Vec<serde_json::Value> {
-    let Some((200, body)) = common::get(&format!(
-        "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}",
-        server.url
-    )) else {
-        return Vec::new();
-    };
-    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let id = id["experiment"]["experiment_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let response = common::agent()
-        .post(&format!("{}/api/2.0/mlflow/runs/search", server.url))
-        .send_json(serde_json::json!({"experiment_ids": [id]}))
-        .expect("runs/search");
-    let body: serde_json::Value = response.into_json().unwrap();
-    body["runs"].as_array().cloned().unwrap_or_default()
-}
-
 #[test]
 fn sigint_marks_the_run_killed() {
     let server = MlflowServer::shared();
@@ -409,7 +388,7 @@ fn sigint_marks_the_run_killed() {
         "the run exists and iterations are logged",
         Duration::from_secs(60),
         || {
-            let runs = runs_of(server, &experiment);
+            let runs = server.runs(&experiment);
             let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
             (server.history(&run_id, "validation_loss").len() >= 2).then_some(run_id)
         },

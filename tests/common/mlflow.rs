@@ -234,6 +234,25 @@ impl MlflowServer {
         bytes
     }
 
+    /// The runs of an experiment (`runs/search`), none while it does not exist.
+    pub fn runs(&self, experiment: &str) -> Vec<Value> {
+        let Some((200, body)) = get(&self.api(&format!(
+            "experiments/get-by-name?experiment_name={experiment}"
+        ))) else {
+            return Vec::new();
+        };
+        let found: Value = serde_json::from_str(&body).expect("JSON");
+        let Some(id) = found["experiment"]["experiment_id"].as_str() else {
+            return Vec::new();
+        };
+        let response = super::agent()
+            .post(&self.api("runs/search"))
+            .send_json(serde_json::json!({"experiment_ids": [id]}))
+            .expect("runs/search");
+        let body: Value = response.into_json().expect("JSON");
+        body["runs"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `model-versions/search` for a registered model.
     pub fn model_versions(&self, name: &str) -> Vec<Value> {
         let body =
