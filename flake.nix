@@ -5,6 +5,7 @@
 
   # This file only wires things together; everything else lives in ./nix:
   #   nix/package.nix  the Rust build (runs the cargo tests)
+  #   nix/assets.nix   prometheus/ + grafana/ + runbooks, shared by all of them
   #   nix/stack.nix    `nix run`: `mlwatch up` with the monitoring binaries on PATH
   #   nix/images.nix   OCI images for docker-compose.yml
   #   nix/module.nix   the NixOS module `services.mlwatch`
@@ -18,24 +19,26 @@
     in
     {
       overlays.default = final: _prev: {
+        mlwatch-assets = final.callPackage ./nix/assets.nix { };
         mlwatch = final.callPackage ./nix/package.nix { };
       };
 
       packages = forAllSystems (pkgs:
         let
-          mlwatch = pkgs.callPackage ./nix/package.nix { };
+          mlwatch-assets = pkgs.callPackage ./nix/assets.nix { };
+          mlwatch = pkgs.callPackage ./nix/package.nix { inherit mlwatch-assets; };
           images = pkgs.callPackage ./nix/images.nix { inherit mlwatch; };
         in
         {
           default = mlwatch;
-          inherit mlwatch;
+          inherit mlwatch mlwatch-assets;
           image-service = images.service;
           image-trainer = images.trainer;
         });
 
       apps = forAllSystems (pkgs:
         let
-          stack = pkgs.callPackage ./nix/stack.nix { inherit (packagesFor pkgs) mlwatch; };
+          stack = pkgs.callPackage ./nix/stack.nix { inherit (packagesFor pkgs) mlwatch mlwatch-assets; };
         in
         {
           default = {
@@ -45,11 +48,14 @@
           };
         });
 
-      # The module takes its package from this flake unless the user sets
-      # services.mlwatch.package (or applies overlays.default).
+      # The module's package: services.mlwatch.package when set; otherwise
+      # pkgs.mlwatch when the system's nixpkgs has one (overlays.default, or
+      # your own overlay); otherwise this flake's build. A plain mkDefault of
+      # the flake's package would beat the option's pkgs.mlwatch default and
+      # silently ignore an overlay, hence the `or`.
       nixosModules.default = { pkgs, lib, ... }: {
         imports = [ ./nix/module.nix ];
-        services.mlwatch.package = lib.mkDefault (packagesFor pkgs).mlwatch;
+        services.mlwatch.package = lib.mkDefault (pkgs.mlwatch or (packagesFor pkgs).mlwatch);
       };
 
       checks = forAllSystems (pkgs:
@@ -64,7 +70,20 @@
           package = (packagesFor pkgs).mlwatch;
         });
 
-      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+      # `nix fmt`: since Nix 2.25 it passes no path, and a bare nixpkgs-fmt
+      # then reads stdin and hangs. Format every .nix file of the tree instead.
+      formatter = forAllSystems (pkgs: pkgs.writeShellApplication {
+        name = "mlwatch-nix-fmt";
+        runtimeInputs = [ pkgs.nixpkgs-fmt pkgs.findutils ];
+        text = ''
+          if [ "$#" -eq 0 ]; then
+            find . \( -name .git -o -name target -o -name 'result*' \) -prune -o -name '*.nix' -print0 |
+              xargs -0 --no-run-if-empty nixpkgs-fmt
+          else
+            exec nixpkgs-fmt "$@"
+          fi
+        '';
+      });
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
@@ -79,7 +98,13 @@
             prometheus-pushgateway
             grafana
             wrk
-            # .ci/nix-checks.sh
+            # .ci/test: the consistency checks (PyYAML), nix-instantiate for
+            # .ci/nix-checks.sh, the Grafana schema gate, the sandbox rehearsal
+            (python3.withPackages (ps: [ ps.pyyaml ps.check-jsonschema ]))
+            nix
+            nodejs
+            util-linux # unshare
+            iproute2 # ip link set lo up
             deadnix
             nixpkgs-fmt
           ];

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +51,6 @@ COMPOSE_PORTS = {
 COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer"}
 DATASOURCE_UID = "mlwatch-prometheus"
 DASHBOARD_UIDS = {"mlwatch-training", "mlwatch-predict-api"}
-VM_TEST_ALERTS = {"InvalidInputSurge", "MlApiDown", "ModelNotLoaded"}
 
 failures: list[str] = []
 
@@ -201,6 +202,107 @@ def container_port(mapping: str) -> int:
 
 
 # --------------------------------------------------------------------------
+# nix/lib/yaml.nix against PyYAML
+# --------------------------------------------------------------------------
+
+
+def check_yaml_reader(files: list[str]) -> None:
+    """Evaluate the module's YAML reader on each file and compare with PyYAML."""
+    try:
+        import yaml  # PyYAML: Debian python3-yaml, or pip install pyyaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    if shutil.which("nix-instantiate") is None:
+        check(False, "nix-instantiate found (Debian package nix-bin)")
+        return
+    for rel in files:
+        expr = f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}"
+        run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
+            check(False, f"nix/lib/yaml.nix reads {rel} ({errors.strip()[:300]})")
+            continue
+        nix_value = json.loads(run.stdout)
+        py_value = yaml.safe_load((REPO / rel).read_text(encoding="utf-8"))
+        check(nix_value == py_value, f"nix/lib/yaml.nix reads {rel} exactly as PyYAML does")
+
+
+def nix_eval(expr: str):
+    run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
+        return None, errors.strip()[:600]
+    return json.loads(run.stdout), None
+
+
+def check_module_eval() -> None:
+    """What the module hands nixpkgs' services equals the repo files, with only the named differences."""
+    try:
+        import yaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    if shutil.which("nix-instantiate") is None:
+        check(False, "nix-instantiate found (Debian package nix-bin)")
+        return
+    prom = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    datasources = yaml.safe_load((REPO / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8"))
+    providers = yaml.safe_load((REPO / "grafana/provisioning/dashboards/dashboard.yml").read_text(encoding="utf-8"))
+    rules = sorted(p.name for p in (REPO / "prometheus/rules").glob("*.yml"))
+    for train in (True, False):
+        got, error = nix_eval(f"import {REPO}/.ci/module-eval.nix {{ trainEnable = {str(train).lower()}; }}")
+        if got is None:
+            check(False, f"nix/module.nix evaluates (train.enable = {train}): {error}")
+            continue
+        check(True, f"nix/module.nix evaluates (train.enable = {train})")
+        local = {"ml-api": ["127.0.0.1:9000"], "prometheus": ["127.0.0.1:9090"],
+                 "model-training": ["127.0.0.1:8002"] if train else [], "alertmanager": ["127.0.0.1:9093"]}
+        expected_jobs = []
+        for job in prom["scrape_configs"]:
+            if not local.get(job["job_name"]):
+                continue
+            expected_jobs.append({**{k: v for k, v in job.items() if k != "static_configs"},
+                                  "static_configs": [{"targets": local[job["job_name"]]}]})
+        check(got["scrapeConfigs"] == expected_jobs,
+              f"module scrape jobs = prometheus.yml's with local targets (train.enable = {train})")
+        check(got["globalConfig"] == prom["global"], "module global config = prometheus.yml's")
+        check(got["ruleFiles"] == [f"/nix/store/mlwatch-assets/share/mlwatch/prometheus/rules/{r}" for r in rules],
+              f"module loads every rule file of prometheus/rules ({rules})")
+        check(got["listenAddress"] == "127.0.0.1", "Prometheus listens on 127.0.0.1")
+        check(got["alertmanagerFlags"] == ["--cluster.listen-address="], "Alertmanager gossip is off")
+        expected_ds = [{**d, "url": "http://127.0.0.1:9090"} for d in datasources["datasources"]]
+        check(got["grafanaDatasources"] == expected_ds, "module datasource = grafana's, url -> local Prometheus")
+        expected_pv = [{**p, "options": {**p["options"],
+                        "path": "/nix/store/mlwatch-assets/share/mlwatch/grafana/provisioning/dashboards"}}
+                       for p in providers["providers"]]
+        check(got["grafanaProviders"] == expected_pv, "module dashboard provider = grafana's, path -> the store")
+        train_units = {"mlwatch-train", "mlwatch-train-initial"}
+        check(train_units <= set(got["units"]) if train else not (train_units & set(got["units"])),
+              f"training units present iff train.enable ({sorted(got['units'])})")
+        if train:
+            check("--listen 127.0.0.1:8002" in (got["trainExec"] or ""), "the trainer's /metrics listens on 127.0.0.1")
+        check(got["firewall"] == [9000], f"openFirewall opens only the API port (found {got['firewall']})")
+    # Roles (docs/fleet.md): a monitoring-only host, and one of an HA pair.
+    got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ serveEnable = false; trainEnable = false; '
+                          f'apiTargets = [ "api1:9000" "api2:9000" ]; peers = [ "monitor2:9094" ]; replica = "monitor1"; }}')
+    if got is None:
+        check(False, f"nix/module.nix evaluates for a monitoring host: {error}")
+        return
+    check(not {"mlwatch-serve", "mlwatch-train"} & set(got["units"]), "a monitoring host runs no API and no trainer")
+    api_job = next((j for j in got["scrapeConfigs"] if j["job_name"] == "ml-api"), None)
+    check(bool(api_job) and api_job["static_configs"] == [{"targets": ["api1:9000", "api2:9000"]}],
+          "a monitoring host scrapes prometheus.apiTargets")
+    check("model-training" not in {j["job_name"] for j in got["scrapeConfigs"]}, "no trainer targets: no model-training job")
+    check(got["globalConfig"].get("external_labels") == {"replica": "monitor1"}, "prometheus.replica sets the replica external label")
+    check(got["alertmanagerFlags"] == ["--cluster.listen-address=0.0.0.0:9094", "--cluster.peer=monitor2:9094"],
+          f"alertmanager.peers turns gossip on with those peers (found {got['alertmanagerFlags']})")
+    check(got["firewall"] == [9094], f"an HA Alertmanager opens only its gossip port (found {got['firewall']})")
+
+
+# --------------------------------------------------------------------------
 # The checks
 # --------------------------------------------------------------------------
 
@@ -255,6 +357,32 @@ def main() -> int:
               f"{path.name} panels use only datasource uid {DATASOURCE_UID} (found {sorted(used)})")
     check(DASHBOARD_UIDS <= dashboard_uids, f"dashboards {sorted(DASHBOARD_UIDS)} exist (found {sorted(dashboard_uids)})")
 
+    print("== nix/source-set.json")
+    source_set = json.loads(read("nix/source-set.json") or "{}")
+    for kind in ("package", "assets"):
+        for rel in source_set.get(kind, []):
+            check((REPO / rel).exists(), f"source set {kind}: {rel} exists")
+    assets_set = source_set.get("assets", [])
+
+    def in_assets(rel: str) -> bool:
+        return any(rel == a or rel.startswith(a.rstrip("/") + "/") or a.startswith(rel.rstrip("/") + "/")
+                   for a in assets_set)
+
+    for nix_file in sorted(REPO.glob("nix/**/*.nix")) + [REPO / "flake.nix"]:
+        for rel in re.findall(r"\$\{assets\}/([A-Za-z0-9._\-/]*[A-Za-z0-9_\-])", nix_file.read_text(encoding="utf-8")):
+            check(in_assets(rel), f"{nix_file.relative_to(REPO)}: ${{assets}}/{rel} is in the assets derivation (nix/source-set.json)")
+
+    print("== nix/lib/yaml.nix reads the module's inputs as PyYAML does")
+    check_yaml_reader([
+        "prometheus/prometheus.yml",
+        "prometheus/alertmanager.yml",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/dashboard.yml",
+    ])
+
+    print("== nix/module.nix, evaluated without nixpkgs (.ci/module-eval.nix)")
+    check_module_eval()
+
     print("== nix/module.nix")
     module = read("nix/module.nix")
     m = re.search(r"serve = \{.*?port = mkOption \{.*?default = (\d+);", module, re.S)
@@ -267,22 +395,30 @@ def main() -> int:
     check("config.services.prometheus.port" in module, "module targets config.services.prometheus.port (9090)")
     check("config.services.prometheus.alertmanager.port" in module,
           "module targets config.services.prometheus.alertmanager.port (9093)")
-    check(not re.search(r"\b(9090|9093)\b", module), "module does not hard-code 9090/9093")
-    scrapes = dict(re.findall(r'\(scrape "([\w-]+)" "(\w+)"', module))
-    check(set(scrapes) == set(jobs), f"module scrape jobs equal prometheus.yml's (module {sorted(scrapes)})")
-    for job, interval in scrapes.items():
-        expected = (jobs.get(job) or {}).get("scrape_interval") or default_interval
-        check(interval == expected, f"module job {job} scrape_interval {interval} equals prometheus.yml's {expected}")
-    timeout = (jobs.get("model-training") or {}).get("scrape_timeout")
-    check(timeout is None or f'scrape_timeout = "{timeout}"' in module, f"model-training scrape_timeout {timeout} matches")
-    rule_files = set(re.findall(r"/prometheus/rules/([\w.\-]+\.yml)", module))
-    repo_rules = {p.name for p in (REPO / "prometheus/rules").glob("*.yml")}
-    check(rule_files == repo_rules, f"module ruleFiles equal prometheus/rules/*.yml ({sorted(repo_rules)})")
-    check(f'uid = "{DATASOURCE_UID}"' in module, f"module provisions datasource uid {DATASOURCE_UID}")
-    m = re.search(r"timeInterval:\s*\"?([\w.]+)", ds_text)
-    check(bool(m) and f'jsonData.timeInterval = "{m.group(1)}";' in module,
-          f"module datasource timeInterval equals grafana's ({m.group(1) if m else None})")
-    check('"${assets}/grafana/provisioning/dashboards"' in module, "module's dashboard provider reads grafana/provisioning/dashboards")
+    check(not re.search(r"\b(9090|9093)\b", "\n".join(l for l in module.splitlines() if "example =" not in l)),
+          "module does not hard-code 9090/9093 (examples aside)")
+    # No copies: the module reads the repository files and names its differences.
+    for needle in ("yaml.readFile ../prometheus/prometheus.yml",
+                   "yaml.readFile ../grafana/provisioning/datasources/prometheus.yml",
+                   "yaml.readFile ../grafana/provisioning/dashboards/dashboard.yml",
+                   "builtins.readFile ../prometheus/alertmanager.yml",
+                   "builtins.readDir ../prometheus/rules"):
+        check(needle in module, f"module derives from the repo: {needle}")
+    for copied in ("job_name =", "scrape_interval =", "scrape_timeout =", "folder =", "disableDeletion",
+                   "updateIntervalSeconds", "foldersFromFilesStructure", "timeInterval", "uid =",
+                   "ml_alerts.yml", "ml_recording.yml"):
+        check(copied not in module, f"module has no copy of `{copied}` (it comes from prometheus/ or grafana/)")
+    block = re.search(r"localTargets = \{(.*?)\n  \};", module, re.S)
+    local_jobs = set(re.findall(r'"([\w-]+)" =', block.group(1))) if block else set()
+    check(local_jobs == set(jobs), f"module points every prometheus.yml job at this host (localTargets {sorted(local_jobs)})")
+    block = re.search(r"datasourceOverrides = \{(.*?)\n  \};", module, re.S)
+    overridden = set(re.findall(r"^\s*(\w+) =", block.group(1), re.M)) if block else None
+    check(overridden == {"url"}, f"the module's only datasource difference is its url (found {overridden})")
+    block = re.search(r"providerOverrides = provider: \{(.*?)\n  \};", module, re.S)
+    check(bool(block) and re.findall(r"(\w+) = ", block.group(1)) == ["options", "path"],
+          "the module's only dashboard-provider difference is options.path (the store path of the dashboards)")
+    check('"--cluster.listen-address="' in module, "module turns Alertmanager gossip off")
+    check(not re.search(r"types\.path\b", module), "module has no types.path option (a path literal would copy secrets into the store)")
     am_text = read("prometheus/alertmanager.yml")
     url_lines = [line for line in am_text.splitlines() if re.fullmatch(r"\s*(- )?url:\s*.*", line)]
     check(len(url_lines) >= 1, "prometheus/alertmanager.yml has a webhook `url:` line for alertmanager.webhookUrl")
@@ -308,13 +444,21 @@ def main() -> int:
     for unit, port in (("mlwatch-serve", 9000), ("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)):
         check(f'("{unit}.service", {port})' in test, f"VM test waits for {unit} on {port}")
     check("wait_for_open_port(8002)" in test, "VM test waits for the trainer on 8002")
-    alerts_text = read("prometheus/rules/ml_alerts.yml")
-    alert_names = set(re.findall(r"^\s*-\s*alert:\s*(\S+)", alerts_text, re.M))
-    check(VM_TEST_ALERTS <= alert_names, f"alerts {sorted(VM_TEST_ALERTS)} exist in ml_alerts.yml")
+    check("builtins.readDir ../../prometheus/rules" in test, "VM test reads the rule groups and alerts it expects from prometheus/rules")
+    check("InvalidInputSurge" in test and "InvalidInputSurge" in read("prometheus/rules/ml_alerts.yml"),
+          "the alert the VM test fires exists")
     for uid in DASHBOARD_UIDS | {DATASOURCE_UID}:
         check(uid in test, f"VM test checks uid {uid}")
     expected_jobs = json.dumps(sorted(JOBS)).replace('"', '\\"')
     check(expected_jobs.strip("[]") in test, f"VM test expects exactly the scrape jobs {sorted(JOBS)}")
+
+    print("== nix/tests/fleet.nix")
+    fleet = read("nix/tests/fleet.nix")
+    check("ml-api" in jobs and '"api1:9000" "api2:9000"' in fleet and "[\\\"api1:9000\\\", \\\"api2:9000\\\"]" in fleet,
+          "fleet VM test: the monitor's apiTargets are the API hosts on serve.port 9000, and the test expects exactly them")
+    check("builtins.readDir ../../prometheus/rules" in fleet, "fleet VM test reads the rule groups it expects from prometheus/rules")
+    check("MlApiDown" in fleet and "MlApiDown" in read("prometheus/rules/ml_alerts.yml"), "the alert the fleet VM test fires exists")
+    check("fleet = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the fleet VM test is one of the flake's checks")
 
     print()
     if failures:

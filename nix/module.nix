@@ -1,13 +1,17 @@
 # NixOS module `services.mlwatch`: the prediction API as a hardened systemd
-# service, an optional (scheduled) retraining job, and optionally the
-# monitoring stack around it -- Prometheus with the repository's alert and
-# recording rules, Alertmanager with the repository's routing, and Grafana
-# with the repository's dashboards.
+# service, an optional (scheduled) retraining job that also trains the first
+# model at boot, and optionally the monitoring stack around it -- Prometheus
+# with the repository's scrape jobs, alert and recording rules, Alertmanager
+# with the repository's routing, and Grafana with the repository's
+# datasource and dashboards.
 #
-# Every rule, route and dashboard comes from the repository's prometheus/ and
-# grafana/ trees (installed by nix/package.nix to $out/share/mlwatch); this
-# module only re-points hosts and ports from the Compose network names
-# (app, training-metrics, prometheus, alertmanager) to localhost.
+# Nothing here is a copy: scrape jobs, the datasource and the dashboard
+# provider are read from prometheus/ and grafana/ at evaluation time (by
+# nix/lib/yaml.nix), rule files and dashboards are loaded from the assets
+# derivation (nix/assets.nix). The differences this module needs -- targets
+# on this host instead of Compose names, the datasource URL, the dashboards'
+# store path -- are the `*Overrides`/`localTargets` below, and
+# .ci/check_consistency.py names each of them.
 { config
 , lib
 , pkgs
@@ -29,16 +33,21 @@ let
     types
     ;
 
-  assets = "${cfg.package}/share/mlwatch";
+  yaml = import ./lib/yaml.nix;
+
+  # The repository's monitoring files as one derivation (nix/assets.nix),
+  # independent of the binary: a custom services.mlwatch.package cannot lose
+  # them, and a code change does not restart Prometheus or Grafana.
+  assetsPackage = pkgs.mlwatch-assets or (pkgs.callPackage ./assets.nix { });
+  assets = "${assetsPackage}/share/mlwatch";
   stateDir = "/var/lib/mlwatch";
 
   # Alertmanager configuration: prometheus/alertmanager.yml with the URL of
   # every webhook receiver replaced by `alertmanager.webhookUrl`.
   #
-  # The YAML is read from the flake's source tree, i.e. the same file that
-  # nix/package.nix installs to share/mlwatch/prometheus/alertmanager.yml.
-  # Reading it from the built package instead would be import-from-derivation
-  # (evaluation would have to build the Rust package first).
+  # The repository files are read from the flake's source tree, the same
+  # tree nix/assets.nix installs. Reading them from a built derivation
+  # instead would be import-from-derivation.
   alertmanagerLines = lib.splitString "\n" (builtins.readFile ../prometheus/alertmanager.yml);
   webhookUrlLine = line: builtins.match "([[:space:]]*(- )?url:[[:space:]]*).*" line;
   webhookUrlLines = builtins.filter (line: webhookUrlLine line != null) alertmanagerLines;
@@ -53,6 +62,42 @@ let
   # a literal `$` (in templates, or in the URL) must be written `$$`.
   alertmanagerConfigText = lib.replaceStrings [ "$" ] [ "$$" ]
     (lib.concatMapStringsSep "\n" substituteWebhookUrl alertmanagerLines);
+
+  # prometheus/prometheus.yml, read at evaluation time. Its scrape jobs and
+  # intervals are used as they are; only the targets (Compose host names)
+  # are replaced by this host's addresses, job by job.
+  prometheusYml = yaml.readFile ../prometheus/prometheus.yml;
+  localTargets = {
+    "ml-api" = cfg.prometheus.apiTargets;
+    "model-training" = cfg.prometheus.trainTargets;
+    "prometheus" = [ "127.0.0.1:${toString config.services.prometheus.port}" ];
+    "alertmanager" = optional cfg.alertmanager.enable "127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
+  };
+  targetsOf = job:
+    localTargets.${job.job_name} or (throw ''
+      services.mlwatch: prometheus/prometheus.yml has a scrape job `${job.job_name}` that
+      nix/module.nix does not know how to point at this host; add it to localTargets.
+    '');
+  scrapeConfigs = builtins.filter (job: job.static_configs != [ ]) (map
+    (job: (removeAttrs job [ "static_configs" ]) // {
+      static_configs = optional (targetsOf job != [ ]) { targets = targetsOf job; };
+    })
+    prometheusYml.scrape_configs);
+  # Every rule file of prometheus/rules, as prometheus.yml's glob loads them.
+  ruleFiles = map (name: "${assets}/prometheus/rules/${name}")
+    (builtins.filter (lib.hasSuffix ".yml") (builtins.attrNames (builtins.readDir ../prometheus/rules)));
+
+  # grafana/provisioning, read at evaluation time; the only differences are
+  # the datasource URL (Compose's `prometheus` host -> the local Prometheus)
+  # and the dashboards' path (the container's /etc/grafana/... -> the store).
+  grafanaDatasources = (yaml.readFile ../grafana/provisioning/datasources/prometheus.yml).datasources;
+  grafanaProviders = (yaml.readFile ../grafana/provisioning/dashboards/dashboard.yml).providers;
+  datasourceOverrides = {
+    url = "http://127.0.0.1:${toString config.services.prometheus.port}";
+  };
+  providerOverrides = provider: {
+    options = provider.options // { path = "${assets}/grafana/provisioning/dashboards"; };
+  };
 
   exe = lib.getExe cfg.package;
 
@@ -79,8 +124,6 @@ let
     ProtectSystem = "strict";
     ProtectHome = true;
     PrivateTmp = true;
-    # No /dev/nvidia*: GPU metrics report as unavailable under this unit.
-    PrivateDevices = true;
     PrivateUsers = true;
     ProtectProc = "invisible";
     ProtectHostname = true;
@@ -98,15 +141,22 @@ let
     RemoveIPC = true;
     SystemCallArchitectures = "native";
     SystemCallFilter = [ "@system-service" "~@privileged" ];
-  };
+  } // (if cfg.gpu.enable then {
+    # NVML needs the NVIDIA control and GPU device nodes; everything else
+    # stays hidden. PrivateDevices= would hide these too.
+    PrivateDevices = false;
+    DevicePolicy = "closed";
+    DeviceAllow = [ "char-nvidiactl" "char-nvidia-frontend" "char-nvidia-uvm" "char-nvidia-caps" ];
+  } else {
+    PrivateDevices = true;
+  });
 
-  listen = port: "${cfg.serve.address}:${toString port}";
+  listen = address: port: "${address}:${toString port}";
 
-  scrape = job_name: interval: port: {
-    inherit job_name;
-    scrape_interval = interval;
-    static_configs = [{ targets = [ "localhost:${toString port}" ]; }];
-  };
+  # An absolute path outside the Nix store, given as a string: a Nix path
+  # literal would copy the file (a secret, or a model the reload watcher
+  # watches at its original place) into the world-readable store.
+  externalPath = types.externalPath;
 in
 {
   options.services.mlwatch = {
@@ -118,19 +168,33 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Open {option}`services.mlwatch.serve.port` (and
-        {option}`services.mlwatch.train.port` when the trainer is enabled) in
-        the firewall. Prometheus, Alertmanager and Grafana keep their own
-        `openFirewall` settings and stay closed by default.
+        Open {option}`services.mlwatch.serve.port` (the prediction API and its
+        `/metrics`) in the firewall. The trainer's metrics port, Prometheus,
+        Alertmanager and Grafana stay closed; they listen on 127.0.0.1 by default.
       '';
     };
 
+    gpu.enable = mkEnableOption ''
+      GPU metrics: the units may open the NVIDIA device nodes (for NVML).
+      Needs the NVIDIA driver (`hardware.nvidia`); the binary finds
+      `libnvidia-ml.so` in /run/opengl-driver/lib'';
+
     serve = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        example = false;
+        description = ''
+          Run the prediction API on this host. Set to `false` on a host that
+          only trains or only monitors (see docs/fleet.md for the roles).
+        '';
+      };
+
       address = mkOption {
         type = types.str;
         default = "0.0.0.0";
         example = "127.0.0.1";
-        description = "Address the prediction API (and the trainer's metrics endpoint) listens on.";
+        description = "Address the prediction API listens on.";
       };
 
       port = mkOption {
@@ -140,27 +204,26 @@ in
       };
 
       modelPath = mkOption {
-        type = types.path;
+        type = externalPath;
         default = "${stateDir}/model.json";
         description = ''
-          Model artifact the service loads, and the trainer writes. The service
-          stays up but not ready (`/ready` answers 503) until the file exists,
-          and reloads it whenever it changes (see `mlwatch-reload.path`).
-          With the trainer enabled it must lie inside ${stateDir}, the only
-          directory the units may write.
+          Model artifact the service loads, and the trainer writes: an absolute
+          path outside the Nix store. The service stays up but not ready
+          (`/ready` answers 503) until the file exists, and reloads it whenever
+          it changes (see `mlwatch-reload.path`). With the trainer enabled it
+          must lie inside ${stateDir}, the only directory the units may write.
         '';
       };
 
       adminTokenFile = mkOption {
-        type = types.nullOr types.path;
+        type = types.nullOr externalPath;
         default = null;
         example = "/run/secrets/mlwatch-admin-token";
         description = ''
-          File holding the bearer token for `POST /admin/reload`. It is handed
-          to the service with systemd's `LoadCredential=`, so it may be
-          readable by root only. Give it as a string: a Nix path literal would
-          be copied into the world-readable Nix store. `null` disables the
-          admin endpoint.
+          File holding the bearer token for `POST /admin/reload`, outside the
+          Nix store. It is handed to the service with systemd's
+          `LoadCredential=`, so it may be readable by root only. `null`
+          disables the admin endpoint.
         '';
       };
 
@@ -173,7 +236,9 @@ in
     };
 
     train = {
-      enable = mkEnableOption "the training job `mlwatch-train.service`, which writes the model the service loads";
+      enable = mkEnableOption ''
+        the training job `mlwatch-train.service`, which writes the model the
+        service loads. It runs once at boot when no model exists yet'';
 
       schedule = mkOption {
         type = types.nullOr types.str;
@@ -183,7 +248,9 @@ in
           When to retrain, as a systemd calendar event (see
           {manpage}`systemd.time(7)`); runs missed while the machine was off
           are caught up at boot. `null`: no timer, start
-          `mlwatch-train.service` by hand.
+          `mlwatch-train.service` by hand. Either way the first model is
+          trained at boot when {option}`services.mlwatch.serve.modelPath`
+          does not exist.
         '';
       };
 
@@ -193,10 +260,17 @@ in
         example = [ "--model" "forest" "--dataset" "winequality" "--linger" "2m" ];
         description = ''
           Extra arguments for `mlwatch train`. `--listen` and `--output` are
-          set from {option}`services.mlwatch.serve.address`,
+          set from {option}`services.mlwatch.train.address`,
           {option}`services.mlwatch.train.port` and
           {option}`services.mlwatch.serve.modelPath`.
         '';
+      };
+
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "0.0.0.0";
+        description = "Address the trainer's `/metrics` endpoint listens on (while a run is active).";
       };
 
       port = mkOption {
@@ -204,19 +278,68 @@ in
         default = 8002;
         description = "Port of the trainer's `/metrics` endpoint while a training run is active.";
       };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Open {option}`services.mlwatch.train.port` in the firewall, for a
+          Prometheus on another host (set {option}`services.mlwatch.train.address`
+          to an address it can reach, too).
+        '';
+      };
     };
 
-    prometheus.enable = mkEnableOption ''
-      a local Prometheus (`services.prometheus`) that scrapes the service, the
-      trainer, itself and Alertmanager, and loads the repository's alert and
-      recording rules
-    '';
+    prometheus = {
+      enable = mkEnableOption ''
+        a local Prometheus (`services.prometheus`, on 127.0.0.1) with the scrape
+        jobs of prometheus/prometheus.yml and the repository's alert and
+        recording rules'';
+
+      apiTargets = mkOption {
+        type = types.listOf types.str;
+        default = optional cfg.serve.enable "127.0.0.1:${toString cfg.serve.port}";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.serve.enable "127.0.0.1:''${toString config.services.mlwatch.serve.port}"'';
+        example = [ "api-1.example.org:9000" "api-2.example.org:9000" ];
+        description = "`host:port` of every prediction API the `ml-api` job scrapes.";
+      };
+
+      trainTargets = mkOption {
+        type = types.listOf types.str;
+        default = optional cfg.train.enable "127.0.0.1:${toString cfg.train.port}";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.train.enable "127.0.0.1:''${toString config.services.mlwatch.train.port}"'';
+        example = [ "trainer.example.org:8002" ];
+        description = "`host:port` of every trainer the `model-training` job scrapes.";
+      };
+
+      alertmanagerTargets = mkOption {
+        type = types.listOf types.str;
+        default = optional cfg.alertmanager.enable "127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.alertmanager.enable "127.0.0.1:''${toString config.services.prometheus.alertmanager.port}"'';
+        example = [ "monitor-1.example.org:9093" "monitor-2.example.org:9093" ];
+        description = ''
+          `host:port` of every Alertmanager this Prometheus sends alerts to. In
+          an HA pair, list both Alertmanagers on both Prometheus servers: the
+          Alertmanager cluster deduplicates.
+        '';
+      };
+
+      replica = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "monitor-1";
+        description = ''
+          Value of the `replica` external label, for one Prometheus of an HA
+          pair (each server its own value, identical rules and targets).
+          Alertmanager deduplicates alerts that differ only in it.
+        '';
+      };
+    };
 
     alertmanager = {
       enable = mkEnableOption ''
-        a local Alertmanager (`services.prometheus.alertmanager`) configured
-        from the repository's prometheus/alertmanager.yml
-      '';
+        a local Alertmanager (`services.prometheus.alertmanager`, on 127.0.0.1,
+        gossip off) configured from the repository's prometheus/alertmanager.yml'';
 
       webhookUrl = mkOption {
         type = types.nullOr types.str;
@@ -227,26 +350,43 @@ in
           prometheus/alertmanager.yml. `null` keeps the file's URLs.
         '';
       };
+
+      peers = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "monitor-2.example.org:9094" ];
+        description = ''
+          `host:port` of the other Alertmanagers of an HA cluster. Empty: a
+          single Alertmanager with gossip off. Non-empty: gossip on
+          {option}`services.mlwatch.alertmanager.clusterAddress`, whose port
+          is opened in the firewall.
+        '';
+      };
+
+      clusterAddress = mkOption {
+        type = types.str;
+        default = "0.0.0.0:9094";
+        description = "`address:port` Alertmanager's cluster gossip listens on when {option}`services.mlwatch.alertmanager.peers` is non-empty.";
+      };
     };
 
     grafana = {
       enable = mkEnableOption ''
-        a local Grafana (`services.grafana`) with the Prometheus datasource
-        (uid `mlwatch-prometheus`) and the repository's dashboards provisioned
-      '';
+        a local Grafana (`services.grafana`) with the repository's datasource
+        (uid `mlwatch-prometheus`) and dashboards provisioned'';
 
       adminPasswordFile = mkOption {
-        type = types.path;
+        type = externalPath;
         example = "/run/secrets/grafana-admin-password";
         description = ''
           File with the password of Grafana's `admin` user, read by Grafana at
-          startup (`$__file{}`): it must be readable by the `grafana` user and
-          must not be in the Nix store (give it as a string, not a path literal).
+          startup (`$__file{}`): an absolute path outside the Nix store that
+          the `grafana` user can read.
         '';
       };
 
       secretKeyFile = mkOption {
-        type = types.path;
+        type = externalPath;
         example = "/run/secrets/grafana-secret-key";
         description = ''
           File with Grafana's `secret_key`, used to sign cookies and encrypt
@@ -261,7 +401,7 @@ in
     {
       assertions = [
         {
-          assertion = !cfg.train.enable || lib.hasPrefix "${stateDir}/" (toString cfg.serve.modelPath);
+          assertion = !cfg.train.enable || lib.hasPrefix "${stateDir}/" cfg.serve.modelPath;
           message = "services.mlwatch.serve.modelPath must lie inside ${stateDir} when services.mlwatch.train.enable is set: the trainer runs as a dynamic user that can write only its StateDirectory.";
         }
         {
@@ -270,6 +410,14 @@ in
         }
       ];
 
+      # Only the API: the trainer's metrics are for the local Prometheus
+      # unless train.openFirewall says otherwise (docs/fleet.md).
+      networking.firewall.allowedTCPPorts =
+        optional (cfg.openFirewall && cfg.serve.enable) cfg.serve.port
+        ++ optional (cfg.train.enable && cfg.train.openFirewall) cfg.train.port;
+    }
+
+    (mkIf cfg.serve.enable {
       systemd.services.mlwatch-serve = {
         description = "mlwatch prediction API";
         wantedBy = [ "multi-user.target" ];
@@ -278,7 +426,7 @@ in
           Type = "exec";
           # `%d` is $CREDENTIALS_DIRECTORY, where LoadCredential= puts the token.
           ExecStart = utils.escapeSystemdExecArgs
-            ([ exe "serve" "--listen" (listen cfg.serve.port) "--model-path" cfg.serve.modelPath ]
+            ([ exe "serve" "--listen" (listen cfg.serve.address cfg.serve.port) "--model-path" cfg.serve.modelPath ]
               ++ cfg.serve.extraArgs)
           + lib.optionalString (cfg.serve.adminTokenFile != null) " --admin-token-file %d/admin-token";
           # SIGHUP makes the service reload its model.
@@ -296,7 +444,7 @@ in
       systemd.paths.mlwatch-reload = {
         description = "Reload mlwatch when its model changes";
         wantedBy = [ "paths.target" ];
-        pathConfig.PathChanged = toString cfg.serve.modelPath;
+        pathConfig.PathChanged = cfg.serve.modelPath;
       };
       systemd.services.mlwatch-reload = {
         description = "Reload the mlwatch model";
@@ -305,10 +453,7 @@ in
           ExecStart = "${config.systemd.package}/bin/systemctl try-reload-or-restart mlwatch-serve.service";
         };
       };
-
-      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall
-        ([ cfg.serve.port ] ++ optional cfg.train.enable cfg.train.port);
-    }
+    })
 
     (mkIf cfg.train.enable {
       systemd.services.mlwatch-train = {
@@ -319,8 +464,25 @@ in
         serviceConfig = hardening // {
           Type = "oneshot";
           ExecStart = utils.escapeSystemdExecArgs
-            ([ exe "train" "--listen" (listen cfg.train.port) "--output" cfg.serve.modelPath ]
+            ([ exe "train" "--listen" (listen cfg.train.address cfg.train.port) "--output" cfg.serve.modelPath ]
               ++ cfg.train.args);
+        };
+      };
+
+      # A fresh deployment has no model: a calendar timer that never ran does
+      # not fire at activation (not even with Persistent=), so /ready would
+      # answer 503 until the first scheduled run. Start one training run at
+      # boot when the model is missing. --no-block: boot and
+      # `nixos-rebuild switch` must not wait for the run and its --linger.
+      systemd.services.mlwatch-train-initial = {
+        description = "Train the first mlwatch model when none exists";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        unitConfig.ConditionPathExists = "!${cfg.serve.modelPath}";
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${config.systemd.package}/bin/systemctl start --no-block mlwatch-train.service";
         };
       };
 
@@ -337,29 +499,14 @@ in
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = true;
-        globalConfig = {
-          scrape_interval = mkDefault "15s";
-          evaluation_interval = mkDefault "15s";
+        listenAddress = mkDefault "127.0.0.1";
+        globalConfig = lib.mapAttrs (_: mkDefault) prometheusYml.global
+          // lib.optionalAttrs (cfg.prometheus.replica != null) {
+          external_labels.replica = cfg.prometheus.replica;
         };
-        # The jobs of prometheus/prometheus.yml, with Compose host names
-        # replaced by localhost.
-        scrapeConfigs = [
-          (scrape "ml-api" "5s" cfg.serve.port)
-          (scrape "prometheus" "10s" config.services.prometheus.port)
-        ]
-        ++ optional cfg.train.enable ((scrape "model-training" "5s" cfg.train.port) // {
-          metrics_path = "/metrics";
-          scheme = "http";
-          scrape_timeout = "3s";
-        })
-        ++ optional cfg.alertmanager.enable
-          (scrape "alertmanager" "15s" config.services.prometheus.alertmanager.port);
-        ruleFiles = [
-          "${assets}/prometheus/rules/ml_alerts.yml"
-          "${assets}/prometheus/rules/ml_recording.yml"
-        ];
-        alertmanagers = mkIf cfg.alertmanager.enable [{
-          static_configs = [{ targets = [ "localhost:${toString config.services.prometheus.alertmanager.port}" ]; }];
+        inherit scrapeConfigs ruleFiles;
+        alertmanagers = mkIf (cfg.prometheus.alertmanagerTargets != [ ]) [{
+          static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];
         }];
       };
     })
@@ -372,52 +519,45 @@ in
 
       services.prometheus.alertmanager = {
         enable = true;
+        listenAddress = mkDefault "127.0.0.1";
         configText = alertmanagerConfigText;
+        # One Alertmanager: no gossip. Without this flag it listens on :9094
+        # on every interface and refuses to start on a host without a private
+        # address. An HA cluster gossips with its peers (docs/fleet.md).
+        extraFlags =
+          if cfg.alertmanager.peers == [ ]
+          then [ "--cluster.listen-address=" ]
+          else [ "--cluster.listen-address=${cfg.alertmanager.clusterAddress}" ]
+            ++ map (peer: "--cluster.peer=${peer}") cfg.alertmanager.peers;
       };
+
+      networking.firewall.allowedTCPPorts = mkIf (cfg.alertmanager.peers != [ ])
+        [ (lib.toInt (lib.last (lib.splitString ":" cfg.alertmanager.clusterAddress))) ];
+      # Gossip is TCP and UDP.
+      networking.firewall.allowedUDPPorts = mkIf (cfg.alertmanager.peers != [ ])
+        [ (lib.toInt (lib.last (lib.splitString ":" cfg.alertmanager.clusterAddress))) ];
     })
 
     (mkIf cfg.grafana.enable {
-      assertions = map
-        (name: {
-          assertion = !lib.hasPrefix builtins.storeDir (toString cfg.grafana.${name});
-          message = "services.mlwatch.grafana.${name} points into the world-readable Nix store; give the path of a file outside it as a string.";
-        }) [ "adminPasswordFile" "secretKeyFile" ];
-
       services.grafana = {
         enable = true;
         settings = {
           server.http_port = mkDefault 3000;
           security = {
             admin_user = mkDefault "admin";
-            admin_password = "$__file{${toString cfg.grafana.adminPasswordFile}}";
-            secret_key = "$__file{${toString cfg.grafana.secretKeyFile}}";
+            admin_password = "$__file{${cfg.grafana.adminPasswordFile}}";
+            secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
           };
         };
         provision = {
           enable = true;
-          # grafana/provisioning/datasources/prometheus.yml, pointed at the
-          # local Prometheus; the dashboards refer to the datasource by uid.
           datasources.settings = {
             apiVersion = 1;
-            datasources = [{
-              name = "Prometheus";
-              type = "prometheus";
-              uid = "mlwatch-prometheus";
-              access = "proxy";
-              url = "http://localhost:${toString config.services.prometheus.port}";
-              isDefault = true;
-              jsonData.timeInterval = "5s";
-            }];
+            datasources = map (datasource: datasource // datasourceOverrides) grafanaDatasources;
           };
           dashboards.settings = {
             apiVersion = 1;
-            providers = [{
-              name = "mlwatch";
-              type = "file";
-              folder = "ML Monitoring";
-              disableDeletion = true;
-              options.path = "${assets}/grafana/provisioning/dashboards";
-            }];
+            providers = map (provider: provider // providerOverrides provider) grafanaProviders;
           };
         };
       };

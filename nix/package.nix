@@ -1,11 +1,16 @@
 # The mlwatch binary, built with nixpkgs' Rust toolchain.
 #
-# The repository's prometheus/ and grafana/ trees are installed to
-# $out/share/mlwatch so that `mlwatch up`, the NixOS module and the VM tests
-# all use the very files that docker-compose.yml mounts: there is exactly one
-# copy of every rule, scrape config and dashboard, and it lives at the repo root.
+# The source set is nix/source-set.json's "package" list: exactly what the
+# build and its tests read. CI (.ci/nix-sandbox.sh) copies the same list into
+# a fresh directory and runs the tests there offline, as the Nix builder
+# would, so a test that reads a file outside the set fails CI, not `nix build`.
+#
+# share/mlwatch is the assets derivation (nix/assets.nix): the very files
+# that docker-compose.yml mounts and the NixOS module loads.
 { lib
 , rustPlatform
+, autoAddDriverRunpath
+, mlwatch-assets
 , prometheus
 , prometheus-alertmanager
 , prometheus-pushgateway
@@ -14,28 +19,24 @@
 
 let
   cargoToml = lib.importTOML ../Cargo.toml;
+  sourceSet = lib.importJSON ./source-set.json;
   fs = lib.fileset;
 in
 rustPlatform.buildRustPackage {
   pname = "mlwatch";
   inherit (cargoToml.package) version;
 
-  # Only what the build and its tests read: editing docs, nix files or CI
-  # scripts does not rebuild the package.
   src = fs.toSource {
     root = ../.;
-    fileset = fs.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../src
-      ../tests
-      (fs.maybeMissing ../benches)
-      ../prometheus
-      ../grafana
-    ];
+    fileset = fs.unions (map (path: ../. + "/${path}") sourceSet.package);
   };
 
   cargoLock.lockFile = ../Cargo.lock;
+
+  # nvml-wrapper dlopens libnvidia-ml.so at runtime. On NixOS the driver's
+  # libraries live in /run/opengl-driver/lib, which this hook adds to the
+  # binary's RUNPATH (nixpkgs' convention for programs that load the driver).
+  nativeBuildInputs = [ autoAddDriverRunpath ];
 
   # `cargo test` runs in the build (doCheck defaults to true). The integration
   # tests drive real processes found on PATH: Prometheus and promtool
@@ -55,9 +56,11 @@ rustPlatform.buildRustPackage {
   dontUseCargoParallelTests = true;
 
   postInstall = ''
-    mkdir -p $out/share/mlwatch
-    cp -r prometheus grafana $out/share/mlwatch/
+    mkdir -p $out/share
+    ln -s ${mlwatch-assets}/share/mlwatch $out/share/mlwatch
   '';
+
+  passthru.assets = mlwatch-assets;
 
   meta = {
     inherit (cargoToml.package) description;

@@ -1,9 +1,10 @@
 # `nix run`: the same local-stack launcher as `mlwatch up`, with nixpkgs'
 # Prometheus, Alertmanager and Grafana on PATH and the packaged configs
-# ($out/share/mlwatch) as its assets. Extra arguments go to `mlwatch up`,
+# (nix/assets.nix) as its assets. Extra arguments go to `mlwatch up`,
 # e.g. `nix run . -- --grafana-port 3001`.
 { writeShellApplication
 , mlwatch
+, mlwatch-assets
 , prometheus
 , prometheus-alertmanager
 , grafana
@@ -18,7 +19,7 @@ writeShellApplication {
     grafana
   ];
   text = ''
-    exec mlwatch up --assets ${mlwatch}/share/mlwatch "$@"
+    exec mlwatch up --assets ${mlwatch-assets}/share/mlwatch "$@"
   '';
   meta = {
     description = "Start the mlwatch trainer, prediction API, Prometheus, Alertmanager and Grafana locally";

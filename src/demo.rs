@@ -5,16 +5,17 @@
 //! the static report. `--quick` is the same story compressed for CI.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::Value;
 
-use crate::stack::config::Timing;
+use crate::shutdown::Shutdown;
+use crate::stack::config::{Assets, Timing};
 use crate::stack::launcher::{Binaries, Ports, Stack, StackConfig, INSTALL_HINT};
-use crate::stack::up::{default_assets, default_state_dir, print_urls};
+use crate::stack::up::{default_state_dir, print_urls};
 
 /// The alerts the demo provokes and waits for.
 pub const EXPECTED_ALERTS: [&str; 2] = ["DataDrift", "InvalidInputSurge"];
@@ -25,83 +26,91 @@ pub struct DemoArgs {
     #[arg(long)]
     pub quick: bool,
     /// Where the demo's state, logs and report go (default: $XDG_STATE_HOME/mlwatch/demo).
+    /// Must be new, empty, or a directory an earlier demo created: only then
+    /// does the demo clear what it wrote there.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Directory holding prometheus/ and grafana/ (default: this repository or share/mlwatch).
     #[arg(long)]
     pub assets: Option<PathBuf>,
-    /// Never run apt-get, even as root.
+    /// Install Prometheus and Alertmanager with apt-get when they are
+    /// missing (needs root; without recommends). Otherwise the demo prints
+    /// the command.
     #[arg(long)]
-    pub no_install: bool,
+    pub install: bool,
     /// Stop the stack after the report instead of keeping it up until Ctrl-C.
     #[arg(long)]
     pub exit: bool,
 }
 
-/// Finds Prometheus and Alertmanager, installing them through apt when we
-/// are root on Debian/Ubuntu and allowed to; otherwise says how.
-fn binaries(allow_install: bool) -> anyhow::Result<Binaries> {
-    match Binaries::locate() {
-        Ok(b) => Ok(b),
-        Err(missing) => {
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
-            if !(allow_install
-                && root
-                && crate::stack::children::find_binary(&["apt-get"]).is_some())
-            {
-                return Err(missing);
-            }
-            println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
-            let status = std::process::Command::new("apt-get")
-                .args(["install", "-y", "prometheus", "prometheus-alertmanager"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .context("cannot run apt-get")?;
-            if !status.success() {
-                bail!("apt-get install failed ({status}); run `sudo {INSTALL_HINT}` yourself");
-            }
-            Binaries::locate()
-        }
+/// Finds Prometheus and Alertmanager; with `--install`, installs them first
+/// through apt-get (as root, without recommends, as a child process that a
+/// Ctrl-C stops); otherwise says how.
+async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries> {
+    let missing = match Binaries::locate() {
+        Ok(b) => return Ok(b),
+        Err(missing) => missing,
+    };
+    if !install {
+        return Err(anyhow::anyhow!(
+            "{missing:#}; or run `mlwatch demo --install` as root to let the demo install them"
+        ));
     }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("--install runs apt-get and needs root: run `sudo {INSTALL_HINT}` yourself, or the demo as root");
+    }
+    if crate::stack::children::find_binary(&["apt-get"]).is_none() {
+        bail!("--install needs apt-get (Debian/Ubuntu); install Prometheus and Alertmanager another way (Nix: `nix run`)");
+    }
+    println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
+    let mut apt = tokio::process::Command::new("apt-get");
+    apt.args(install_args())
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .kill_on_drop(true);
+    let status = shutdown
+        .guard("apt-get install", async {
+            apt.status().await.context("cannot run apt-get")
+        })
+        .await?;
+    if !status.success() {
+        bail!("apt-get install failed ({status}); run `sudo {INSTALL_HINT}` yourself");
+    }
+    Binaries::locate()
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// apt-get's arguments for [`INSTALL_HINT`]'s packages.
+fn install_args() -> Vec<&'static str> {
+    let mut args: Vec<&str> = INSTALL_HINT.split_whitespace().skip(1).collect();
+    args.insert(1, "-y");
+    args
 }
 
-/// Runs `work` while the stack is supervised (reloads, dead children).
+/// Runs `work` while the stack is supervised (reloads, dead children) and
+/// until a stop is requested, which is an error naming `what`.
 async fn during<T>(
     stack: &mut Stack,
+    shutdown: &Shutdown,
+    what: &str,
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    tokio::select! {
-        result = work => result,
-        failure = stack.supervise(std::future::pending()) => Err(failure.err().unwrap_or_else(|| anyhow::anyhow!("supervision ended"))),
-    }
+    let supervised = async {
+        tokio::select! {
+            result = work => result,
+            failure = stack.supervise(std::future::pending()) => Err(failure.err().unwrap_or_else(|| anyhow::anyhow!("supervision ended"))),
+        }
+    };
+    shutdown.guard(what, supervised).await
 }
 
 /// Polls `check` until it returns `Some` or `limit` passes.
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+async fn wait_until<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "gave up after {}: {what}",
-                humantime::format_duration(limit)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::poll::until(Duration::from_millis(500), limit, check)
+        .await
+        .with_context(|| format!("waiting for {what}"))
 }
 
 async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> Vec<Value> {
@@ -134,12 +143,12 @@ struct ReportCli {
 }
 
 /// Runs `mlwatch load` in-process with command-line flags, the same
-/// interface a user types.
-async fn load(flags: &[String]) -> anyhow::Result<()> {
+/// interface a user types, under the demo's shutdown.
+async fn load(flags: &[String], shutdown: &Shutdown) -> anyhow::Result<()> {
     let cli =
         LoadCli::try_parse_from(std::iter::once("load".to_owned()).chain(flags.iter().cloned()))
             .context("internal: demo load flags")?;
-    crate::load::run(cli.args).await
+    crate::load::run(cli.args, shutdown).await
 }
 
 async fn report(flags: &[String]) -> anyhow::Result<()> {
@@ -150,32 +159,19 @@ async fn report(flags: &[String]) -> anyhow::Result<()> {
     crate::report::run(cli.args).await
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let binaries = binaries(!args.no_install)?;
-    let assets = match &args.assets {
-        Some(dir) => crate::stack::config::Assets::new(dir.clone())?,
-        None => default_assets()?,
-    };
+pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| default_state_dir().join("demo"));
+    // Checked first: a refused directory needs no Prometheus to be refused.
     // A demo starts from nothing: no old model, no old time series.
-    if state_dir.exists() {
-        std::fs::remove_dir_all(&state_dir)
-            .with_context(|| format!("cannot clear {}", state_dir.display()))?;
-    }
+    let state_dir = crate::stack::state::prepare_fresh(&state_dir)?;
+    let assets = Assets::discover(args.assets.as_deref())?;
+    let binaries = binaries(args.install, &shutdown).await?;
     let quick = args.quick;
     let ports = if quick {
-        Ports {
-            app: free_port()?,
-            trainer: free_port()?,
-            prometheus: free_port()?,
-            alertmanager: free_port()?,
-            grafana: free_port()?,
-            webhook: free_port()?,
-            mlflow: free_port()?,
-        }
+        Ports::free()?
     } else {
         Ports::default()
     };
@@ -195,24 +191,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             alert_grouping: seconds(5),
         }
     };
-    let pace = if quick { "100ms" } else { "1s" };
+    let pace = if quick { 100 } else { 1000 };
+    let mut trainer_args = crate::stack::up::trainer_flags(
+        crate::train::Algorithm::Linear,
+        Duration::from_millis(pace),
+    );
+    trainer_args.extend(["--iterations", "12", "--linger", "900s"].map(String::from));
     let config = StackConfig {
         assets,
         state_dir: state_dir.clone(),
         ports,
         timing,
-        trainer_args: [
-            "--model",
-            "linear",
-            "--pace",
-            pace,
-            "--iterations",
-            "12",
-            "--linger",
-            "900s",
-        ]
-        .map(String::from)
-        .to_vec(),
+        trainer_args,
         drift_window: if quick { 200 } else { 300 },
         grafana: !quick,
         // The story is timed; MLflow's slow boot would only delay it.
@@ -220,12 +210,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;
-    let outcome = story(&mut stack, &args, &state_dir, &config.assets.root, started).await;
-    let keep_running = outcome.is_ok() && !quick && !args.exit;
+    let outcome = story(
+        &mut stack,
+        &args,
+        &shutdown,
+        &state_dir,
+        &config.assets.root,
+        started,
+    )
+    .await;
+    let keep_running = outcome.is_ok() && !quick && !args.exit && !shutdown.is_requested();
     if keep_running {
         println!("\nThe stack keeps running so you can explore it; Ctrl-C stops everything.");
         print_urls(&stack);
-        let _ = stack.supervise(crate::shutdown::signal()).await;
+        let _ = stack.supervise(shutdown.requested()).await;
     }
     println!("stopping the stack...");
     stack.shutdown().await;
@@ -235,8 +233,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn story(
     stack: &mut Stack,
     args: &DemoArgs,
-    state_dir: &std::path::Path,
-    assets: &std::path::Path,
+    shutdown: &Shutdown,
+    state_dir: &Path,
+    assets: &Path,
     started: Instant,
 ) -> anyhow::Result<()> {
     let quick = args.quick;
@@ -250,6 +249,8 @@ async fn story(
     let ready_url = format!("{app}/ready");
     during(
         stack,
+        shutdown,
+        "training",
         wait_until(
             "the service to load the trained model",
             Duration::from_secs(120),
@@ -275,6 +276,8 @@ async fn story(
     let scraped = format!("{prometheus}/api/v1/query");
     during(
         stack,
+        shutdown,
+        "training",
         wait_until("Prometheus to scrape the loaded model twice", Duration::from_secs(60), || {
             let client = client.clone();
             let url = scraped.clone();
@@ -301,7 +304,7 @@ async fn story(
     ]
     .map(String::from)
     .to_vec();
-    during(stack, load(&flags)).await?;
+    during(stack, shutdown, "normal traffic", load(&flags, shutdown)).await?;
     println!("[3/5] drifted and invalid traffic");
     let flags: Vec<String> = [
         "--target",
@@ -317,7 +320,13 @@ async fn story(
     ]
     .map(String::from)
     .to_vec();
-    during(stack, load(&flags)).await?;
+    during(
+        stack,
+        shutdown,
+        "drifted and invalid traffic",
+        load(&flags, shutdown),
+    )
+    .await?;
     println!(
         "[4/5] waiting for {} to fire",
         EXPECTED_ALERTS.join(" and ")
@@ -329,6 +338,8 @@ async fn story(
     };
     let firing = during(
         stack,
+        shutdown,
+        "the alert wait",
         wait_until(
             "DataDrift and InvalidInputSurge firing in Prometheus",
             limit,
@@ -376,7 +387,20 @@ async fn story(
         "--assets".into(),
         assets.display().to_string(),
     ];
-    during(stack, report(&flags)).await?;
+    during(stack, shutdown, "the report", report(&flags)).await?;
     println!("report: {}", output.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_install_command_skips_recommends_and_asks_nothing() {
+        let args = install_args();
+        assert_eq!(args[..2], ["install", "-y"]);
+        assert!(args.contains(&"--no-install-recommends"), "{args:?}");
+        assert!(args.contains(&"prometheus") && args.contains(&"prometheus-alertmanager"));
+    }
 }

@@ -1,18 +1,34 @@
 //! mlwatch: a trainer and a prediction service for linfa models, both
-//! instrumented for Prometheus through the OpenTelemetry SDK.
+//! instrumented for Prometheus through the OpenTelemetry SDK, and the
+//! tooling that runs, drives and reports on them.
 //!
-//! Layout: [`telemetry`] owns the metrics pipeline and exposition,
-//! [`resources`] the CPU/memory/GPU sampler, [`model`] the artifact and the
-//! predictor, [`train`] the training loop and its metrics, [`serve`] the
-//! prediction API, [`shutdown`] the stop signal.
+//! Layout:
+//! - [`telemetry`]: the metrics pipeline and its exposition (the only user
+//!   of `opentelemetry-prometheus`).
+//! - `resources`: the CPU/memory/GPU sampler (crate-internal).
+//! - [`model`]: the artifact, the predictor, the drift reference.
+//! - [`train`]: the training loop, its metrics, the Pushgateway push.
+//! - [`serve`]: the prediction API, its middleware and drift window.
+//! - `listen`: binding a listener up front (crate-internal).
+//! - [`load`]: `mlwatch load`, the traffic generator and reconciliation.
+//! - [`report`]: `mlwatch report`, dashboards rendered to static HTML.
+//! - [`stack`]: configs, supervised children and the launcher behind
+//!   `mlwatch up` and `mlwatch demo`.
+//! - [`demo`]: `mlwatch demo`, the whole story in one command.
+//! - [`shutdown`]: the one process-wide stop request.
+//! - [`poll`]: waiting for a condition with a deadline.
+//!
+//! Modules are public only where the binary, the integration tests or the
+//! benchmarks need them.
 
 pub mod demo;
-pub mod listen;
+pub(crate) mod listen;
 pub mod load;
 pub mod mlflow;
 pub mod model;
+pub mod poll;
 pub mod report;
-pub mod resources;
+pub(crate) mod resources;
 pub mod serve;
 pub mod shutdown;
 pub mod stack;

@@ -61,13 +61,20 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Listening starts before any work, and lasts until the process
+        // ends: a signal at any moment reaches whatever waits next.
+        let shutdown = mlwatch::shutdown::Shutdown::listen()?;
         match cli.command {
-            Command::Train(args) => mlwatch::train::run(args).await,
-            Command::Serve(args) => mlwatch::serve::run(args).await,
-            Command::Demo(args) => mlwatch::demo::run(args).await,
-            Command::Up(args) => mlwatch::stack::up::run(args).await,
-            Command::Load(args) => mlwatch::load::run(args).await,
-            Command::Report(args) => mlwatch::report::run(args).await,
+            Command::Train(args) => mlwatch::train::run(args, shutdown).await,
+            Command::Serve(args) => mlwatch::serve::run(args, shutdown).await,
+            Command::Demo(args) => mlwatch::demo::run(args, shutdown).await,
+            Command::Up(args) => mlwatch::stack::up::run(args, shutdown).await,
+            Command::Load(args) => mlwatch::load::run(args, &shutdown).await,
+            Command::Report(args) => {
+                shutdown
+                    .guard("the report", mlwatch::report::run(args))
+                    .await
+            }
         }
     });
     match result {

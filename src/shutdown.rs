@@ -1,30 +1,160 @@
-//! Process shutdown: one future that completes on Ctrl-C or SIGTERM, so that
-//! servers can stop accepting and let in-flight requests finish.
+//! Process shutdown as one value. [`Shutdown::listen`] is called once, in
+//! `main`, before any work starts: from then on a task listens to SIGINT and
+//! SIGTERM for the whole life of the process and cancels one token, so a
+//! signal that arrives between two waits (during a save, a push, a report)
+//! is never lost. Every wait takes a [`Shutdown`] (a cheap clone) and
+//! selects on [`Shutdown::requested`]. A second signal forces the exit: the
+//! supervised children are killed first, so nothing is left behind even then.
 
-/// Completes when the process is asked to stop.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
+use tokio_util::sync::CancellationToken;
+
+/// Exit status of a forced exit (128 + SIGINT, as shells report it).
+const FORCED_EXIT: i32 = 130;
+
+/// The process-wide stop request; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A shutdown that only [`Shutdown::request`] triggers (library callers,
+    /// tests).
+    pub fn manual() -> Self {
+        Self::default()
+    }
+
+    /// Installs the signal listeners for the rest of the process's life.
+    /// Must run inside the tokio runtime; fails only when the OS refuses a
+    /// signal handler.
+    pub fn listen() -> anyhow::Result<Self> {
+        let shutdown = Self::default();
+        let mut signals = Signals::new()?;
+        let token = shutdown.token.clone();
+        tokio::spawn(async move {
+            let name = signals.next().await;
+            tracing::info!("{name} received, shutting down (again to force)");
+            token.cancel();
+            let name = signals.next().await;
+            eprintln!("{name} received again: forcing exit");
+            crate::stack::children::kill_all_now();
+            std::process::exit(FORCED_EXIT);
+        });
+        Ok(shutdown)
+    }
+
+    /// Asks everything waiting on this shutdown to stop.
+    pub fn request(&self) {
+        self.token.cancel();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes once a stop was requested (at once if it already was).
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// [`Shutdown::requested`] as an owned future, for APIs that take one
+    /// by value (poem's graceful shutdown).
+    pub fn requested_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.token.clone().cancelled_owned()
+    }
+
+    /// Runs `work` unless a stop is requested first; a stop requested while
+    /// it runs drops it and is an error naming `what`.
+    pub async fn guard<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            biased;
+            _ = self.requested() => anyhow::bail!("interrupted during {what}"),
+            result = work => {
+                // Work that stops on the request itself (a load run) returns
+                // normally; the caller must still not go on.
+                if self.is_requested() {
+                    anyhow::bail!("interrupted during {what}");
+                }
+                result
             }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C (SIGINT)",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_before_the_wait_is_not_lost() {
+        let shutdown = Shutdown::manual();
+        shutdown.request();
+        let clone = shutdown.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(1), clone.requested())
+            .await
+            .expect("an earlier request completes a later wait");
+    }
+
+    #[tokio::test]
+    async fn guard_stops_work_and_names_it() {
+        let shutdown = Shutdown::manual();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            trigger.request();
+        });
+        let error = shutdown
+            .guard("the alert wait", async {
+                std::future::pending::<anyhow::Result<()>>().await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "interrupted during the alert wait");
+    }
+
+    #[tokio::test]
+    async fn guard_refuses_to_go_on_after_work_that_ended_on_the_request() {
+        let shutdown = Shutdown::manual();
+        let inner = shutdown.clone();
+        let result = shutdown
+            .guard("a load run", async move {
+                inner.request();
+                anyhow::Ok(7)
+            })
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        let untouched = Shutdown::manual();
+        assert_eq!(
+            untouched.guard("x", async { anyhow::Ok(7) }).await.unwrap(),
+            7
+        );
     }
 }

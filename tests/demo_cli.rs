@@ -1,28 +1,36 @@
-//! `mlwatch demo --quick` end to end: the real binary starts the stack from
-//! PATH, trains, sends traffic, waits for the two alerts, writes the report,
-//! and leaves no process behind.
+//! `mlwatch demo` end to end: `--quick` starts the stack from PATH, trains,
+//! sends traffic, waits for the two alerts, writes the report and leaves no
+//! process behind; a signal at any step stops everything promptly; the
+//! demo never clears a directory it did not create and never installs
+//! packages unless asked.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::queries::{dashboards, panels};
 use common::Process;
 
-#[test]
-fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
+fn require_stack_binaries() {
     common::stack::require_binary(&["prometheus"], "prometheus");
     common::stack::require_binary(
         &["alertmanager", "prometheus-alertmanager"],
         "prometheus-alertmanager",
     );
+}
+
+#[test]
+fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
+    require_stack_binaries();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("demo-state");
     let state_arg = state.display().to_string();
     let mut demo = Process::mlwatch(
         "demo",
-        &["demo", "--quick", "--no-install", "--state-dir", &state_arg],
+        &["demo", "--quick", "--state-dir", &state_arg],
         dir.path(),
     );
     let status = demo
@@ -31,17 +39,31 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
     let log = demo.log_text();
     assert!(status.success(), "demo failed ({status}):\n{log}");
 
+    // Each alert is printed as "NAME SEVERITY DESCRIPTION", then its runbook.
+    let lines: Vec<&str> = log.lines().collect();
     for alert in ["DataDrift", "InvalidInputSurge"] {
-        let line = log
-            .lines()
-            .find(|l| l.trim_start().starts_with(alert))
+        let at = lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(alert))
             .unwrap_or_else(|| panic!("{alert} not printed:\n{log}"));
-        assert!(!line.is_empty());
+        let fields: Vec<&str> = lines[at].split_whitespace().collect();
+        assert!(
+            ["warning", "critical"].contains(&fields[1]),
+            "{alert} is printed with its severity: {:?}",
+            lines[at]
+        );
+        assert!(
+            fields.len() > 4,
+            "{alert} is printed with its description: {:?}",
+            lines[at]
+        );
+        let runbook = format!("runbook: docs/runbooks.md#{}", alert.to_lowercase());
+        assert_eq!(
+            lines.get(at + 1).map(|l| l.trim()),
+            Some(runbook.as_str()),
+            "{alert}'s runbook follows it:\n{log}"
+        );
     }
-    assert!(
-        log.contains("runbook: docs/runbooks.md#datadrift"),
-        "runbook links printed:\n{log}"
-    );
 
     let report = std::fs::read_to_string(state.join("report.html")).expect("report.html written");
     let mut expected = 0;
@@ -72,4 +94,171 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
     let left = common::processes_mentioning(&state_arg);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
     assert!(Path::new(&state).join("logs/prometheus.log").exists());
+    assert!(
+        state.join(".mlwatch-state").is_file(),
+        "the state directory is marked as the demo's"
+    );
+}
+
+/// Starts `mlwatch demo --quick`, waits until its log shows `marker`,
+/// sends `signal`, and asserts that the demo and every child are gone
+/// within seconds.
+fn signal_at(marker: &str, signal: &str) {
+    require_stack_binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.display().to_string();
+    let mut demo = Process::mlwatch(
+        "demo",
+        &["demo", "--quick", "--state-dir", &state_arg],
+        dir.path(),
+    );
+    if !marker.is_empty() {
+        common::poll(
+            &format!("the demo to reach {marker:?}"),
+            Duration::from_secs(120),
+            || {
+                if let Some(status) = demo.try_exit() {
+                    panic!(
+                        "demo ended ({status}) before {marker:?}:\n{}",
+                        demo.log_text()
+                    );
+                }
+                demo.log_text().contains(marker).then_some(())
+            },
+        );
+    }
+    let sent = Instant::now();
+    demo.signal(signal);
+    // Children get SIGTERM with a 5 s grace each; nothing here should need it.
+    let status = demo
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("SIGNAL {signal} at {marker:?} did not stop the demo"));
+    let took = sent.elapsed();
+    let log = demo.log_text();
+    assert!(
+        !status.success(),
+        "an interrupted demo does not report success:\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "stopping took {took:?}:\n{log}"
+    );
+    assert!(
+        !log.contains("report: "),
+        "the demo did not go on after the signal:\n{log}"
+    );
+    // The children are reaped by the demo before it exits.
+    let left = common::processes_mentioning(&state_arg);
+    assert!(left.is_empty(), "processes left behind: {left:#?}\n{log}");
+}
+
+#[test]
+fn sigterm_right_after_start_stops_the_demo_and_its_children() {
+    signal_at("mlwatch stack is up", "TERM");
+}
+
+#[test]
+fn ctrl_c_while_training_stops_everything() {
+    signal_at("[1/5]", "INT");
+}
+
+#[test]
+fn sigterm_during_normal_traffic_stops_everything() {
+    signal_at("[2/5]", "TERM");
+}
+
+#[test]
+fn ctrl_c_during_bad_traffic_stops_everything() {
+    signal_at("[3/5]", "INT");
+}
+
+#[test]
+fn ctrl_c_during_the_alert_wait_stops_everything() {
+    signal_at("[4/5]", "INT");
+}
+
+#[test]
+fn a_directory_the_demo_did_not_create_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("projects");
+    std::fs::create_dir_all(precious.join("logs")).unwrap();
+    std::fs::write(precious.join("thesis.tex"), "years of work").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["demo", "--quick", "--state-dir"])
+        .arg(&precious)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not created by mlwatch") && stderr.contains("refusing to clear it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    assert!(precious.join("logs").is_dir());
+}
+
+/// A PATH with only a fake `apt-get` that records its arguments.
+fn fake_apt(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = dir.join("apt-args");
+    let script = bin.join("apt-get");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" > {}\nexit 1\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    record
+}
+
+#[test]
+fn without_install_the_demo_prints_the_command_and_runs_no_apt_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = fake_apt(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["demo", "--quick", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("PATH", dir.path().join("bin"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("apt-get install --no-install-recommends prometheus prometheus-alertmanager"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--install"), "{stderr}");
+    assert!(!record.exists(), "apt-get was run without --install");
+}
+
+#[test]
+fn with_install_apt_get_runs_without_recommends_and_its_failure_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = fake_apt(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["demo", "--quick", "--install", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("PATH", dir.path().join("bin"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    if nix::unistd::geteuid().is_root() {
+        let args = std::fs::read_to_string(&record).expect("apt-get was run");
+        assert_eq!(
+            args.trim(),
+            "install -y --no-install-recommends prometheus prometheus-alertmanager"
+        );
+        assert!(stderr.contains("apt-get install failed"), "{stderr}");
+    } else {
+        assert!(stderr.contains("needs root"), "{stderr}");
+        assert!(!record.exists());
+    }
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -125,39 +126,57 @@ impl LoadRun {
     }
 }
 
+/// Reads a child's pipe to its end on a thread, so that a chatty child
+/// never blocks on a full pipe while the test waits for it to exit.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
 /// Runs `mlwatch load ARGS` to the end (at most 60 s).
 fn load(args: &[&str], dir: &Path) -> LoadRun {
+    load_logging(args, dir, "info")
+}
+
+/// [`load`] with `RUST_LOG` set to `filter`.
+fn load_logging(args: &[&str], dir: &Path, filter: &str) -> LoadRun {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
         .arg("load")
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start mlwatch load");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("poll mlwatch load").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("reap mlwatch load");
-            panic!(
-                "mlwatch load {args:?} still running after 60 s:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child
-        .wait_with_output()
-        .expect("collect mlwatch load output");
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status =
+        mlwatch::poll::blocking(Duration::from_millis(20), Duration::from_secs(60), || {
+            child.try_wait().expect("poll mlwatch load")
+        });
+    let Ok(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "mlwatch load {args:?} still running after 60 s:\n{}",
+            stderr.join().unwrap_or_default()
+        );
+    };
     LoadRun {
-        success: output.status.success(),
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: status.success(),
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
 
@@ -244,7 +263,13 @@ fn load_sends_exactly_the_requested_mix_and_the_service_counts_every_request() {
     // Our own scrape agrees with the tool's tally, status by status.
     let delta = |status| service.requests(&after, status) - service.requests(&before, status);
     assert_eq!(delta("success"), 80.0, "success: valid + drifted + batch");
-    assert_eq!(delta("invalid_input"), 40.0, "invalid_input: every invalid");
+    // The rotation starts with wrong_method (a 405, not a prediction
+    // request): 40 invalid requests send it twice.
+    assert_eq!(
+        delta("invalid_input"),
+        38.0,
+        "invalid_input: every invalid but the 405s"
+    );
     assert_eq!(delta("error"), 0.0);
     for status in ["success", "invalid_input", "error"] {
         assert_eq!(
@@ -283,7 +308,7 @@ fn load_sends_exactly_the_requested_mix_and_the_service_counts_every_request() {
 #[test]
 fn every_invalid_class_gets_its_documented_status_and_error_from_the_real_service() {
     let service = Service::start();
-    // No --artifact: the reference comes from the path /model reports.
+    // No --artifact: the reference comes from GET /model.
     let run = load(
         &[
             "--target",
@@ -337,14 +362,14 @@ fn every_invalid_class_gets_its_documented_status_and_error_from_the_real_servic
     assert_eq!(summary["unexpected"], serde_json::json!([]));
     assert_eq!(
         summary["reconciliation"]["service"]["invalid_input"].as_f64(),
-        Some(26.0),
-        "each is counted once as invalid_input"
+        Some(25.0),
+        "each is counted once as invalid_input, but the 405 (not a prediction request)"
     );
     assert!(
         summary["reference"]
             .as_str()
             .is_some_and(|r| r.contains("the service's artifact")),
-        "reference read from /model's path: {}",
+        "reference read from GET /model: {}",
         summary["reference"]
     );
 }
@@ -375,16 +400,14 @@ fn requests_from_another_client_during_the_run_fail_reconciliation_naming_each_s
     for reconcile in [true, false] {
         let mut tool = Process::mlwatch("load", &args(reconcile), service.dir.path());
         // The first scrape is taken before "sending load" is logged.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !tool.log_text().contains("sending load") {
+        common::poll("load to start sending", Duration::from_secs(30), || {
             assert!(
                 tool.try_exit().is_none(),
                 "load ended before sending:\n{}",
                 tool.log_text()
             );
-            assert!(Instant::now() < deadline, "load never started sending");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            tool.log_text().contains("sending load").then_some(())
+        });
         // The run lasts about 2 s at 20 requests/s: these land inside it.
         assert_eq!(service.predict("application/json", &extra_body), 200);
         assert_eq!(service.predict("application/json", &extra_body), 200);
@@ -490,4 +513,34 @@ fn a_bad_mix_is_a_usage_error_before_anything_is_sent() {
         "{}",
         run.explain()
     );
+}
+
+#[test]
+fn a_chatty_run_is_read_while_it_runs_and_cannot_stall_on_its_pipes() {
+    let service = Service::start();
+    // Trace logs of the HTTP client: far more than a pipe buffer (64 KiB),
+    // which a child blocks on when nobody reads its pipe.
+    let run = load_logging(
+        &[
+            "--target",
+            &service.base,
+            "--requests",
+            "500",
+            "--concurrency",
+            "4",
+        ],
+        service.dir.path(),
+        "trace",
+    );
+    assert!(
+        run.success,
+        "{}",
+        run.explain().chars().take(2000).collect::<String>()
+    );
+    assert!(
+        run.stderr.len() > 128 * 1024,
+        "the run was chatty enough to fill a pipe: {} bytes",
+        run.stderr.len()
+    );
+    assert!(run.stdout.contains("sent 500 in"), "{}", run.stdout);
 }

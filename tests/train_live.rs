@@ -6,9 +6,20 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    documented_metrics, family_names, free_port, scrape, value, wait_for_status, Process,
-};
+use common::{documented_metrics, family_names, listening_address, scrape, value, Process};
+
+/// What `mlwatch train` logs once its /metrics listener is bound.
+const TRAINER_LISTENING: &str = "training metrics on http://";
+
+/// Starts `mlwatch train ARGS --listen 127.0.0.1:0` and returns it with
+/// the address it bound.
+fn trainer(args: &[&str], dir: &std::path::Path) -> (Process, String) {
+    let mut all = vec!["train", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut process = Process::mlwatch("trainer", &all, dir);
+    let address = listening_address(&mut process, TRAINER_LISTENING).to_string();
+    (process, address)
+}
 
 fn now() -> f64 {
     SystemTime::now()
@@ -59,33 +70,19 @@ fn assert_documented(scrape: &common::Scrape) {
 
 /// Scrapes until training_in_progress drops to 0; returns that scrape.
 fn scrape_when_finished(url: &str, timeout: Duration) -> common::Scrape {
-    let deadline = Instant::now() + timeout;
-    loop {
+    common::poll("training to finish", timeout, || {
         let s = scrape(url);
-        if value(&s, "training_in_progress", &[]) == Some(0.0) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "training did not finish within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (value(&s, "training_in_progress", &[]) == Some(0.0)).then_some(s)
+    })
 }
 
 #[test]
 fn linear_training_exports_every_documented_metric_live() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (mut trainer, listen) = trainer(
         &[
-            "train",
             "--model",
             "linear",
-            "--listen",
-            &listen,
             "--pace",
             "300ms",
             "--iterations",
@@ -100,30 +97,20 @@ fn linear_training_exports_every_documented_metric_live() {
         dir.path(),
     );
     let url = format!("http://{listen}/metrics");
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
-    );
 
     // During training: in progress, heartbeat fresh, epochs moving.
-    std::thread::sleep(Duration::from_millis(700));
-    let first = scrape(&url);
+    let epochs = |s: &common::Scrape| value(s, "training_epochs_total", &[]).unwrap_or(0.0);
+    let first = common::poll("a first epoch", Duration::from_secs(30), || {
+        Some(scrape(&url)).filter(|s| epochs(s) >= 1.0)
+    });
     assert_eq!(
         value(&first, "training_in_progress", &[]),
         Some(1.0),
         "in progress while training"
     );
-    std::thread::sleep(Duration::from_millis(900));
-    let second = scrape(&url);
-    let epochs = |s| value(s, "training_epochs_total", &[]).expect("training_epochs_total");
-    assert!(
-        epochs(&second) > epochs(&first),
-        "epochs increase: {} then {}",
-        epochs(&first),
-        epochs(&second)
-    );
+    let second = common::poll("a further epoch", Duration::from_secs(30), || {
+        Some(scrape(&url)).filter(|s| epochs(s) > epochs(&first))
+    });
     let heartbeat = value(&second, "training_last_update_timestamp_seconds", &[]).unwrap();
     assert!(
         (now() - heartbeat).abs() < 5.0,
@@ -209,15 +196,10 @@ fn linear_training_exports_every_documented_metric_live() {
 #[test]
 fn boosting_exports_classification_and_tree_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (_trainer, listen) = trainer(
         &[
-            "train",
             "--model",
             "boost",
-            "--listen",
-            &listen,
             "--iterations",
             "6",
             "--linger",
@@ -228,12 +210,6 @@ fn boosting_exports_classification_and_tree_metrics() {
         dir.path(),
     );
     let url = format!("http://{listen}/metrics");
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
-    );
     let done = scrape_when_finished(&url, Duration::from_secs(60));
     let names = family_names(&done);
     let missing: Vec<_> = expected(false, true, true)
@@ -265,20 +241,8 @@ fn boosting_exports_classification_and_tree_metrics() {
 #[test]
 fn trainer_exits_after_linger_and_stops_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut trainer = Process::mlwatch(
-        "trainer",
-        &[
-            "train",
-            "--listen",
-            &listen,
-            "--iterations",
-            "2",
-            "--linger",
-            "1s",
-            "--output",
-            "m.json",
-        ],
+    let (mut trainer, listen) = trainer(
+        &["--iterations", "2", "--linger", "1s", "--output", "m.json"],
         dir.path(),
     );
     let status = trainer
@@ -336,36 +300,43 @@ fn port_in_use_is_a_clear_error() {
     );
 }
 
-#[test]
-fn final_metrics_reach_a_real_pushgateway() {
-    let pushgateway = common::stack::require_binary(
+/// A real Pushgateway on `[::1]` under the route prefix `/gw`, on the port
+/// it reports after binding `:0`; returns it and its base URL.
+fn pushgateway(dir: &std::path::Path) -> (Process, String) {
+    let binary = common::stack::require_binary(
         &["prometheus-pushgateway", "pushgateway"],
         "prometheus-pushgateway",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = format!("127.0.0.1:{}", free_port());
-    let mut gw = Process::spawn(
+    let mut gateway = Process::spawn(
         "pushgateway",
-        &pushgateway,
+        &binary,
         &[
-            format!("--web.listen-address={gateway}"),
+            "--web.listen-address=[::1]:0".into(),
+            "--web.route-prefix=/gw".into(),
             "--persistence.interval=0".into(),
         ],
-        dir.path(),
+        dir,
     );
-    wait_for_status(
-        &format!("http://{gateway}/-/ready"),
+    let address = listening_address(&mut gateway, "msg=\"Listening on\" address=");
+    let base = format!("http://{address}/gw");
+    common::wait_for_status(
+        &format!("{base}/-/ready"),
         200,
         Duration::from_secs(20),
-        &mut gw,
+        &mut gateway,
     );
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    (gateway, base)
+}
+
+#[test]
+fn final_metrics_reach_a_real_pushgateway_and_a_metrics_less_run_cannot_wipe_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_gateway, base) = pushgateway(dir.path());
+    // IPv6, credentials, a path prefix and a trailing slash: the URL is
+    // parsed, not split by hand (the Pushgateway ignores the credentials).
+    let url = base.replace("http://", "http://trainer:secret@") + "/";
+    let (mut trainer, _) = trainer(
         &[
-            "train",
-            "--listen",
-            &listen,
             "--iterations",
             "3",
             "--linger",
@@ -373,37 +344,181 @@ fn final_metrics_reach_a_real_pushgateway() {
             "--output",
             "m.json",
             "--pushgateway",
-            &format!("http://{gateway}"),
+            &url,
         ],
         dir.path(),
     );
-    assert!(trainer
-        .wait_exit(Duration::from_secs(30))
-        .expect("exits")
-        .success());
-    let pushed = scrape(&format!("http://{gateway}/metrics"));
-    assert_eq!(
-        value(
-            &pushed,
-            "training_epochs_total",
-            &[("job", "model-training")]
-        ),
-        Some(3.0)
+    let status = trainer.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", trainer.log_text());
+    assert!(
+        trainer.log_text().contains("pushed final metrics"),
+        "{}",
+        trainer.log_text()
     );
+    assert!(
+        !trainer.log_text().contains("secret"),
+        "no password in logs"
+    );
+    let pushed = || scrape(&format!("{base}/metrics"));
+    let epochs =
+        |s: &common::Scrape| value(s, "training_epochs_total", &[("job", "model-training")]);
+    assert_eq!(epochs(&pushed()), Some(3.0));
     assert_eq!(
         value(
-            &pushed,
+            &pushed(),
             "training_in_progress",
             &[("job", "model-training")]
         ),
         Some(0.0)
     );
+
+    // An empty push would replace the group: refused as a flag and from
+    // the environment alike, before anything is trained or sent.
+    let mut flags = Process::mlwatch(
+        "no-metrics-flag",
+        &[
+            "train",
+            "--no-metrics",
+            "--linger",
+            "0s",
+            "--output",
+            "n.json",
+            "--pushgateway",
+            &url,
+        ],
+        dir.path(),
+    );
+    let env_run = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args([
+            "train",
+            "--no-metrics",
+            "--linger",
+            "0s",
+            "--output",
+            "e.json",
+        ])
+        .env("MLWATCH_PUSHGATEWAY", &url)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let status = flags.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a usage error:\n{}",
+        flags.log_text()
+    );
+    assert!(
+        flags.log_text().contains("--no-metrics") && flags.log_text().contains("--pushgateway"),
+        "{}",
+        flags.log_text()
+    );
+    let stderr = String::from_utf8_lossy(&env_run.stderr).into_owned();
+    assert!(!env_run.status.success(), "{stderr}");
+    assert_eq!(env_run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--no-metrics"), "{stderr}");
+    for name in ["n.json", "e.json"] {
+        assert!(!dir.path().join(name).exists(), "{name}: nothing trained");
+    }
+    assert_eq!(
+        epochs(&pushed()),
+        Some(3.0),
+        "the good run's group is intact"
+    );
+}
+
+/// Accepts connections and never answers: a Pushgateway that hangs.
+fn silent_server() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (accepted, connections) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            if accepted.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    (url, connections)
+}
+
+#[test]
+fn sigterm_during_the_push_stops_the_trainer_at_once_with_the_artifact_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, connections) = silent_server();
+    let (mut trainer, _) = trainer(
+        &[
+            "--iterations",
+            "2",
+            "--linger",
+            "900s",
+            "--output",
+            "m.json",
+            "--pushgateway",
+            &url,
+        ],
+        dir.path(),
+    );
+    // The push connects after the artifact is written: it now hangs.
+    connections
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the trainer starts its push");
+    let sent = Instant::now();
+    trainer.signal("TERM");
+    let status = trainer
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still pushing or lingering:\n{}", trainer.log_text()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(status.success(), "{}", trainer.log_text());
+    assert!(
+        trainer.log_text().contains("push abandoned"),
+        "{}",
+        trainer.log_text()
+    );
+    mlwatch::model::Artifact::load(&dir.path().join("m.json")).expect("a whole artifact");
+}
+
+#[test]
+fn sigterm_once_the_artifact_is_written_skips_the_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut trainer, _) = trainer(
+        &[
+            "--iterations",
+            "2",
+            "--linger",
+            "900s",
+            "--output",
+            "m.json",
+        ],
+        dir.path(),
+    );
+    let artifact = dir.path().join("m.json");
+    common::poll("the artifact", Duration::from_secs(30), || {
+        artifact.exists().then_some(())
+    });
+    let sent = Instant::now();
+    trainer.signal("TERM");
+    let status = trainer
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still lingering:\n{}", trainer.log_text()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(status.success(), "{}", trainer.log_text());
+    mlwatch::model::Artifact::load(&artifact).expect("a whole artifact");
 }
 
 #[test]
 fn json_log_format_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
     let mut trainer = Process::mlwatch(
         "trainer",
         &[
@@ -411,7 +526,7 @@ fn json_log_format_writes_one_json_object_per_line() {
             "json",
             "train",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--iterations",
             "2",
             "--linger",

@@ -37,10 +37,29 @@ fn missing_prometheus_prints_the_install_command() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("apt-get install prometheus prometheus-alertmanager"),
+        stderr
+            .contains("apt-get install --no-install-recommends prometheus prometheus-alertmanager"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_model_is_refused_before_anything_starts() {
+    let empty = tempfile::tempdir().unwrap();
+    let state = empty.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["up", "--model", "svm", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("invalid value 'svm'") && stderr.contains("linear"),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "nothing was started or written");
 }
 
 #[test]

@@ -3,5 +3,8 @@
 { pkgs, nixosModule }:
 
 {
+  # One host: the whole stack.
   stack = pkgs.testers.runNixOSTest (import ./stack.nix { inherit nixosModule; });
+  # Three hosts: two API hosts, one monitoring host (docs/fleet.md).
+  fleet = pkgs.testers.runNixOSTest (import ./fleet.nix { inherit nixosModule; });
 }

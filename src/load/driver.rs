@@ -173,13 +173,19 @@ async fn open_loop(
         if *interrupt.borrow() {
             break;
         }
-        let offset = Duration::from_secs_f64(index as f64 / rate);
+        // Checked: a schedule past any representable instant ends the run
+        // instead of panicking (validation keeps the rate far from that).
+        let Some((offset, at)) = Duration::try_from_secs_f64(index as f64 / rate)
+            .ok()
+            .and_then(|offset| Some((offset, start.checked_add(offset)?)))
+        else {
+            break;
+        };
         match stop {
             Stop::Requests(n) if index >= n => break,
             Stop::Duration(d) if offset >= d => break,
             _ => {}
         }
-        let at = start + offset;
         tokio::select! {
             _ = tokio::time::sleep_until(at) => {}
             // A closed channel cannot interrupt any more: keep going.
@@ -220,7 +226,7 @@ pub async fn send(
     let status = response.status().as_u16();
     // The status has been counted by the service already: a body that
     // fails to arrive is still an answer.
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_capped(response, ANSWER_BYTES).await;
     let error = if request.expected_error.is_some() || status != request.expected_status {
         serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -229,6 +235,25 @@ pub async fn send(
         None
     };
     Ok(Answer { status, error })
+}
+
+/// The most of an answer's body that is read: error bodies are a few
+/// dozen bytes, and a misbehaving service must not make the tool hold
+/// megabytes per request.
+const ANSWER_BYTES: usize = 16 * 1024;
+
+/// Up to `limit` bytes of the body; the rest is not read (the connection is
+/// dropped with the response). A body cut short parses as no `error`.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    body
 }
 
 fn classify(error: reqwest::Error) -> (TransportError, String) {

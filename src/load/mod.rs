@@ -35,6 +35,9 @@ use reconcile::RequestCounts;
 use summary::RunInfo;
 use traffic::{Generator, TrafficOptions};
 
+/// The slowest `--rate`: one request a day.
+pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+
 /// Closed-loop clients when neither `--rate` nor `--concurrency` is given.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Run length when neither `--duration` nor `--requests` is given.
@@ -150,10 +153,18 @@ impl LoadConfig {
             self.target
         );
         match self.pace {
-            Pace::Rate(r) => anyhow::ensure!(
-                r.is_finite() && r > 0.0,
-                "--rate must be a positive number of requests per second, got {r}"
-            ),
+            Pace::Rate(r) => {
+                anyhow::ensure!(
+                    r.is_finite() && r > 0.0,
+                    "--rate must be a positive number of requests per second, got {r}"
+                );
+                // A slower schedule puts requests past any representable
+                // instant; one a day is slow enough for any use.
+                anyhow::ensure!(
+                    r >= MIN_RATE,
+                    "--rate must be at least {MIN_RATE:.3e} (one request a day), got {r}"
+                );
+            }
             Pace::Concurrency(n) => anyhow::ensure!(n > 0, "--concurrency must be at least 1"),
         }
         match self.stop {
@@ -353,11 +364,11 @@ fn drift_indices(names: &[String], features: &[String]) -> anyhow::Result<Vec<us
 /// `mlwatch load`: runs, prints the summary (text or `--json`) on stdout,
 /// and fails when the counts do not reconcile (or, with `--strict`, when an
 /// answer was unexpected or a request got none).
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+pub async fn run(args: LoadArgs, shutdown: &crate::shutdown::Shutdown) -> anyhow::Result<()> {
     let json = args.json;
     let strict = args.strict;
     let config = LoadConfig::try_from(args)?;
-    let summary = generate_until(&config, crate::shutdown::signal()).await?;
+    let summary = generate_until(&config, shutdown.requested()).await?;
     if json {
         println!("{}", summary.to_json());
     } else {
@@ -437,6 +448,8 @@ mod tests {
         for (args, needle) in [
             (&["--rate", "0"][..], "--rate"),
             (&["--rate", "NaN"][..], "--rate"),
+            (&["--rate", "1e-10"][..], "one request a day"),
+            (&["--rate", "1e-300"][..], "one request a day"),
             (&["--concurrency", "0"][..], "--concurrency"),
             (&["--requests", "0"][..], "--requests"),
             (&["--batch-size", "0"][..], "--batch-size"),

@@ -3,7 +3,8 @@
 //! send. `/metrics` is scraped before and after the run, and the change of
 //! `model_prediction_requests_total` (summed over `model_version`) per
 //! `status` is compared with the generator's own tally of answers:
-//! 2xx → `success`, 4xx → `invalid_input`, 5xx → `error`.
+//! 2xx → `success`, 4xx → `invalid_input`, 5xx → `error`; a 405 is not a
+//! prediction request and is not counted (kept apart as `not_counted`).
 //!
 //! This holds only while the generator is the service's only client: any
 //! other traffic during the run shows up as a mismatch (that is the point:
@@ -11,9 +12,11 @@
 //! transport (timeouts, resets) may or may not have reached the service, so
 //! each widens the allowed surplus by one.
 //!
-//! The exposition parser here reads the Prometheus text format, enough for
-//! counters and gauges: names, labels with escapes, a value, an optional
-//! timestamp.
+//! The exposition is parsed by the `prometheus-parse` crate, the same
+//! parser the integration tests read /metrics with, so the tool and the
+//! tests cannot disagree about a scrape. That parser skips lines it cannot
+//! read; an answer with no sample at all is refused here as not being an
+//! exposition.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,123 +24,28 @@ use std::fmt;
 use anyhow::Context;
 use serde::Serialize;
 
-/// The counter reconciled against.
+/// The counter the service counts every /predict request in.
 pub const REQUESTS_METRIC: &str = "model_prediction_requests_total";
 
-/// The `status` label values of [`REQUESTS_METRIC`].
+/// The service's request outcomes (`status` label values).
 pub const STATUSES: [&str; 3] = ["success", "invalid_input", "error"];
 
-/// One sample of the text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A line of the exposition that is not a sample, a comment or blank.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}: {text}")]
-pub struct ParseError {
-    pub line: usize,
-    pub reason: &'static str,
-    pub text: String,
-}
-
-/// Parses a whole exposition (Prometheus text format 0.0.4).
-pub fn parse_exposition(text: &str) -> Result<Vec<Sample>, ParseError> {
-    let mut samples = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let sample = parse_sample(trimmed).map_err(|reason| ParseError {
-            line: index + 1,
-            reason,
-            text: trimmed.chars().take(200).collect(),
-        })?;
-        samples.push(sample);
-    }
-    Ok(samples)
-}
-
-/// `name{label="value",...} value [timestamp]`.
-fn parse_sample(line: &str) -> Result<Sample, &'static str> {
-    let mut rest = line;
-    let name_end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(rest.len());
-    let name = &rest[..name_end];
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err("no metric name");
-    }
-    rest = rest[name_end..].trim_start();
-    let mut labels = BTreeMap::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        rest = after;
-        loop {
-            rest = rest.trim_start();
-            if let Some(after) = rest.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let key_end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .ok_or("unterminated labels")?;
-            let key = &rest[..key_end];
-            if key.is_empty() {
-                return Err("bad label name");
-            }
-            rest = rest[key_end..].trim_start();
-            rest = rest.strip_prefix('=').ok_or("label without '='")?;
-            rest = rest.trim_start();
-            rest = rest.strip_prefix('"').ok_or("label value not quoted")?;
-            let (value, after) = label_value(rest)?;
-            labels.insert(key.to_owned(), value);
-            rest = after.trim_start();
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after;
-            } else if !rest.starts_with('}') {
-                return Err("expected ',' or '}' after a label");
-            }
-        }
-    }
-    let mut fields = rest.split_whitespace();
-    let value = fields.next().ok_or("no value")?;
-    let value: f64 = value.parse().map_err(|_| "value is not a number")?;
-    if let Some(timestamp) = fields.next() {
-        timestamp
-            .parse::<i64>()
-            .map_err(|_| "timestamp is not an integer")?;
-    }
-    if fields.next().is_some() {
-        return Err("text after the timestamp");
-    }
-    Ok(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
-/// A quoted label value (after the opening quote) with `\\`, `\"` and `\n`
-/// escapes; returns the value and the text after the closing quote.
-fn label_value(text: &str) -> Result<(String, &str), &'static str> {
-    let mut value = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Ok((value, &text[i + 1..])),
-            '\\' => match chars.next() {
-                Some((_, 'n')) => value.push('\n'),
-                Some((_, other)) => value.push(other),
-                None => break,
-            },
-            other => value.push(other),
-        }
-    }
-    Err("unterminated label value")
+/// Parses a whole exposition (Prometheus text format 0.0.4); an error when
+/// nothing in it is a sample.
+pub fn parse_exposition(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .context("cannot read the exposition")?;
+    anyhow::ensure!(
+        !scrape.samples.is_empty(),
+        "no sample in it (first line: {:?})",
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    );
+    Ok(scrape)
 }
 
 /// `model_prediction_requests_total` summed over `model_version`, by
@@ -150,16 +58,24 @@ pub struct RequestCounts {
 }
 
 impl RequestCounts {
-    pub fn from_samples(samples: &[Sample]) -> Self {
+    pub fn from_samples(scrape: &prometheus_parse::Scrape) -> Self {
+        use prometheus_parse::Value;
         let mut counts = RequestCounts::default();
-        for sample in samples.iter().filter(|s| s.name == REQUESTS_METRIC) {
+        for sample in scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == REQUESTS_METRIC)
+        {
+            let (Value::Counter(value) | Value::Untyped(value)) = sample.value else {
+                continue;
+            };
             counts.present = true;
             let status = sample
                 .labels
                 .get("status")
-                .cloned()
-                .unwrap_or_else(|| "(no status label)".to_owned());
-            *counts.by_status.entry(status).or_insert(0.0) += sample.value;
+                .unwrap_or("(no status label)")
+                .to_owned();
+            *counts.by_status.entry(status).or_insert(0.0) += value;
         }
         counts
     }
@@ -183,15 +99,20 @@ pub async fn scrape(client: &reqwest::Client, target: &str) -> anyhow::Result<Re
         .text()
         .await
         .with_context(|| format!("cannot read {url}"))?;
-    let samples =
+    let scrape =
         parse_exposition(&text).with_context(|| format!("{url} is not a Prometheus exposition"))?;
-    Ok(RequestCounts::from_samples(&samples))
+    Ok(RequestCounts::from_samples(&scrape))
 }
+
+/// The tool's tally key for a 405: the service does not count a wrong
+/// method as a prediction request (docs/service.md).
+pub const NOT_COUNTED: &str = "not_counted";
 
 /// The outcome the service counts for an HTTP status, or `None` for a
 /// status it never answers on /predict (1xx, 3xx).
 pub fn outcome_of(status: u16) -> Option<&'static str> {
     match status {
+        405 => Some(NOT_COUNTED),
         200..=299 => Some("success"),
         400..=499 => Some("invalid_input"),
         500..=599 => Some("error"),
@@ -333,36 +254,9 @@ model_prediction_requests_total{model_version="abc",status="success"} 10
 model_prediction_requests_total{model_version="abc",status="invalid_input"} 4
 model_prediction_requests_total{model_version="none",status="error"} 1
 model_prediction_requests_total{model_version="def",status="success"} 5 1700000000000
+# TYPE model_loaded gauge
 model_loaded 1
-weird{path="a \"quoted\" \\ back\nslash",le="+Inf",} +Inf
 "#;
-
-    #[test]
-    fn exposition_lines_parse_with_escapes_timestamps_and_trailing_commas() {
-        let samples = parse_exposition(EXPOSITION).unwrap();
-        assert_eq!(samples.len(), 6);
-        assert_eq!(samples[0].name, REQUESTS_METRIC);
-        assert_eq!(samples[0].labels["status"], "success");
-        assert_eq!(samples[3].value, 5.0, "timestamp ignored");
-        assert_eq!(samples[4].labels.len(), 0);
-        assert_eq!(samples[5].labels["path"], "a \"quoted\" \\ back\nslash");
-        assert_eq!(samples[5].value, f64::INFINITY);
-    }
-
-    #[test]
-    fn malformed_exposition_lines_are_errors_with_their_line_number() {
-        for (text, reason) in [
-            ("ok 1\nbroken{a=\"x} 1", "unterminated label value"),
-            ("ok 1\n{a=\"x\"} 1", "no metric name"),
-            ("ok 1\nm{a=x} 1", "label value not quoted"),
-            ("ok 1\nm{a=\"x\"}", "no value"),
-            ("ok 1\nm one", "value is not a number"),
-            ("ok 1\nm 1 2 3", "text after the timestamp"),
-        ] {
-            let error = parse_exposition(text).unwrap_err();
-            assert_eq!((error.line, error.reason), (2, reason), "{text}");
-        }
-    }
 
     #[test]
     fn request_counts_sum_over_model_versions() {
@@ -376,10 +270,41 @@ weird{path="a \"quoted\" \\ back\nslash",le="+Inf",} +Inf
     }
 
     #[test]
+    fn an_answer_without_samples_is_not_an_exposition() {
+        for text in ["", "<html>not metrics</html>", "# HELP x y\n"] {
+            let error = parse_exposition(text).unwrap_err().to_string();
+            assert!(error.contains("no sample"), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_service_exposition_reconciles_through_the_shared_parser() {
+        // The real exporter's output, not a hand-written sample: labels it
+        // adds (otel_scope_*) and its formatting must parse.
+        let telemetry = crate::telemetry::Telemetry::new().unwrap();
+        let counter = telemetry
+            .meter()
+            // As serve/metrics.rs names it: the exporter adds `_total`.
+            .u64_counter("model_prediction_requests")
+            .build();
+        counter.add(
+            3,
+            &[
+                opentelemetry::KeyValue::new("status", "success"),
+                opentelemetry::KeyValue::new("model_version", "v1"),
+            ],
+        );
+        let counts =
+            RequestCounts::from_samples(&parse_exposition(&telemetry.render().unwrap()).unwrap());
+        assert!(counts.present);
+        assert_eq!(counts.get("success"), 3.0);
+    }
+
+    #[test]
     fn statuses_map_to_the_service_outcomes() {
         assert_eq!(outcome_of(200), Some("success"));
         assert_eq!(outcome_of(413), Some("invalid_input"));
-        assert_eq!(outcome_of(405), Some("invalid_input"));
+        assert_eq!(outcome_of(405), Some(NOT_COUNTED));
         assert_eq!(outcome_of(503), Some("error"));
         assert_eq!(outcome_of(302), None);
     }

@@ -48,6 +48,14 @@ impl TransportError {
 /// Distinct transport error messages kept as examples.
 const ERROR_EXAMPLES: usize = 5;
 
+/// Distinct unexpected answers itemised; further ones are only counted. The
+/// key holds the service's own phrase, so without a cap a misbehaving
+/// service could grow the tally without end.
+pub const UNEXPECTED_KEYS: usize = 32;
+
+/// The longest service phrase kept, in characters.
+pub const PHRASE_CHARS: usize = 120;
+
 #[derive(Debug, Clone, Default)]
 struct ClassTally {
     sent: u64,
@@ -73,6 +81,8 @@ pub struct Tally {
     by_class: BTreeMap<Class, ClassTally>,
     by_kind: BTreeMap<InvalidKind, ClassTally>,
     unexpected: BTreeMap<UnexpectedKey, u64>,
+    /// Unexpected answers past [`UNEXPECTED_KEYS`] distinct ones.
+    unexpected_unlisted: u64,
     errors: BTreeMap<TransportError, u64>,
     error_examples: Vec<String>,
     latency: Histogram,
@@ -112,9 +122,15 @@ impl Tally {
                         request.expected_status,
                         request.expected_error,
                         answer.status,
-                        answer.error,
+                        answer.error.map(|e| e.chars().take(PHRASE_CHARS).collect()),
                     );
-                    *self.unexpected.entry(key).or_default() += 1;
+                    if let Some(count) = self.unexpected.get_mut(&key) {
+                        *count += 1;
+                    } else if self.unexpected.len() < UNEXPECTED_KEYS {
+                        self.unexpected.insert(key, 1);
+                    } else {
+                        self.unexpected_unlisted += 1;
+                    }
                 }
             }
             Err((error, message)) => {
@@ -182,8 +198,11 @@ pub struct LoadSummary {
     pub invalid_kinds: BTreeMap<String, KindSummary>,
     /// Bad-input classes left out for want of a known limit.
     pub skipped_invalid_kinds: Vec<String>,
-    /// Answers whose status (or `error` phrase) is not the one expected.
+    /// Answers whose status (or `error` phrase) is not the one expected,
+    /// itemised up to 32 distinct kinds.
     pub unexpected: Vec<Unexpected>,
+    /// Further unexpected answers, counted but not itemised.
+    pub unexpected_unlisted: u64,
     pub errors: ErrorSummary,
     /// Latency of answered requests, in milliseconds; `None` without answers.
     pub latency_ms: Option<LatencySummary>,
@@ -341,6 +360,7 @@ impl LoadSummary {
                     },
                 )
                 .collect(),
+            unexpected_unlisted: tally.unexpected_unlisted,
             errors: ErrorSummary {
                 total: tally.transport_errors(),
                 timeout: errors(TransportError::Timeout),
@@ -371,7 +391,7 @@ impl LoadSummary {
 
     /// Answers that were not what their class expects.
     pub fn unexpected_answers(&self) -> u64 {
-        self.unexpected.iter().map(|u| u.count).sum()
+        self.unexpected.iter().map(|u| u.count).sum::<u64>() + self.unexpected_unlisted
     }
 
     /// An error naming every reconciliation mismatch, if there is one.
@@ -478,7 +498,7 @@ impl fmt::Display for LoadSummary {
                 writeln!(f, "  e.g. {example}")?;
             }
         }
-        if self.unexpected.is_empty() {
+        if self.unexpected_answers() == 0 {
             writeln!(f, "unexpected answers: none")?;
         } else {
             writeln!(f, "unexpected answers: {}", self.unexpected_answers())?;
@@ -496,6 +516,13 @@ impl fmt::Display for LoadSummary {
                     u.status,
                     phrase(u.error.as_deref()),
                     u.count
+                )?;
+            }
+            if self.unexpected_unlisted > 0 {
+                writeln!(
+                    f,
+                    "  and {} more of further kinds (not itemised)",
+                    self.unexpected_unlisted
                 )?;
             }
         }
@@ -609,5 +636,31 @@ mod tests {
             d,
         );
         assert_eq!(tally.unexpected.len(), 3, "{:?}", tally.unexpected);
+    }
+
+    #[test]
+    fn a_service_inventing_phrases_cannot_grow_the_tally_without_end() {
+        let mut tally = Tally::default();
+        let d = Duration::from_millis(1);
+        let kind = Some(InvalidKind::WrongFeatureCount);
+        let long = "x".repeat(10 * PHRASE_CHARS);
+        tally.record(&request(Class::Invalid, kind), answer(422, Some(&long)), d);
+        for i in 0..1000 {
+            let phrase = format!("phrase {i}");
+            tally.record(
+                &request(Class::Invalid, kind),
+                answer(422, Some(&phrase)),
+                d,
+            );
+        }
+        assert_eq!(tally.unexpected.len(), UNEXPECTED_KEYS);
+        assert_eq!(tally.unexpected_unlisted, 1001 - UNEXPECTED_KEYS as u64);
+        let kept = tally
+            .unexpected
+            .keys()
+            .filter_map(|k| k.5.as_ref())
+            .map(|e| e.chars().count())
+            .max();
+        assert_eq!(kept, Some(PHRASE_CHARS));
     }
 }

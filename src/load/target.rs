@@ -3,9 +3,10 @@
 //! range and decile bins per feature) that valid and drifted values are
 //! drawn from.
 //!
-//! The reference comes from the artifact named by `--artifact`, or else the
-//! artifact at the path `/model` reports, when that file is readable here
-//! and is the version the service has loaded.
+//! The reference comes from the artifact named by `--artifact`, or else
+//! from `/model` itself (the loaded artifact's reference); older services
+//! that reported the artifact's `path` instead are still read from it when
+//! that file is readable here and is the version the service has loaded.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::traffic::{FeatureStats, Profile};
-use crate::model::Artifact;
+use crate::model::{Artifact, DriftReference};
 
 /// The parts of the `GET /model` answer the generator uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,7 +25,10 @@ pub struct ModelInfo {
     pub features: Vec<String>,
     #[serde(default)]
     pub class_names: Vec<String>,
-    /// The artifact path the service loaded (as the service was given it).
+    /// The loaded artifact's training reference.
+    #[serde(default)]
+    pub reference: Option<DriftReference>,
+    /// The artifact path, from services that still reported it.
     #[serde(default)]
     pub path: Option<PathBuf>,
 }
@@ -33,6 +37,7 @@ pub struct ModelInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReferenceSource {
     Artifact(PathBuf),
+    Service,
     ServicePath(PathBuf),
 }
 
@@ -40,6 +45,7 @@ impl std::fmt::Display for ReferenceSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReferenceSource::Artifact(p) => write!(f, "--artifact {}", p.display()),
+            ReferenceSource::Service => f.write_str("GET /model (the service's artifact)"),
             ReferenceSource::ServicePath(p) => {
                 write!(f, "{} (the service's artifact)", p.display())
             }
@@ -112,15 +118,22 @@ pub fn profile(
             );
         }
         return build(
-            reference_stats(&loaded),
+            reference_stats(&loaded.reference),
             ReferenceSource::Artifact(path.to_owned()),
         );
+    }
+    if let Some(reference) = info
+        .reference
+        .as_ref()
+        .filter(|r| r.features.len() == info.features.len())
+    {
+        return build(reference_stats(reference), ReferenceSource::Service);
     }
     if let Some(path) = &info.path {
         match Artifact::load(path) {
             Ok(loaded) if loaded.model_version == info.model_version => {
                 return build(
-                    reference_stats(&loaded),
+                    reference_stats(&loaded.reference),
                     ReferenceSource::ServicePath(path.clone()),
                 );
             }
@@ -144,9 +157,9 @@ pub fn profile(
 
 /// Moments and decile bins of every feature in the artifact's reference.
 fn reference_stats(
-    artifact: &Artifact,
+    reference: &DriftReference,
 ) -> (Vec<FeatureStats>, Vec<Option<crate::model::BinReference>>) {
-    let features = &artifact.reference.features;
+    let features = &reference.features;
     let stats = features
         .iter()
         .map(|f| FeatureStats {

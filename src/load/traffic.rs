@@ -19,6 +19,7 @@ use reqwest::Method;
 use serde::Serialize;
 
 use super::mix::{Class, Mix, Schedule};
+use crate::serve::bad_input::BadInput;
 
 /// The Content-Type of every request that is meant to get past the envelope.
 pub const JSON: &str = "application/json";
@@ -163,48 +164,46 @@ impl InvalidKind {
         }
     }
 
-    /// The status docs/service.md gives this class.
-    pub fn status(self) -> u16 {
+    /// The refusal the service answers this class with (the bad-input
+    /// table lives once, in `serve::bad_input`).
+    pub fn bad_input(self) -> BadInput {
         match self {
-            InvalidKind::WrongMethod => 405,
-            InvalidKind::MissingContentType | InvalidKind::WrongContentType => 415,
-            InvalidKind::BodyTooLarge | InvalidKind::BatchTooLarge => 413,
-            InvalidKind::WrongFeatureCount
-            | InvalidKind::UnknownFeature
-            | InvalidKind::MissingFeature => 422,
-            _ => 400,
+            InvalidKind::WrongMethod => BadInput::MethodNotAllowed,
+            InvalidKind::MissingContentType | InvalidKind::WrongContentType => {
+                BadInput::UnsupportedContentType
+            }
+            InvalidKind::BodyTooLarge => BadInput::BodyTooLarge,
+            InvalidKind::EmptyBody => BadInput::EmptyBody,
+            InvalidKind::MalformedJson | InvalidKind::InvalidUtf8 | InvalidKind::BareNan => {
+                BadInput::MalformedJson
+            }
+            InvalidKind::DeeplyNested => BadInput::NestedTooDeeply,
+            InvalidKind::NumberOutOfRange => BadInput::NumberOutOfRange,
+            InvalidKind::NotAnObject => BadInput::NotAnObject,
+            InvalidKind::MissingField => BadInput::MissingField,
+            InvalidKind::AmbiguousRequest => BadInput::AmbiguousRequest,
+            InvalidKind::UnknownField => BadInput::UnknownField,
+            InvalidKind::DuplicateKey | InvalidKind::DuplicateFeature => BadInput::DuplicateKey,
+            InvalidKind::FeaturesNotArrayOrObject => BadInput::FeaturesNotArrayOrObject,
+            InvalidKind::InstancesNotArray => BadInput::InstancesNotArray,
+            InvalidKind::EmptyBatch => BadInput::EmptyBatch,
+            InvalidKind::BatchTooLarge => BadInput::BatchTooLarge,
+            InvalidKind::NonNumericValue => BadInput::NonNumericValue,
+            InvalidKind::NanString | InvalidKind::InfinityString => BadInput::NonFiniteValue,
+            InvalidKind::WrongFeatureCount => BadInput::WrongFeatureCount,
+            InvalidKind::UnknownFeature => BadInput::UnknownFeature,
+            InvalidKind::MissingFeature => BadInput::MissingFeature,
         }
+    }
+
+    /// The status the service answers this class with.
+    pub fn status(self) -> u16 {
+        self.bad_input().status().as_u16()
     }
 
     /// The `error` phrase of the service's response body.
     pub fn error(self) -> &'static str {
-        match self {
-            InvalidKind::WrongMethod => "method not allowed",
-            InvalidKind::MissingContentType | InvalidKind::WrongContentType => {
-                "unsupported content type"
-            }
-            InvalidKind::BodyTooLarge => "body too large",
-            InvalidKind::EmptyBody => "empty body",
-            InvalidKind::MalformedJson | InvalidKind::InvalidUtf8 | InvalidKind::BareNan => {
-                "malformed JSON"
-            }
-            InvalidKind::DeeplyNested => "JSON nested too deeply",
-            InvalidKind::NumberOutOfRange => "number out of range",
-            InvalidKind::NotAnObject => "request must be a JSON object",
-            InvalidKind::MissingField => "missing field",
-            InvalidKind::AmbiguousRequest => "ambiguous request",
-            InvalidKind::UnknownField => "unknown field",
-            InvalidKind::DuplicateKey | InvalidKind::DuplicateFeature => "duplicate key",
-            InvalidKind::FeaturesNotArrayOrObject => "features must be an array or an object",
-            InvalidKind::InstancesNotArray => "instances must be an array",
-            InvalidKind::EmptyBatch => "empty batch",
-            InvalidKind::BatchTooLarge => "batch too large",
-            InvalidKind::NonNumericValue => "non-numeric value",
-            InvalidKind::NanString | InvalidKind::InfinityString => "non-finite value",
-            InvalidKind::WrongFeatureCount => "wrong number of features",
-            InvalidKind::UnknownFeature => "unknown feature",
-            InvalidKind::MissingFeature => "missing feature",
-        }
+        self.bad_input().phrase()
     }
 
     /// The classes that can be sent with what is known of the service's
@@ -721,6 +720,49 @@ mod tests {
             body_json(&request)["instances"].as_array().unwrap().len(),
             4
         );
+    }
+
+    #[test]
+    fn every_class_expects_the_documented_status_and_phrase() {
+        // Literal copy of the table in docs/service.md: the oracle of
+        // serve::bad_input, from the client's side.
+        let expected = [
+            ("wrong_method", 405, "method not allowed"),
+            ("missing_content_type", 415, "unsupported content type"),
+            ("wrong_content_type", 415, "unsupported content type"),
+            ("body_too_large", 413, "body too large"),
+            ("empty_body", 400, "empty body"),
+            ("malformed_json", 400, "malformed JSON"),
+            ("invalid_utf8", 400, "malformed JSON"),
+            ("bare_nan", 400, "malformed JSON"),
+            ("deeply_nested", 400, "JSON nested too deeply"),
+            ("number_out_of_range", 400, "number out of range"),
+            ("not_an_object", 400, "request must be a JSON object"),
+            ("missing_field", 400, "missing field"),
+            ("ambiguous_request", 400, "ambiguous request"),
+            ("unknown_field", 400, "unknown field"),
+            ("duplicate_key", 400, "duplicate key"),
+            (
+                "features_not_array_or_object",
+                400,
+                "features must be an array or an object",
+            ),
+            ("instances_not_array", 400, "instances must be an array"),
+            ("empty_batch", 400, "empty batch"),
+            ("batch_too_large", 413, "batch too large"),
+            ("non_numeric_value", 400, "non-numeric value"),
+            ("nan_string", 400, "non-finite value"),
+            ("infinity_string", 400, "non-finite value"),
+            ("wrong_feature_count", 422, "wrong number of features"),
+            ("unknown_feature", 422, "unknown feature"),
+            ("duplicate_feature", 400, "duplicate key"),
+            ("missing_feature", 422, "missing feature"),
+        ];
+        let actual: Vec<(&str, u16, &str)> = InvalidKind::ALL
+            .into_iter()
+            .map(|k| (k.as_str(), k.status(), k.error()))
+            .collect();
+        assert_eq!(actual, expected);
     }
 
     #[test]

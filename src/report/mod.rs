@@ -138,34 +138,10 @@ pub fn window(args: &ReportArgs, now: SystemTime) -> anyhow::Result<Window> {
     })
 }
 
-/// `explicit`, else the repository around the current directory, else the
-/// installed `<exe>/../share/mlwatch`.
+/// Where prometheus/ and grafana/ are: the one discovery that `up` and
+/// `demo` use too.
 pub fn find_assets(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = explicit {
-        if dir.join(DASHBOARDS_DIR).is_dir() {
-            return Ok(dir.to_owned());
-        }
-        bail!("--assets {}: no {DASHBOARDS_DIR} in it", dir.display());
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(repo) = cwd
-            .ancestors()
-            .find(|d| d.join("Cargo.toml").is_file() && d.join(DASHBOARDS_DIR).is_dir())
-        {
-            return Ok(repo.to_owned());
-        }
-    }
-    if let Some(share) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/mlwatch")))
-        .filter(|share| share.join(DASHBOARDS_DIR).is_dir())
-    {
-        return Ok(share);
-    }
-    bail!(
-        "cannot find the dashboards ({DASHBOARDS_DIR}): run inside the mlwatch repository, \
-         or pass --assets DIR"
-    )
+    Ok(crate::stack::config::Assets::discover(explicit)?.root)
 }
 
 /// The Prometheus datasource's `timeInterval` (Grafana's scrape-interval

@@ -16,8 +16,10 @@ use poem::{Endpoint, Request, Response};
 use serde_json::json;
 
 use super::json_response;
+use super::loaded::Store;
 use super::metrics::ServiceMetrics;
-use super::state::{ModelStore, Trigger};
+use super::state::{Reloaded, Trigger};
+use crate::model::ArtifactError;
 
 /// The configured admin token, if any.
 pub fn load_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -41,8 +43,19 @@ pub fn load_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Op
 
 pub struct ReloadEndpoint {
     pub token: Option<String>,
-    pub store: Arc<ModelStore>,
+    pub store: Arc<Store>,
     pub metrics: Arc<ServiceMetrics>,
+}
+
+/// Reloads the model and counts the attempt in `model_reloads_total`.
+pub async fn reload(
+    store: &Store,
+    metrics: &ServiceMetrics,
+    trigger: Trigger,
+) -> Result<Reloaded, ArtifactError> {
+    let result = store.reload(trigger).await;
+    metrics.reload(result.is_ok());
+    result
 }
 
 impl Endpoint for ReloadEndpoint {
@@ -83,7 +96,7 @@ impl Endpoint for ReloadEndpoint {
             );
             return Ok(response);
         }
-        Ok(match self.store.reload(Trigger::Admin).await {
+        Ok(match reload(&self.store, &self.metrics, Trigger::Admin).await {
             Ok(reloaded) => json_response(
                 StatusCode::OK,
                 json!({
@@ -154,7 +167,11 @@ impl Hangups {
     }
 
     /// Reloads the model on every SIGHUP until the task is aborted.
-    pub fn reload_on_each(self, store: Arc<ModelStore>) -> tokio::task::JoinHandle<()> {
+    pub fn reload_on_each(
+        self,
+        store: Arc<Store>,
+        metrics: Arc<ServiceMetrics>,
+    ) -> tokio::task::JoinHandle<()> {
         #[cfg(unix)]
         let mut signals = self.signals;
         tokio::spawn(async move {
@@ -162,10 +179,10 @@ impl Hangups {
             while signals.recv().await.is_some() {
                 tracing::info!("SIGHUP received, reloading {}", store.path().display());
                 // The outcome is logged and counted by the store.
-                let _ = store.reload(Trigger::Hangup).await;
+                let _ = reload(&store, &metrics, Trigger::Hangup).await;
             }
             #[cfg(not(unix))]
-            drop(store);
+            drop((store, metrics));
         })
     }
 }

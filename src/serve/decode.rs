@@ -1,136 +1,34 @@
 //! Request decoding: from the raw bytes of a `POST /predict` body to a matrix
 //! of feature rows, or an [`InputError`] that says exactly what was wrong.
 //!
-//! The body is parsed into a small JSON tree ([`Json`]) that, unlike
-//! `serde_json::Value`, keeps every key of an object, so duplicate keys are
-//! reported instead of silently keeping the last one. The tree is then
-//! checked against the model's [`Schema`]. Every failure is a client error
-//! (4xx): nothing here can panic or classify bad input as a server error,
-//! which the property tests at the bottom of this file pin down.
+//! The body is decoded in one pass by serde `DeserializeSeed`s that carry
+//! the model's [`Schema`] and `max_batch`: values go straight into the rows,
+//! so no JSON tree is built and memory is O(width × batch) whatever the
+//! body holds. Past feature `width` of a row or instance `max_batch` of a
+//! batch, values are skipped (and only counted, for the error's `got`).
+//! Duplicate keys are detected by the seeds themselves.
+//!
+//! The error contract is that of a parse-then-check decoder: a JSON error
+//! anywhere (syntax, nesting, a number beyond f64) wins over a shape error,
+//! a top-level key error (unknown or duplicate key) over a value error, a
+//! wrong count over a bad element. So after the first problem the seeds keep
+//! reading (skipping, but still validating) and the precedence is applied at
+//! the end; the oracle test at the bottom of this file compares the result
+//! with such a decoder on arbitrary input. Every failure is a client error
+//! (4xx): nothing here can panic or classify bad input as a server error.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use ndarray::{Array2, ArrayViewMut1};
-use poem::http::StatusCode;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Serialize;
+use ndarray::Array2;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
+
+use super::bad_input::echo;
+pub use super::bad_input::{BadInput, InputError};
 
 /// The Content-Type every request to /predict must carry.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
-
-/// serde_json refuses input nested deeper than this.
-const MAX_NESTING: usize = 128;
-
-/// Echoed user input (keys, strings, headers) is cut to this many characters.
-const ECHO_LIMIT: usize = 64;
-
-/// A rejected request: the HTTP status and the JSON body that explains it.
-/// Boxed, so that the `Ok` path of every decoding step stays small.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputError(Box<Rejection>);
-
-/// The content of an [`InputError`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rejection {
-    #[serde(skip)]
-    pub status: StatusCode,
-    /// What is wrong, as a stable short phrase (documented in docs/service.md).
-    pub error: &'static str,
-    /// Where in the request: `features[2]`, `instances[3].age`, a header name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub got: Option<serde_json::Value>,
-    /// Extra context, such as the parser's line and column.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-impl std::ops::Deref for InputError {
-    type Target = Rejection;
-
-    fn deref(&self) -> &Rejection {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for InputError {
-    fn deref_mut(&mut self) -> &mut Rejection {
-        &mut self.0
-    }
-}
-
-impl InputError {
-    pub fn new(status: StatusCode, error: &'static str) -> Self {
-        Self(Box::new(Rejection {
-            status,
-            error,
-            field: None,
-            expected: None,
-            got: None,
-            detail: None,
-        }))
-    }
-
-    pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
-    pub fn expected(mut self, expected: impl Into<serde_json::Value>) -> Self {
-        self.expected = Some(expected.into());
-        self
-    }
-
-    pub fn got(mut self, got: impl Into<serde_json::Value>) -> Self {
-        self.got = Some(got.into());
-        self
-    }
-
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-
-    /// A JSON parse failure, sorted into the classes clients can act on.
-    /// serde_json exposes these only through its message, so the match is
-    /// on the message prefix; `json_errors_are_classified` pins it.
-    fn from_json(error: &serde_json::Error) -> Self {
-        let message = error.to_string();
-        if message.starts_with("recursion limit exceeded") {
-            InputError::new(StatusCode::BAD_REQUEST, "JSON nested too deeply")
-                .expected(format!("at most {MAX_NESTING} levels of nesting"))
-                .detail(message)
-        } else if message.starts_with("number out of range") {
-            InputError::new(StatusCode::BAD_REQUEST, "number out of range")
-                .expected("a number that fits a 64-bit float (|x| < 1.8e308)")
-                .detail(message)
-        } else {
-            InputError::new(StatusCode::BAD_REQUEST, "malformed JSON").detail(message)
-        }
-    }
-
-    /// The error as the JSON text of a response body.
-    pub fn body(&self) -> String {
-        // Serialising owned strings and JSON values cannot fail.
-        serde_json::to_string(&*self.0)
-            .unwrap_or_else(|_| format!("{{\"error\":\"{}\"}}", self.error))
-    }
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.error, self.status.as_u16())?;
-        if let Some(field) = &self.field {
-            write!(f, " at {field}")?;
-        }
-        Ok(())
-    }
-}
 
 /// The inputs a model takes, by position and by name.
 #[derive(Debug, Clone)]
@@ -173,12 +71,9 @@ pub struct Decoded {
 /// `charset=utf-8` are allowed).
 pub fn check_content_type(header: Option<&str>) -> Result<(), InputError> {
     let error = || {
-        InputError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported content type",
-        )
-        .field("Content-Type")
-        .expected(JSON_CONTENT_TYPE)
+        InputError::new(BadInput::UnsupportedContentType)
+            .field("Content-Type")
+            .expected(JSON_CONTENT_TYPE)
     };
     let Some(value) = header else {
         return Err(error().got(serde_json::Value::Null));
@@ -191,85 +86,30 @@ pub fn check_content_type(header: Option<&str>) -> Result<(), InputError> {
     }
 }
 
+/// A decoding step's own verdict; the outer `Result` is serde's (JSON) error.
+type Verdict<T> = Result<T, InputError>;
+
 /// Decodes a request body against `schema`, allowing at most `max_batch`
 /// instances.
 pub fn decode(body: &[u8], schema: &Schema, max_batch: usize) -> Result<Decoded, InputError> {
     if body.trim_ascii().is_empty() {
-        return Err(
-            InputError::new(StatusCode::BAD_REQUEST, "empty body").expected(request_shape())
-        );
+        return Err(InputError::new(BadInput::EmptyBody).expected(request_shape()));
     }
-    let json: Json = serde_json::from_slice(body).map_err(|e| InputError::from_json(&e))?;
-    let Json::Object(entries) = json else {
-        return Err(
-            InputError::new(StatusCode::BAD_REQUEST, "request must be a JSON object")
-                .expected(request_shape())
-                .got(json.kind()),
-        );
-    };
-    let mut features = None;
-    let mut instances = None;
-    for (key, value) in entries {
-        let slot = match key.as_str() {
-            "features" => &mut features,
-            "instances" => &mut instances,
-            _ => {
-                return Err(InputError::new(StatusCode::BAD_REQUEST, "unknown field")
-                    .field(echo(&key))
-                    .expected("\"features\" or \"instances\""))
-            }
-        };
-        if slot.is_some() {
-            return Err(InputError::new(StatusCode::BAD_REQUEST, "duplicate key").field(key));
-        }
-        *slot = Some(value);
-    }
-    match (features, instances) {
-        (Some(features), None) => {
-            let mut rows = Array2::zeros((1, schema.width()));
-            fill_row(&features, schema, Location::Single, rows.row_mut(0))?;
-            Ok(Decoded { rows, batch: false })
-        }
-        (None, Some(instances)) => decode_batch(instances, schema, max_batch),
-        (Some(_), Some(_)) => Err(
-            InputError::new(StatusCode::BAD_REQUEST, "ambiguous request")
-                .field("instances")
-                .expected("either \"features\" or \"instances\", not both"),
-        ),
-        (None, None) => Err(InputError::new(StatusCode::BAD_REQUEST, "missing field")
-            .field("features")
-            .expected(request_shape())),
-    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let verdict = RequestSeed { schema, max_batch }
+        .deserialize(&mut deserializer)
+        .and_then(|verdict| deserializer.end().map(|()| verdict))
+        .map_err(|e| InputError::from_json(&e))?;
+    let (rows, count, batch) = verdict?;
+    let rows = Array2::from_shape_vec((count, schema.width()), rows).map_err(|e| {
+        // Unreachable: every stored row has exactly `width` values.
+        InputError::new(BadInput::MalformedJson).detail(e.to_string())
+    })?;
+    Ok(Decoded { rows, batch })
 }
 
-fn decode_batch(instances: Json, schema: &Schema, max_batch: usize) -> Result<Decoded, InputError> {
-    let Json::Array(items) = instances else {
-        return Err(
-            InputError::new(StatusCode::BAD_REQUEST, "instances must be an array")
-                .field("instances")
-                .expected("an array of instances")
-                .got(instances.kind()),
-        );
-    };
-    if items.is_empty() {
-        return Err(InputError::new(StatusCode::BAD_REQUEST, "empty batch")
-            .field("instances")
-            .expected(format!("1 to {max_batch} instances"))
-            .got(0));
-    }
-    if items.len() > max_batch {
-        return Err(
-            InputError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch too large")
-                .field("instances")
-                .expected(format!("at most {max_batch} instances"))
-                .got(items.len()),
-        );
-    }
-    let mut rows = Array2::zeros((items.len(), schema.width()));
-    for (index, (item, out)) in items.iter().zip(rows.rows_mut()).enumerate() {
-        fill_row(item, schema, Location::Instance(index), out)?;
-    }
-    Ok(Decoded { rows, batch: true })
+fn request_shape() -> &'static str {
+    "{\"features\": [..] or {..}} or {\"instances\": [..]}"
 }
 
 /// Where an instance sits in the request, for error paths.
@@ -296,99 +136,516 @@ impl Location {
     }
 }
 
-/// Fills `out` (one row, schema order) from a positional array or an object
-/// keyed by feature name.
-fn fill_row(
-    value: &Json,
-    schema: &Schema,
-    at: Location,
-    mut out: ArrayViewMut1<f64>,
-) -> Result<(), InputError> {
-    let width = schema.width();
-    match value {
-        Json::Array(items) => {
-            if items.len() != width {
-                return Err(InputError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "wrong number of features",
-                )
-                .field(at.root())
-                .expected(width)
-                .got(items.len()));
-            }
-            for (i, (item, slot)) in items.iter().zip(out.iter_mut()).enumerate() {
-                *slot = number(item, || at.at_index(i))?;
-            }
-            Ok(())
+/// Implements the scalar `visit_*` methods of a visitor as `self.other(kind)`
+/// and arrays/objects as "skip the content, then `self.other(kind)`".
+macro_rules! other_kinds {
+    ($($skip:ident),*) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(self.other("boolean"))
         }
-        Json::Object(entries) => {
-            let mut seen = vec![false; width];
-            for (name, item) in entries {
-                let Some(&i) = schema.index.get(name) else {
-                    return Err(InputError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "unknown feature",
-                    )
-                    .field(at.at_name(name))
-                    .expected(json!(schema.names)));
-                };
-                if std::mem::replace(&mut seen[i], true) {
-                    return Err(InputError::new(StatusCode::BAD_REQUEST, "duplicate key")
-                        .field(at.at_name(name)));
-                }
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = number(item, || at.at_name(name))?;
-                }
-            }
-            let missing: Vec<&str> = seen
-                .iter()
-                .zip(&schema.names)
-                .filter(|(s, _)| !**s)
-                .map(|(_, n)| n.as_str())
-                .collect();
-            match missing.first() {
-                None => Ok(()),
-                Some(first) => Err(InputError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "missing feature",
-                )
-                .field(at.at_name(first))
-                .expected(json!(schema.names))
-                .got(json!({ "missing": missing }))),
-            }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(self.other("number"))
         }
-        other => Err(InputError::new(
-            StatusCode::BAD_REQUEST,
-            "features must be an array or an object",
-        )
-        .field(at.root())
-        .expected(format!(
-            "an array of {width} numbers or an object keyed by feature name"
-        ))
-        .got(other.kind())),
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(self.other("number"))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(self.other("number"))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(self.other("string"))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(self.other("null"))
+        }
+        $(other_kinds!(@ $skip);)*
+    };
+    (@ seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(self.other("array"))
+        }
+    };
+    (@ map) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(self.other("object"))
+        }
+    };
+}
+
+/// Any JSON value, read and dropped. It goes through `deserialize_any`, as
+/// a value that is kept does, so it is held to the same syntax, nesting and
+/// number-range checks (serde's `IgnoredAny` would not check number ranges).
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
     }
 }
 
-/// One feature value: a finite JSON number and nothing else.
-fn number(value: &Json, field: impl Fn() -> String) -> Result<f64, InputError> {
-    match value {
-        Json::Number(x) if x.is_finite() => Ok(*x),
-        Json::Number(x) => Err(InputError::new(StatusCode::BAD_REQUEST, "non-finite value")
-            .field(field())
-            .expected("a finite number")
-            .got(x.to_string())),
-        Json::String(s) if names_non_finite(s) => {
-            Err(InputError::new(StatusCode::BAD_REQUEST, "non-finite value")
-                .field(field())
+struct SkipVisitor;
+
+impl SkipVisitor {
+    fn other(self, _kind: &'static str) -> Skip {
+        Skip
+    }
+}
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    other_kinds!(seq, map);
+}
+
+/// The whole request: an object with `features` or `instances`. Yields the
+/// rows (flat, row-major), how many, and whether it was a batch.
+struct RequestSeed<'s> {
+    schema: &'s Schema,
+    max_batch: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = Verdict<(Vec<f64>, usize, bool)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl RequestSeed<'_> {
+    fn other(self, kind: &'static str) -> Verdict<(Vec<f64>, usize, bool)> {
+        Err(InputError::new(BadInput::NotAnObject)
+            .expected(request_shape())
+            .got(kind))
+    }
+}
+
+/// A top-level key.
+enum TopKey {
+    Features,
+    Instances,
+    /// Anything else, already cut for echoing.
+    Other(String),
+}
+
+struct TopKeySeed;
+
+impl<'de> DeserializeSeed<'de> for TopKeySeed {
+    type Value = TopKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<TopKey, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopKeySeed {
+    type Value = TopKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<TopKey, E> {
+        Ok(match key {
+            "features" => TopKey::Features,
+            "instances" => TopKey::Instances,
+            other => TopKey::Other(echo(other)),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = Verdict<(Vec<f64>, usize, bool)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a prediction request object")
+    }
+
+    other_kinds!(seq);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // The first unknown or duplicate key answers, whatever the values.
+        let mut key_error = None;
+        let mut features = None;
+        let mut instances = None;
+        while let Some(key) = map.next_key_seed(TopKeySeed)? {
+            if key_error.is_some() {
+                map.next_value::<Skip>()?;
+                continue;
+            }
+            match key {
+                TopKey::Features if features.is_none() => {
+                    features = Some(map.next_value_seed(RowSeed {
+                        schema: self.schema,
+                        at: Location::Single,
+                    })?);
+                }
+                TopKey::Instances if instances.is_none() => {
+                    instances = Some(map.next_value_seed(BatchSeed {
+                        schema: self.schema,
+                        max_batch: self.max_batch,
+                    })?);
+                }
+                TopKey::Features | TopKey::Instances => {
+                    let name = if matches!(key, TopKey::Features) {
+                        "features"
+                    } else {
+                        "instances"
+                    };
+                    key_error = Some(InputError::new(BadInput::DuplicateKey).field(name));
+                    map.next_value::<Skip>()?;
+                }
+                TopKey::Other(name) => {
+                    key_error = Some(
+                        InputError::new(BadInput::UnknownField)
+                            .field(name)
+                            .expected("\"features\" or \"instances\""),
+                    );
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        if let Some(error) = key_error {
+            return Ok(Err(error));
+        }
+        Ok(match (features, instances) {
+            (Some(row), None) => row.map(|row| (row, 1, false)),
+            (None, Some(rows)) => rows.map(|(rows, count)| (rows, count, true)),
+            (Some(_), Some(_)) => Err(InputError::new(BadInput::AmbiguousRequest)
+                .field("instances")
+                .expected("either \"features\" or \"instances\", not both")),
+            (None, None) => Err(InputError::new(BadInput::MissingField)
+                .field("features")
+                .expected(request_shape())),
+        })
+    }
+}
+
+/// `instances`: an array of 1 to `max_batch` rows.
+struct BatchSeed<'s> {
+    schema: &'s Schema,
+    max_batch: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Verdict<(Vec<f64>, usize)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl BatchSeed<'_> {
+    fn other(self, kind: &'static str) -> Verdict<(Vec<f64>, usize)> {
+        Err(InputError::new(BadInput::InstancesNotArray)
+            .field("instances")
+            .expected("an array of instances")
+            .got(kind))
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Verdict<(Vec<f64>, usize)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of instances")
+    }
+
+    other_kinds!(map);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let width = self.schema.width();
+        let hint = seq.size_hint().unwrap_or(1).clamp(1, self.max_batch);
+        let mut rows = Vec::with_capacity(hint.saturating_mul(width));
+        let mut first_error = None;
+        let mut count = 0usize;
+        loop {
+            // Rows are kept up to max_batch and until the first bad one;
+            // the rest is only counted.
+            let more = if count < self.max_batch && first_error.is_none() {
+                let seed = RowSeed {
+                    schema: self.schema,
+                    at: Location::Instance(count),
+                };
+                match seq.next_element_seed(seed)? {
+                    None => false,
+                    Some(Ok(row)) => {
+                        rows.extend(row);
+                        true
+                    }
+                    Some(Err(e)) => {
+                        first_error = Some(e);
+                        true
+                    }
+                }
+            } else {
+                seq.next_element::<Skip>()?.is_some()
+            };
+            if !more {
+                break;
+            }
+            count += 1;
+        }
+        let max_batch = self.max_batch;
+        Ok(if count == 0 {
+            Err(InputError::new(BadInput::EmptyBatch)
+                .field("instances")
+                .expected(format!("1 to {max_batch} instances"))
+                .got(0))
+        } else if count > max_batch {
+            Err(InputError::new(BadInput::BatchTooLarge)
+                .field("instances")
+                .expected(format!("at most {max_batch} instances"))
+                .got(count))
+        } else if let Some(e) = first_error {
+            Err(e)
+        } else {
+            Ok((rows, count))
+        })
+    }
+}
+
+/// One instance: a positional array or an object keyed by feature name,
+/// yielded as one row in schema order.
+struct RowSeed<'s> {
+    schema: &'s Schema,
+    at: Location,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Verdict<Vec<f64>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl RowSeed<'_> {
+    fn other(self, kind: &'static str) -> Verdict<Vec<f64>> {
+        let width = self.schema.width();
+        Err(InputError::new(BadInput::FeaturesNotArrayOrObject)
+            .field(self.at.root())
+            .expected(format!(
+                "an array of {width} numbers or an object keyed by feature name"
+            ))
+            .got(kind))
+    }
+}
+
+/// A key of an instance object: a feature's index, or an unknown name.
+enum FeatureKey {
+    Known(usize),
+    Unknown(String),
+}
+
+struct FeatureKeySeed<'s>(&'s Schema);
+
+impl<'de> DeserializeSeed<'de> for FeatureKeySeed<'_> {
+    type Value = FeatureKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FeatureKey, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeatureKeySeed<'_> {
+    type Value = FeatureKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a feature name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<FeatureKey, E> {
+        Ok(match self.0.index.get(name) {
+            Some(&i) => FeatureKey::Known(i),
+            // Cut now: only the echo can appear in an error.
+            None => FeatureKey::Unknown(echo(name)),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Verdict<Vec<f64>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array or an object of features")
+    }
+
+    other_kinds!();
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let width = self.schema.width();
+        let mut row = Vec::with_capacity(width);
+        let mut first_error = None;
+        let mut count = 0usize;
+        loop {
+            // Values are kept up to the width and until the first bad one;
+            // a wrong count answers before a bad value, so the rest is counted.
+            let more = if count < width && first_error.is_none() {
+                match seq.next_element_seed(NumberSeed)? {
+                    None => false,
+                    Some(Ok(x)) => {
+                        row.push(x);
+                        true
+                    }
+                    Some(Err(e)) => {
+                        first_error = Some(e.field(self.at.at_index(count)));
+                        true
+                    }
+                }
+            } else {
+                seq.next_element::<Skip>()?.is_some()
+            };
+            if !more {
+                break;
+            }
+            count += 1;
+        }
+        Ok(if count != width {
+            Err(InputError::new(BadInput::WrongFeatureCount)
+                .field(self.at.root())
+                .expected(width)
+                .got(count))
+        } else if let Some(e) = first_error {
+            Err(e)
+        } else {
+            Ok(row)
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let schema = self.schema;
+        let mut row = vec![0.0; schema.width()];
+        let mut seen = vec![false; schema.width()];
+        let mut first_error = None;
+        while let Some(key) = map.next_key_seed(FeatureKeySeed(schema))? {
+            if first_error.is_some() {
+                map.next_value::<Skip>()?;
+                continue;
+            }
+            let (i, name) = match key {
+                FeatureKey::Unknown(echoed) => {
+                    first_error = Some(
+                        InputError::new(BadInput::UnknownFeature)
+                            .field(format!("{}.{echoed}", self.at.root()))
+                            .expected(json!(schema.names)),
+                    );
+                    map.next_value::<Skip>()?;
+                    continue;
+                }
+                FeatureKey::Known(i) => (i, &schema.names[i]),
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                first_error =
+                    Some(InputError::new(BadInput::DuplicateKey).field(self.at.at_name(name)));
+                map.next_value::<Skip>()?;
+                continue;
+            }
+            match map.next_value_seed(NumberSeed)? {
+                Ok(x) => row[i] = x,
+                Err(e) => first_error = Some(e.field(self.at.at_name(name))),
+            }
+        }
+        if let Some(e) = first_error {
+            return Ok(Err(e));
+        }
+        let missing: Vec<&str> = seen
+            .iter()
+            .zip(&schema.names)
+            .filter(|(s, _)| !**s)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        Ok(match missing.first() {
+            None => Ok(row),
+            Some(first) => Err(InputError::new(BadInput::MissingFeature)
+                .field(self.at.at_name(first))
+                .expected(json!(schema.names))
+                .got(json!({ "missing": missing }))),
+        })
+    }
+}
+
+/// One feature value: a finite JSON number and nothing else. The error has
+/// no `field` yet; the caller knows where the value sits.
+struct NumberSeed;
+
+impl<'de> DeserializeSeed<'de> for NumberSeed {
+    type Value = Verdict<f64>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl NumberSeed {
+    fn other(self, kind: &'static str) -> Verdict<f64> {
+        Err(InputError::new(BadInput::NonNumericValue)
+            .expected("a number")
+            .got(kind))
+    }
+
+    fn number(self, x: f64) -> Verdict<f64> {
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(InputError::new(BadInput::NonFiniteValue)
+                .expected("a finite number")
+                .got(x.to_string()))
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for NumberSeed {
+    type Value = Verdict<f64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.other("boolean"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.other("null"))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.number(v as f64))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.number(v as f64))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.number(v))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(if names_non_finite(s) {
+            Err(InputError::new(BadInput::NonFiniteValue)
                 .expected("a finite number")
                 .got(echo(s)))
-        }
-        other => Err(
-            InputError::new(StatusCode::BAD_REQUEST, "non-numeric value")
-                .field(field())
-                .expected("a number")
-                .got(other.kind()),
-        ),
+        } else {
+            self.other("string")
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(self.other("array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(self.other("object"))
     }
 }
 
@@ -400,107 +657,10 @@ fn names_non_finite(s: &str) -> bool {
         .any(|w| t.eq_ignore_ascii_case(w))
 }
 
-fn request_shape() -> &'static str {
-    "{\"features\": [..] or {..}} or {\"instances\": [..]}"
-}
-
-/// User text as it may appear in an error body: at most [`ECHO_LIMIT`]
-/// characters.
-fn echo(s: &str) -> String {
-    match s.char_indices().nth(ECHO_LIMIT) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_owned(),
-    }
-}
-
-/// A parsed JSON document that keeps duplicate object keys.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// The JSON type name, used as `got` in errors.
-    fn kind(&self) -> &'static str {
-        match self {
-            Json::Null => "null",
-            Json::Bool(_) => "boolean",
-            Json::Number(_) => "number",
-            Json::String(_) => "string",
-            Json::Array(_) => "array",
-            Json::Object(_) => "object",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
-    }
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::Number(v as f64))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::Number(v as f64))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(Json::Number(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some((key, value)) = map.next_entry::<String, Json>()? {
-            entries.push((key, value));
-        }
-        Ok(Json::Object(entries))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::bad_input::ECHO_LIMIT;
     use proptest::prelude::*;
 
     fn schema() -> Schema {
@@ -513,7 +673,7 @@ mod tests {
 
     fn rejection(body: &str) -> (u16, &'static str, Option<String>) {
         let e = decode_str(body).expect_err(body);
-        (e.status.as_u16(), e.error, e.field.clone())
+        (e.status().as_u16(), e.error(), e.field.clone())
     }
 
     #[test]
@@ -635,12 +795,12 @@ mod tests {
     #[test]
     fn json_errors_are_classified() {
         // The message prefixes InputError::from_json relies on.
-        let overflow = serde_json::from_str::<Json>("1e400").unwrap_err();
+        let overflow = serde_json::from_str::<serde_json::Value>("1e400").unwrap_err();
         assert!(
             overflow.to_string().starts_with("number out of range"),
             "{overflow}"
         );
-        let deep = serde_json::from_str::<Json>(&"[".repeat(500)).unwrap_err();
+        let deep = serde_json::from_str::<serde_json::Value>(&"[".repeat(500)).unwrap_err();
         assert!(
             deep.to_string().starts_with("recursion limit exceeded"),
             "{deep}"
@@ -670,23 +830,327 @@ mod tests {
         assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
         let missing = check_content_type(None).unwrap_err();
         assert_eq!(
-            (missing.status.as_u16(), missing.got.clone()),
+            (missing.status().as_u16(), missing.got.clone()),
             (415, Some(serde_json::Value::Null))
         );
         assert_eq!(
             check_content_type(Some("text/plain"))
                 .unwrap_err()
-                .status
+                .status()
                 .as_u16(),
             415
         );
         assert_eq!(
             check_content_type(Some("application/jsonx"))
                 .unwrap_err()
-                .status
+                .status()
                 .as_u16(),
             415
         );
+    }
+
+    #[test]
+    fn precedence_matches_a_parse_then_check_decoder() {
+        // Each pair: the first problem met in the bytes is not the answer.
+        for (body, expected) in [
+            // A JSON error anywhere wins over an earlier shape error.
+            (
+                r#"{"feature": [1,2,3], "x": 1e400}"#,
+                (400, "number out of range", None),
+            ),
+            (
+                r#"{"features": [1,"x",3], "y": [1,2"#,
+                (400, "malformed JSON", None),
+            ),
+            (
+                r#"{"features": [1,2,3]} trailing"#,
+                (400, "malformed JSON", None),
+            ),
+            // A top-level key error wins over an earlier bad value.
+            (
+                r#"{"features": [1,"x",3], "bogus": 1}"#,
+                (400, "unknown field", Some("bogus".into())),
+            ),
+            (
+                r#"{"features": 5, "features": [1,2,3]}"#,
+                (400, "duplicate key", Some("features".into())),
+            ),
+            // Ambiguity wins over bad values.
+            (
+                r#"{"features": [1], "instances": 5}"#,
+                (400, "ambiguous request", Some("instances".into())),
+            ),
+            // A wrong count wins over an earlier bad element.
+            (
+                r#"{"features": ["x", 2]}"#,
+                (422, "wrong number of features", Some("features".into())),
+            ),
+            // A too-large batch wins over an earlier bad instance.
+            (
+                r#"{"instances": [["x"],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]}"#,
+                (413, "batch too large", Some("instances".into())),
+            ),
+        ] {
+            assert_eq!(rejection(body), expected, "{body}");
+            assert_eq!(
+                decode_str(body),
+                oracle::decode(body.as_bytes(), &schema(), 4),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_past_the_limits_are_exact_without_keeping_the_values() {
+        let many = format!("{{\"features\": [{}0]}}", "0,".repeat(100_000));
+        let e = decode_str(&many).unwrap_err();
+        assert_eq!(
+            (e.error(), e.got.clone()),
+            ("wrong number of features", Some(json!(100_001)))
+        );
+        let batch = format!("{{\"instances\": [{}[1,2,3]]}}", "[1,2,3],".repeat(999));
+        let e = decode_str(&batch).unwrap_err();
+        assert_eq!(
+            (e.error(), e.got.clone()),
+            ("batch too large", Some(json!(1000)))
+        );
+    }
+
+    /// The decoder this module replaced: parse the whole body into a tree
+    /// that keeps duplicate keys, then check it. Kept as the oracle of the
+    /// error contract.
+    mod oracle {
+        use super::super::{request_shape, Decoded, Location, Schema};
+        use crate::serve::bad_input::{echo, BadInput, InputError};
+        use ndarray::{Array2, ArrayViewMut1};
+        use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+        use serde_json::json;
+        use std::fmt;
+
+        pub fn decode(
+            body: &[u8],
+            schema: &Schema,
+            max_batch: usize,
+        ) -> Result<Decoded, InputError> {
+            if body.trim_ascii().is_empty() {
+                return Err(InputError::new(BadInput::EmptyBody).expected(request_shape()));
+            }
+            let json: Json = serde_json::from_slice(body).map_err(|e| InputError::from_json(&e))?;
+            let Json::Object(entries) = json else {
+                return Err(InputError::new(BadInput::NotAnObject)
+                    .expected(request_shape())
+                    .got(json.kind()));
+            };
+            let mut features = None;
+            let mut instances = None;
+            for (key, value) in entries {
+                let slot = match key.as_str() {
+                    "features" => &mut features,
+                    "instances" => &mut instances,
+                    _ => {
+                        return Err(InputError::new(BadInput::UnknownField)
+                            .field(echo(&key))
+                            .expected("\"features\" or \"instances\""))
+                    }
+                };
+                if slot.is_some() {
+                    return Err(InputError::new(BadInput::DuplicateKey).field(key));
+                }
+                *slot = Some(value);
+            }
+            match (features, instances) {
+                (Some(features), None) => {
+                    let mut rows = Array2::zeros((1, schema.width()));
+                    fill_row(&features, schema, Location::Single, rows.row_mut(0))?;
+                    Ok(Decoded { rows, batch: false })
+                }
+                (None, Some(instances)) => decode_batch(instances, schema, max_batch),
+                (Some(_), Some(_)) => Err(InputError::new(BadInput::AmbiguousRequest)
+                    .field("instances")
+                    .expected("either \"features\" or \"instances\", not both")),
+                (None, None) => Err(InputError::new(BadInput::MissingField)
+                    .field("features")
+                    .expected(request_shape())),
+            }
+        }
+
+        fn decode_batch(
+            instances: Json,
+            schema: &Schema,
+            max_batch: usize,
+        ) -> Result<Decoded, InputError> {
+            let Json::Array(items) = instances else {
+                return Err(InputError::new(BadInput::InstancesNotArray)
+                    .field("instances")
+                    .expected("an array of instances")
+                    .got(instances.kind()));
+            };
+            if items.is_empty() {
+                return Err(InputError::new(BadInput::EmptyBatch)
+                    .field("instances")
+                    .expected(format!("1 to {max_batch} instances"))
+                    .got(0));
+            }
+            if items.len() > max_batch {
+                return Err(InputError::new(BadInput::BatchTooLarge)
+                    .field("instances")
+                    .expected(format!("at most {max_batch} instances"))
+                    .got(items.len()));
+            }
+            let mut rows = Array2::zeros((items.len(), schema.width()));
+            for (index, (item, out)) in items.iter().zip(rows.rows_mut()).enumerate() {
+                fill_row(item, schema, Location::Instance(index), out)?;
+            }
+            Ok(Decoded { rows, batch: true })
+        }
+
+        fn fill_row(
+            value: &Json,
+            schema: &Schema,
+            at: Location,
+            mut out: ArrayViewMut1<f64>,
+        ) -> Result<(), InputError> {
+            let width = schema.width();
+            match value {
+                Json::Array(items) => {
+                    if items.len() != width {
+                        return Err(InputError::new(BadInput::WrongFeatureCount)
+                            .field(at.root())
+                            .expected(width)
+                            .got(items.len()));
+                    }
+                    for (i, (item, slot)) in items.iter().zip(out.iter_mut()).enumerate() {
+                        *slot = number(item, || at.at_index(i))?;
+                    }
+                    Ok(())
+                }
+                Json::Object(entries) => {
+                    let mut seen = vec![false; width];
+                    for (name, item) in entries {
+                        let Some(&i) = schema.index.get(name) else {
+                            return Err(InputError::new(BadInput::UnknownFeature)
+                                .field(at.at_name(name))
+                                .expected(json!(schema.names)));
+                        };
+                        if std::mem::replace(&mut seen[i], true) {
+                            return Err(
+                                InputError::new(BadInput::DuplicateKey).field(at.at_name(name))
+                            );
+                        }
+                        out[i] = number(item, || at.at_name(name))?;
+                    }
+                    let missing: Vec<&str> = seen
+                        .iter()
+                        .zip(&schema.names)
+                        .filter(|(s, _)| !**s)
+                        .map(|(_, n)| n.as_str())
+                        .collect();
+                    match missing.first() {
+                        None => Ok(()),
+                        Some(first) => Err(InputError::new(BadInput::MissingFeature)
+                            .field(at.at_name(first))
+                            .expected(json!(schema.names))
+                            .got(json!({ "missing": missing }))),
+                    }
+                }
+                other => Err(InputError::new(BadInput::FeaturesNotArrayOrObject)
+                    .field(at.root())
+                    .expected(format!(
+                        "an array of {width} numbers or an object keyed by feature name"
+                    ))
+                    .got(other.kind())),
+            }
+        }
+
+        fn number(value: &Json, field: impl Fn() -> String) -> Result<f64, InputError> {
+            match value {
+                Json::Number(x) if x.is_finite() => Ok(*x),
+                Json::Number(x) => Err(InputError::new(BadInput::NonFiniteValue)
+                    .field(field())
+                    .expected("a finite number")
+                    .got(x.to_string())),
+                Json::String(s) if super::super::names_non_finite(s) => {
+                    Err(InputError::new(BadInput::NonFiniteValue)
+                        .field(field())
+                        .expected("a finite number")
+                        .got(echo(s)))
+                }
+                other => Err(InputError::new(BadInput::NonNumericValue)
+                    .field(field())
+                    .expected("a number")
+                    .got(other.kind())),
+            }
+        }
+
+        #[derive(Debug)]
+        enum Json {
+            Null,
+            Bool,
+            Number(f64),
+            String(String),
+            Array(Vec<Json>),
+            Object(Vec<(String, Json)>),
+        }
+
+        impl Json {
+            fn kind(&self) -> &'static str {
+                match self {
+                    Json::Null => "null",
+                    Json::Bool => "boolean",
+                    Json::Number(_) => "number",
+                    Json::String(_) => "string",
+                    Json::Array(_) => "array",
+                    Json::Object(_) => "object",
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Json {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(JsonVisitor)
+            }
+        }
+
+        struct JsonVisitor;
+
+        impl<'de> Visitor<'de> for JsonVisitor {
+            type Value = Json;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Bool)
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+                Ok(Json::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+                Ok(Json::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+                Ok(Json::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::String(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Json>()? {
+                    entries.push((key, value));
+                }
+                Ok(Json::Object(entries))
+            }
+        }
     }
 
     fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
@@ -713,6 +1177,8 @@ mod tests {
                             Just("features".to_owned()),
                             Just("instances".to_owned()),
                             Just("bmi".to_owned()),
+                            Just("age".to_owned()),
+                            Just("bp".to_owned()),
                             ".{0,6}"
                         ],
                         inner
@@ -726,7 +1192,7 @@ mod tests {
 
     fn assert_client_error(result: Result<Decoded, InputError>) {
         if let Err(e) = result {
-            assert!(e.status.is_client_error(), "{e}");
+            assert!(e.status().is_client_error(), "{e}");
             assert!(serde_json::from_str::<serde_json::Value>(&e.body()).is_ok());
         }
     }
@@ -736,14 +1202,19 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic_and_are_never_server_errors(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            assert_client_error(decode(&bytes, &schema(), 4));
+            let decoded = decode(&bytes, &schema(), 4);
+            prop_assert_eq!(&decoded, &oracle::decode(&bytes, &schema(), 4));
+            assert_client_error(decoded);
         }
 
         #[test]
         fn arbitrary_json_never_panics_and_is_never_a_server_error(value in arbitrary_json()) {
             let wrapped = [json!({"features": value.clone()}), json!({"instances": value.clone()}), value];
             for body in wrapped {
-                assert_client_error(decode(body.to_string().as_bytes(), &schema(), 4));
+                let text = body.to_string();
+                let decoded = decode(text.as_bytes(), &schema(), 4);
+                prop_assert_eq!(&decoded, &oracle::decode(text.as_bytes(), &schema(), 4), "{}", text);
+                assert_client_error(decoded);
             }
         }
 

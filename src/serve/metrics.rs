@@ -9,6 +9,7 @@
 //! scrape-time gauges read the current model, so an old model's series
 //! disappear when it is replaced.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -16,65 +17,11 @@ use ndarray::ArrayView2;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 
-use super::state::{LoadedModel, ModelStore};
+use super::loaded::{LoadedModel, Store};
 use crate::model::{Artifact, Prediction, Task};
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
-/// How a /predict request ended, the `status` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    InvalidInput,
-    Error,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 3] = [Outcome::Success, Outcome::InvalidInput, Outcome::Error];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::InvalidInput => "invalid_input",
-            Outcome::Error => "error",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The `model_version` label value while no model is loaded.
-pub const NO_MODEL_VERSION: &str = "none";
-
-/// Label sets of one model, built when it loads.
-#[derive(Debug)]
-pub struct ModelLabels {
-    version: [KeyValue; 1],
-    by_outcome: [[KeyValue; 2]; 3],
-    classes: Vec<[KeyValue; 2]>,
-    features: Vec<[KeyValue; 1]>,
-}
-
-impl ModelLabels {
-    fn new(version: &str, class_names: &[String], feature_names: &[String]) -> Self {
-        let version: Arc<str> = Arc::from(version);
-        let version_label = || KeyValue::new("model_version", Arc::clone(&version));
-        Self {
-            by_outcome: Outcome::ALL
-                .map(|o| [version_label(), KeyValue::new("status", o.as_str())]),
-            classes: class_names
-                .iter()
-                .map(|c| [version_label(), KeyValue::new("class", c.clone())])
-                .collect(),
-            features: feature_names
-                .iter()
-                .map(|f| [KeyValue::new("feature", f.clone())])
-                .collect(),
-            version: [version_label()],
-        }
-    }
-}
+pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
 
 /// Instruments that exist only with instrumentation on.
 struct PredictionInstruments {
@@ -83,8 +30,10 @@ struct PredictionInstruments {
     predictions: Counter<u64>,
     out_of_range: Counter<u64>,
     /// Created by the first regression model, with its buckets (see
-    /// [`ServiceMetrics::prepare`]).
-    value: OnceLock<Histogram<f64>>,
+    /// [`ServiceMetrics::prepare`]), and those buckets' model version.
+    value: OnceLock<(Histogram<f64>, Vec<f64>, String)>,
+    /// Picks the row of a batch whose prediction `value` records.
+    sampled: AtomicU64,
 }
 
 /// Every model metric the service records.
@@ -125,6 +74,7 @@ impl ServiceMetrics {
                 .with_description("Feature values outside the training range")
                 .build(),
             value: OnceLock::new(),
+            sampled: AtomicU64::new(0),
         });
         let reloads = meter
             .u64_counter("model_reloads")
@@ -165,7 +115,9 @@ impl ServiceMetrics {
     /// model loaded: the decile edges of its training predictions, so each
     /// bucket holds about a tenth of the traffic while nothing drifts. The
     /// OpenTelemetry SDK fixes an instrument's buckets when it is created, so
-    /// a later model keeps these buckets (restart to re-bucket).
+    /// a later model keeps these buckets (restart to re-bucket); a warning
+    /// says so when its edges differ. `model_prediction_drift_psi` compares
+    /// every model with its own reference and has no such limit.
     pub fn prepare(&self, artifact: &Artifact) -> ModelLabels {
         let labels = ModelLabels::new(
             &artifact.model_version,
@@ -181,17 +133,25 @@ impl ServiceMetrics {
                 p.out_of_range.add(0, feature);
             }
             if artifact.task == Task::Regression {
-                p.value.get_or_init(|| {
-                    let mut edges = artifact.reference.prediction.edges.clone();
-                    edges.retain(|e| e.is_finite());
-                    edges.dedup();
-                    self.meter
+                let mut edges = artifact.reference.prediction.edges.clone();
+                edges.retain(|e| e.is_finite());
+                edges.dedup();
+                let (_, kept, first) = p.value.get_or_init(|| {
+                    let histogram = self
+                        .meter
                         .f64_histogram("model_prediction_value")
                         .with_unit("1")
-                        .with_description("Predicted values (regression)")
-                        .with_boundaries(edges)
-                        .build()
+                        .with_description("Predicted values (regression), one row per request")
+                        .with_boundaries(edges.clone())
+                        .build();
+                    (histogram, edges.clone(), artifact.model_version.clone())
                 });
+                if *kept != edges {
+                    tracing::warn!(
+                        model_version = %artifact.model_version,
+                        "model_prediction_value keeps the buckets of model {first} until the service restarts; model_prediction_drift_psi is this model's own"
+                    );
+                }
             }
         }
         labels
@@ -225,18 +185,19 @@ impl ServiceMetrics {
         let Some(p) = &self.prediction else { return };
         let labels = &model.labels;
         p.duration.record(elapsed.as_secs_f64(), &labels.version);
+        // One histogram record per request, not per row: the SDK takes a
+        // lock per record. The recorded row rotates through the batch.
+        if let (Some((histogram, _, _)), false) = (p.value.get(), predictions.is_empty()) {
+            let pick = p.sampled.fetch_add(1, Ordering::Relaxed) % predictions.len() as u64;
+            if let Some(Prediction::Value(v)) = predictions.get(pick as usize) {
+                histogram.record(*v, &labels.version);
+            }
+        }
         let mut class_counts = vec![0u64; labels.classes.len()];
         for prediction in predictions {
-            match prediction {
-                Prediction::Value(v) => {
-                    if let Some(histogram) = p.value.get() {
-                        histogram.record(*v, &labels.version);
-                    }
-                }
-                Prediction::Class { class, .. } => {
-                    if let Some(count) = class_counts.get_mut(*class) {
-                        *count += 1;
-                    }
+            if let Prediction::Class { class, .. } = prediction {
+                if let Some(count) = class_counts.get_mut(*class) {
+                    *count += 1;
                 }
             }
         }
@@ -282,7 +243,7 @@ impl ServiceMetrics {
 
     /// Registers the gauges read from the current model at scrape time.
     /// `drift_capacity` is `None` without instrumentation.
-    pub fn observe(&self, store: &Arc<ModelStore>, drift_capacity: Option<usize>) {
+    pub fn observe(&self, store: &Arc<Store>, drift_capacity: Option<usize>) {
         let s = Arc::clone(store);
         self.meter
             .u64_observable_gauge("model_info")

@@ -3,17 +3,26 @@
 //! `/metrics`, reloads the model on SIGHUP or `POST /admin/reload`, and
 //! stops gracefully on SIGTERM/Ctrl-C. docs/service.md describes the API.
 //!
-//! [`run`] wires the parts: [`state`] holds the model, [`decode`] turns a
-//! body into feature rows, [`predict`] answers, [`metrics`] and [`drift`]
-//! record, [`middleware`] times every HTTP request, [`admin`] reloads,
-//! [`status`] reports health and readiness.
+//! [`run`] wires the parts: [`server`] accepts connections within the
+//! header timeout, [`state`] holds the model ([`loaded`] is what it holds),
+//! [`body`] reads a body within its limits, [`decode`] turns it into
+//! feature rows (refusals are [`bad_input`]), [`predict`] answers,
+//! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
+//! [`middleware`] times every HTTP request, [`admin`] reloads, [`status`]
+//! reports health and readiness.
 
 pub mod admin;
+pub mod bad_input;
+pub mod body;
 pub mod decode;
 pub mod drift;
+pub mod labels;
+pub mod loaded;
 pub mod metrics;
 pub mod middleware;
 pub mod predict;
+pub mod refusals;
+pub mod server;
 pub mod state;
 pub mod status;
 
@@ -24,16 +33,18 @@ use std::time::Duration;
 
 use poem::endpoint::make_sync;
 use poem::http::{header, StatusCode};
-use poem::listener::TcpListener;
-use poem::{get, EndpointExt, Response, Route, Server};
+use poem::{get, EndpointExt, Response, Route};
 use serde_json::json;
 
 use crate::resources::{ResourceSampler, Role};
 use crate::telemetry::{exposition_response, Telemetry};
+use body::BodyLimits;
+use loaded::{LoadedModel, Store};
 use metrics::ServiceMetrics;
 use middleware::HttpMetrics;
 use predict::PredictEndpoint;
-use state::ModelStore;
+use refusals::Refusals;
+use server::ServerOptions;
 
 /// The route templates of the app, as the HTTP metrics label them.
 pub const ROUTES: [&str; 6] = [
@@ -68,6 +79,15 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "MLWATCH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Time a client has to send a whole request header (408 and close after).
+    #[arg(long, env = "MLWATCH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body once its header is in (408).
+    #[arg(long, env = "MLWATCH_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Request bodies read at once; more get 503 (bounds body memory to about this × --max-body-bytes).
+    #[arg(long, env = "MLWATCH_MAX_INFLIGHT_BODIES", default_value_t = 128)]
+    pub max_inflight_bodies: usize,
     /// Recent inputs kept for drift (PSI) computation.
     #[arg(long, env = "MLWATCH_DRIFT_WINDOW", default_value_t = 1000)]
     pub drift_window: usize,
@@ -82,31 +102,52 @@ pub struct ServeArgs {
 /// Runs the service until SIGTERM/Ctrl-C. Only configuration errors and a
 /// port that cannot be bound end it early; a missing or broken model does
 /// not (the service waits, unready, for a reload).
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
     for (value, flag) in [
         (args.max_batch, "--max-batch"),
         (args.max_body_bytes, "--max-body-bytes"),
         (args.drift_window, "--drift-window"),
+        (args.max_inflight_bodies, "--max-inflight-bodies"),
     ] {
         anyhow::ensure!(value > 0, "{flag} must be at least 1");
+    }
+    for (value, flag) in [
+        (args.header_read_timeout, "--header-read-timeout"),
+        (args.body_read_timeout, "--body-read-timeout"),
+    ] {
+        anyhow::ensure!(!value.is_zero(), "{flag} must be longer than 0s");
     }
     let token = admin::load_token(
         args.admin_token.as_deref(),
         args.admin_token_file.as_deref(),
     )?;
     let instrumented = !args.no_instrumentation;
+    // The port first: "address in use" is a start-up error before the
+    // (possibly slow) model load, and a `:0` port is known when logged.
+    let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
 
     let telemetry = Arc::new(Telemetry::new()?);
     let meter = telemetry.meter();
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
+    let refusals = Refusals::new(&meter);
     // Listen for SIGHUP before the (possibly slow) first load, so that an
     // early SIGHUP reloads rather than kills the process.
     let hangups = admin::Hangups::listen()?;
-    let store =
-        Arc::new(ModelStore::open(&args.model_path, args.drift_window, Arc::clone(&metrics)).await);
-    let hangup = hangups.reload_on_each(Arc::clone(&store));
-    metrics.observe(&store, instrumented.then_some(args.drift_window));
+    let drift_capacity = instrumented.then_some(args.drift_window);
+    let prepare = {
+        let metrics = Arc::clone(&metrics);
+        Box::new(move |artifact| {
+            let labels = metrics.prepare(&artifact);
+            LoadedModel::new(artifact, labels, drift_capacity)
+        })
+    };
+    let store = Arc::new(Store::open(&args.model_path, prepare).await);
+    if store.model().is_none() {
+        metrics.prepare_without_model();
+    }
+    let hangup = hangups.reload_on_each(Arc::clone(&store), Arc::clone(&metrics));
+    metrics.observe(&store, drift_capacity);
 
     let app = Route::new()
         .at(
@@ -114,8 +155,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             PredictEndpoint {
                 store: Arc::clone(&store),
                 metrics: Arc::clone(&metrics),
+                refusals: refusals.clone(),
                 max_batch: args.max_batch,
-                max_body_bytes: args.max_body_bytes,
+                body: BodyLimits::new(
+                    args.max_body_bytes,
+                    args.body_read_timeout,
+                    args.max_inflight_bodies,
+                ),
             },
         )
         .at(
@@ -147,24 +193,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .catch_all_error(|e| async move { error_response(e) });
     let app = if instrumented {
-        app.with(HttpMetrics::new(&meter)).boxed()
+        app.with(HttpMetrics::new(&meter)).map_to_response().boxed()
     } else {
-        app.boxed()
+        app.map_to_response().boxed()
     };
 
     tracing::info!(
-        listen = %args.listen,
+        listen = %address,
         model_path = %args.model_path.display(),
         instrumented,
         drift_window = args.drift_window,
-        "prediction service starting"
+        header_read_timeout = %humantime::format_duration(args.header_read_timeout),
+        body_read_timeout = %humantime::format_duration(args.body_read_timeout),
+        max_inflight_bodies = args.max_inflight_bodies,
+        "prediction service listening"
     );
-    let served = Server::new(TcpListener::bind(args.listen))
-        .run_with_graceful_shutdown(app, crate::shutdown::signal(), Some(SHUTDOWN_GRACE))
-        .await;
+    let options = ServerOptions {
+        header_read_timeout: args.header_read_timeout,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    let served = server::serve(listener, app, options, refusals, shutdown.requested_owned()).await;
     hangup.abort();
     sampler.abort();
-    served.map_err(|e| anyhow::anyhow!("cannot serve on {}: {e}", args.listen))?;
+    served.map_err(|e| anyhow::anyhow!("cannot serve on {address}: {e}"))?;
     tracing::info!("prediction service stopped");
     Ok(())
 }

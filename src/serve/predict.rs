@@ -1,38 +1,38 @@
-//! `POST /predict`: one endpoint for every method, so that each request,
-//! whatever its method or fate, is counted exactly once in
+//! `POST /predict`: one endpoint for every method, so that each POST,
+//! whatever its fate, is counted exactly once in
 //! `model_prediction_requests_total` with the model that answered it.
+//! Another method is a 405 that is not a prediction request: it is counted
+//! by the HTTP metrics only, so a monitor probing `GET /predict` cannot
+//! look like a surge of invalid input.
 //!
 //! The steps, each with its own failure: method (405), a model to answer
-//! (503), Content-Type (415), body size (413), decoding (400/413/422, see
-//! [`super::decode`]), prediction (500 for a panic or a non-finite output).
+//! (503), Content-Type (415), a free in-flight body slot (503), the body
+//! within its size and time (413, 408; see [`super::body`]), decoding
+//! (400/413/422, see [`super::decode`]), prediction (500 for a panic or a
+//! non-finite output).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::body::{BodyLimits, BodyRefused};
+use super::decode::{self, BadInput, InputError};
+use super::json_response;
+use super::loaded::{LoadedModel, Store};
+use super::metrics::{Outcome, ServiceMetrics};
+use super::refusals::{Refusal, Refusals};
+use crate::model::Prediction;
 use poem::http::{header, Method, StatusCode};
-use poem::{Body, Endpoint, Request, Response};
+use poem::{Endpoint, Request, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
-
-use super::decode::{self, InputError};
-use super::json_response;
-use super::metrics::{Outcome, ServiceMetrics};
-use super::state::{LoadedModel, ModelStore};
-use crate::model::Prediction;
-
-/// After the body limit is exceeded, up to this many further bytes are read
-/// and dropped so that the client, still sending, gets the 413 instead of a
-/// reset connection.
-const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct PredictEndpoint {
-    pub store: Arc<ModelStore>,
+    pub store: Arc<Store>,
     pub metrics: Arc<ServiceMetrics>,
+    pub refusals: Refusals,
     pub max_batch: usize,
-    pub max_body_bytes: usize,
+    pub body: BodyLimits,
 }
 
 impl Endpoint for PredictEndpoint {
@@ -40,19 +40,42 @@ impl Endpoint for PredictEndpoint {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         // One snapshot for the whole request, even if a reload lands now.
+        if req.method() != Method::POST {
+            return Ok(method_not_allowed(req.method()));
+        }
         let model = self.store.model();
         let (outcome, response) = match self.answer(req, model.as_deref()).await {
             Ok(response) => (Outcome::Success, response),
             Err(Failure::Input(e)) => {
-                let mut response = json_response(e.status, e.body());
-                if e.status == StatusCode::METHOD_NOT_ALLOWED {
-                    let allow = header::HeaderValue::from_static("POST");
-                    response.headers_mut().insert(header::ALLOW, allow);
+                let mut response = json_response(e.status(), e.body());
+                if matches!(e.problem, BadInput::BodyTimeout | BadInput::BodyTooLarge) {
+                    // The body was not read to its end: the connection
+                    // cannot carry another request.
+                    let close = header::HeaderValue::from_static("close");
+                    response.headers_mut().insert(header::CONNECTION, close);
                 }
                 (Outcome::InvalidInput, response)
             }
             Err(Failure::Server(status, body)) => {
                 (Outcome::Error, json_response(status, body.to_string()))
+            }
+            Err(Failure::Busy(max_inflight)) => {
+                let mut response = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({
+                        "error": "too many requests in flight",
+                        "detail": format!("at most {max_inflight} request bodies are read at once (--max-inflight-bodies); retry shortly"),
+                    })
+                    .to_string(),
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                // The body was not read: the connection cannot go on.
+                headers.insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                (Outcome::Error, response)
             }
         };
         self.metrics.request(model.as_deref(), outcome);
@@ -63,6 +86,8 @@ impl Endpoint for PredictEndpoint {
 enum Failure {
     Input(InputError),
     Server(StatusCode, serde_json::Value),
+    /// No free in-flight body slot; the limit.
+    Busy(usize),
 }
 
 impl From<InputError> for Failure {
@@ -77,15 +102,6 @@ impl PredictEndpoint {
         mut req: Request,
         model: Option<&LoadedModel>,
     ) -> Result<Response, Failure> {
-        if req.method() != Method::POST {
-            return Err(
-                InputError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-                    .field("method")
-                    .expected("POST")
-                    .got(method_name(req.method()))
-                    .into(),
-            );
-        }
         let Some(model) = model else {
             let failure = self.store.failure();
             return Err(Failure::Server(
@@ -102,11 +118,17 @@ impl PredictEndpoint {
                 .get(header::CONTENT_TYPE)
                 .map(|v| v.to_str().unwrap_or("")),
         )?;
-        let size_hint = req
+        let content_length = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = read_body(req.take_body(), self.max_body_bytes, size_hint).await?;
+        // Held until the body and its decoded rows are dropped.
+        let _slot = self.body.admit().map_err(|e| self.refused(e))?;
+        let body = self
+            .body
+            .read(req.take_body(), content_length)
+            .await
+            .map_err(|e| self.refused(e))?;
         let started = Instant::now();
         let decoded = decode::decode(&body, &model.schema, self.max_batch)?;
         let rows = decoded.rows.view();
@@ -141,50 +163,40 @@ impl PredictEndpoint {
     }
 }
 
+impl PredictEndpoint {
+    /// Counts a refused body and says how to answer it.
+    fn refused(&self, refused: BodyRefused) -> Failure {
+        match refused {
+            BodyRefused::Busy { max_inflight } => {
+                self.refusals.count(Refusal::Busy);
+                Failure::Busy(max_inflight)
+            }
+            BodyRefused::Input(e) => {
+                if e.problem == BadInput::BodyTimeout {
+                    self.refusals.count(Refusal::BodyTimeout);
+                }
+                Failure::Input(e)
+            }
+        }
+    }
+}
+
+/// The 405 for any method but POST, with `Allow: POST`.
+fn method_not_allowed(method: &Method) -> Response {
+    let e = InputError::new(BadInput::MethodNotAllowed)
+        .field("method")
+        .expected("POST")
+        .got(method_name(method));
+    let mut response = json_response(e.status(), e.body());
+    let allow = header::HeaderValue::from_static("POST");
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
+}
+
 /// The method as a label-free string for error bodies.
 fn method_name(method: &Method) -> String {
     let name = method.as_str();
     name.chars().take(16).collect()
-}
-
-/// Reads the body up to `limit` bytes: a longer one is a 413, drained first
-/// (within [`DRAIN_LIMIT`] and [`DRAIN_TIME`]) so the client reads the answer.
-async fn read_body(
-    body: Body,
-    limit: usize,
-    size_hint: Option<usize>,
-) -> Result<Vec<u8>, InputError> {
-    let mut reader = body.into_async_read();
-    // Content-Length sizes the buffer, within the limit and 64 KiB.
-    let initial = size_hint.unwrap_or(1024).min(limit).min(64 * 1024);
-    let mut data = Vec::with_capacity(initial.saturating_add(1));
-    let read_error = |e: std::io::Error| {
-        InputError::new(StatusCode::BAD_REQUEST, "cannot read request body").detail(e.to_string())
-    };
-    loop {
-        if reader.read_buf(&mut data).await.map_err(read_error)? == 0 {
-            return Ok(data);
-        }
-        if data.len() > limit {
-            break;
-        }
-    }
-    let mut seen = data.len();
-    let drain = async {
-        while seen <= limit.saturating_add(DRAIN_LIMIT) {
-            data.clear();
-            match reader.read_buf(&mut data).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-    Err(
-        InputError::new(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
-            .expected(format!("at most {limit} bytes"))
-            .got(format!("more than {limit} bytes")),
-    )
 }
 
 /// The response body: one prediction or a list, with the model version.

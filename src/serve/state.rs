@@ -5,26 +5,25 @@
 //! to finish, so a reload never mixes two models in one answer, and readers
 //! never wait for a reload. Reloads (SIGHUP, POST /admin/reload) are
 //! serialised among themselves; a failed reload keeps the current model.
+//!
+//! The store knows artifacts, not metrics: what a model needs besides its
+//! artifact (label sets, a drift window) is built by the `prepare` function
+//! it is given, and callers count reloads from the result.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::decode::Schema;
-use super::drift::DriftWindow;
-use super::metrics::{ModelLabels, ServiceMetrics};
 use crate::model::{Artifact, ArtifactError};
 
-/// A model ready to answer requests, with everything derived from it.
-#[derive(Debug)]
-pub struct LoadedModel {
-    pub artifact: Artifact,
-    pub schema: Schema,
-    pub labels: ModelLabels,
-    /// `None` without instrumentation.
-    pub drift: Option<DriftWindow>,
+/// A model built from an artifact, as the store holds it.
+pub trait Loaded: Send + Sync + 'static {
+    fn artifact(&self) -> &Artifact;
 }
+
+/// Builds a model from a freshly loaded artifact.
+pub type Prepare<M> = Box<dyn Fn(Artifact) -> M + Send + Sync>;
 
 /// Why no model is loaded, as /ready and /predict report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,18 +33,24 @@ pub struct LoadFailure {
     pub message: String,
 }
 
-impl From<&ArtifactError> for LoadFailure {
-    fn from(e: &ArtifactError) -> Self {
+impl LoadFailure {
+    /// The failure as clients see it: the message names the artifact by its
+    /// file name, not by its path on the server (the log has the path).
+    fn new(e: &ArtifactError, path: &Path) -> Self {
+        let full = path.display().to_string();
+        let name = path.file_name().map_or_else(
+            || "the model artifact".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Self {
             kind: e.kind(),
-            message: e.to_string(),
+            message: e.to_string().replace(&full, &name),
         }
     }
 }
 
-#[derive(Debug)]
-enum Slot {
-    Loaded(Arc<LoadedModel>),
+enum Slot<M> {
+    Loaded(Arc<M>),
     Unavailable(LoadFailure),
 }
 
@@ -77,22 +82,20 @@ impl Trigger {
     }
 }
 
-pub struct ModelStore {
+pub struct ModelStore<M> {
     path: PathBuf,
-    drift_capacity: usize,
-    metrics: Arc<ServiceMetrics>,
-    slot: ArcSwap<Slot>,
+    prepare: Prepare<M>,
+    slot: ArcSwap<Slot<M>>,
     reloading: tokio::sync::Mutex<()>,
 }
 
-impl ModelStore {
+impl<M: Loaded> ModelStore<M> {
     /// Loads the artifact at `path`. A missing or broken artifact is not an
     /// error here: the store starts without a model and says why.
-    pub async fn open(path: &Path, drift_capacity: usize, metrics: Arc<ServiceMetrics>) -> Self {
+    pub async fn open(path: &Path, prepare: Prepare<M>) -> Self {
         let store = Self {
             path: path.to_owned(),
-            drift_capacity,
-            metrics,
+            prepare,
             slot: ArcSwap::from_pointee(Slot::Unavailable(LoadFailure {
                 kind: "not_loaded",
                 message: "the model has not been loaded yet".into(),
@@ -105,7 +108,7 @@ impl ModelStore {
     }
 
     /// The current model, if any.
-    pub fn model(&self) -> Option<Arc<LoadedModel>> {
+    pub fn model(&self) -> Option<Arc<M>> {
         match &**self.slot.load() {
             Slot::Loaded(model) => Some(Arc::clone(model)),
             Slot::Unavailable(_) => None,
@@ -124,11 +127,9 @@ impl ModelStore {
         &self.path
     }
 
-    /// Reloads the artifact from disk and counts the attempt.
+    /// Reloads the artifact from disk (the caller counts the attempt).
     pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, ArtifactError> {
-        let result = self.load(trigger).await;
-        self.metrics.reload(result.is_ok());
-        result
+        self.load(trigger).await
     }
 
     async fn load(&self, trigger: Trigger) -> Result<Reloaded, ArtifactError> {
@@ -143,7 +144,9 @@ impl ModelStore {
                 })
             });
         let previous = self.model();
-        let previous_version = previous.as_ref().map(|m| m.artifact.model_version.clone());
+        let previous_version = previous
+            .as_ref()
+            .map(|m| m.artifact().model_version.clone());
         match loaded {
             Ok(artifact)
                 if previous_version.as_deref() == Some(artifact.model_version.as_str()) =>
@@ -166,7 +169,7 @@ impl ModelStore {
                 );
                 let model_version = artifact.model_version.clone();
                 self.slot
-                    .store(Arc::new(Slot::Loaded(Arc::new(self.prepare(artifact)))));
+                    .store(Arc::new(Slot::Loaded(Arc::new((self.prepare)(artifact)))));
                 Ok(Reloaded {
                     model_version,
                     previous_version,
@@ -179,7 +182,7 @@ impl ModelStore {
                         trigger = trigger.as_str(),
                         kind = e.kind(),
                         "model reload failed, still serving {}: {e}",
-                        current.artifact.model_version
+                        current.artifact().model_version
                     ),
                     None => {
                         tracing::error!(
@@ -187,32 +190,18 @@ impl ModelStore {
                             kind = e.kind(),
                             "no model loaded: {e}"
                         );
-                        self.slot
-                            .store(Arc::new(Slot::Unavailable(LoadFailure::from(&e))));
-                        self.metrics.prepare_without_model();
+                        self.slot.store(Arc::new(Slot::Unavailable(LoadFailure::new(
+                            &e, &self.path,
+                        ))));
                     }
                 }
                 Err(e)
             }
         }
     }
-
-    fn prepare(&self, artifact: Artifact) -> LoadedModel {
-        let labels = self.metrics.prepare(&artifact);
-        let drift = self
-            .metrics
-            .instrumented()
-            .then(|| DriftWindow::new(&artifact.reference, self.drift_capacity));
-        LoadedModel {
-            schema: Schema::new(&artifact.feature_names),
-            labels,
-            drift,
-            artifact,
-        }
-    }
 }
 
-impl std::fmt::Debug for ModelStore {
+impl<M> std::fmt::Debug for ModelStore<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelStore")
             .field("path", &self.path)

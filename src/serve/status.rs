@@ -1,6 +1,12 @@
 //! What the service says about itself: `/health` (the process answers),
 //! `/ready` (a model is loaded, or 503 naming why not) and `/model` (the
 //! loaded artifact's identity, features, training metrics and MLflow run).
+//!
+//! These answer anyone, so they never name the server's filesystem: the
+//! model path is in the start-up and reload logs, and a load failure is
+//! reported by its kind and the file's name only. `/model` carries the
+//! artifact's drift reference instead, so that a client needs no access to
+//! the server's files to generate traffic like the training data.
 
 use std::sync::Arc;
 
@@ -9,13 +15,13 @@ use poem::Response;
 use serde_json::json;
 
 use super::json_response;
-use super::state::ModelStore;
+use super::loaded::Store;
 
 pub fn health() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok"}).to_string())
 }
 
-pub fn ready(store: &Arc<ModelStore>) -> Response {
+pub fn ready(store: &Arc<Store>) -> Response {
     match store.model() {
         Some(model) => json_response(
             StatusCode::OK,
@@ -25,7 +31,7 @@ pub fn ready(store: &Arc<ModelStore>) -> Response {
     }
 }
 
-pub fn model(store: &Arc<ModelStore>) -> Response {
+pub fn model(store: &Arc<Store>) -> Response {
     let Some(model) = store.model() else {
         return not_ready(store);
     };
@@ -42,7 +48,9 @@ pub fn model(store: &Arc<ModelStore>) -> Response {
             "class_names": a.class_names,
             "metrics": a.metrics,
             "hyperparameters": a.hyperparameters,
-            "path": store.path(),
+            // Aggregate training statistics (per-feature moments, range and
+            // deciles), which `mlwatch load` draws traffic from.
+            "reference": a.reference,
             "mlflow": a.mlflow.as_ref().map(|r| json!({
                 "run_id": r.run_id,
                 "experiment_id": r.experiment_id,
@@ -57,7 +65,7 @@ pub fn model(store: &Arc<ModelStore>) -> Response {
 
 /// 503 with the load failure: its kind (`missing`, `corrupt`, ...) and the
 /// full message, which names the path.
-fn not_ready(store: &ModelStore) -> Response {
+fn not_ready(store: &Store) -> Response {
     let failure = store.failure();
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1,17 +1,42 @@
 //! Supervised child processes of the local stack: each writes its output to
 //! a log file in the state directory, is stopped with SIGTERM (then SIGKILL
 //! after a grace period), and, when it dies on its own, is reported with the
-//! last lines of its log.
+//! last lines of its log. Every live child is also in a process-wide
+//! registry, so that a forced exit (a second Ctrl-C) can kill them all
+//! without running destructors.
 
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// How long a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// The most of a log's end that [`Supervised::tail`] reads: a chatty child
+/// can write gigabytes, and only the last lines are shown.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// Pids of the children that are running now.
+static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// SIGKILLs every supervised child still running (a forced exit).
+pub fn kill_all_now() {
+    for pid in live().iter() {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+}
 
 pub struct Supervised {
     pub name: String,
@@ -48,6 +73,9 @@ impl Supervised {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {name} ({})", program.display()))?;
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            live().insert(pid);
+        }
         Ok(Self {
             name: name.to_owned(),
             log,
@@ -59,23 +87,29 @@ impl Supervised {
         self.child.id()
     }
 
-    /// Sends a signal (SIGHUP to reload, SIGTERM to stop).
-    pub fn signal(&self, signal: libc::c_int) {
-        if let Some(pid) = self.child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            unsafe {
-                libc::kill(pid, signal);
-            }
+    /// Sends a signal (SIGHUP to reload, SIGTERM to stop). The pid is only
+    /// known while the child is unreaped, so it cannot name a stranger.
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), signal);
         }
     }
 
     /// Exit status if it has exited (non-blocking).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let pid = self.child.id();
+        let status = self.child.try_wait().ok().flatten();
+        if status.is_some() {
+            forget(pid);
+        }
+        status
     }
 
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait().await
+        let pid = self.child.id();
+        let status = self.child.wait().await;
+        forget(pid);
+        status
     }
 
     /// SIGTERM, wait up to the grace period, then SIGKILL; always reaps.
@@ -83,22 +117,53 @@ impl Supervised {
         if self.exited().is_some() {
             return;
         }
-        self.signal(libc::SIGTERM);
-        if tokio::time::timeout(GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
+        self.signal(Signal::SIGTERM);
+        if tokio::time::timeout(GRACE, self.wait()).await.is_err() {
             let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
+            let _ = self.wait().await;
         }
     }
 
-    /// The last `n` lines of the child's log.
+    /// The last `n` lines of the child's log (of its last 64 KiB at most).
     pub fn tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail(&self.log, n, TAIL_BYTES)
     }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // kill_on_drop sends the SIGKILL; the pid must not stay registered.
+        forget(self.child.id());
+    }
+}
+
+fn forget(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        live().remove(&pid);
+    }
+}
+
+/// The last `n` lines among the last `limit` bytes of `path` (a line cut by
+/// the limit is dropped); empty when it cannot be read.
+fn tail(path: &Path, n: usize, limit: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = length.saturating_sub(limit);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.take(limit).read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A program from PATH, trying each name in turn.
@@ -107,4 +172,25 @@ pub fn find_binary(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_reads_only_the_end_of_a_big_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("chatty.log");
+        let mut text = String::new();
+        for i in 0..100_000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        std::fs::write(&log, &text).unwrap();
+        assert_eq!(tail(&log, 2, 64), "line 99998\nline 99999");
+        // A limit that cuts the first line drops it rather than show half.
+        let few = tail(&log, 100, 25);
+        assert_eq!(few, "line 99998\nline 99999", "{few}");
+        assert_eq!(tail(&dir.path().join("missing"), 3, 64), "");
+    }
 }

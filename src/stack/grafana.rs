@@ -1,10 +1,11 @@
 //! Running a Grafana server from PATH for the local stack: its ini file, its
-//! home path, and the admin password (generated once, kept in the state
-//! directory with mode 0600, never printed into a config in the repo).
+//! home path, and its two secrets (the admin password and the secret key):
+//! generated once from the OS's RNG, kept in files of mode 0600 in a 0700
+//! directory, and only named in grafana.ini, never copied into it.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 /// Grafana's server binary and how to call it: `grafana server` (10+) or
 /// the older `grafana-server`.
@@ -40,28 +41,88 @@ fn home_path(program: &Path) -> Option<PathBuf> {
     .find(|p| p.join("conf/defaults.ini").is_file())
 }
 
-/// A random hex secret from the OS's randomness.
+/// A random hex secret (128 bits) from the operating system's RNG.
 fn secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .context("cannot read /dev/urandom")?;
+    rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)
+        .context("the operating system's random number generator failed")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Only the owner may read or write a secret, or list its directory.
+const SECRET_MODE: u32 = 0o600;
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
 /// Reads `path`, or creates it with a fresh secret readable only by us.
+///
+/// The file is born 0600 (the mode is given to open(2), so it is never
+/// readable by others, not even between a write and a chmod) under a
+/// temporary name, filled, synced, and only then linked into place: a
+/// reader sees either no secret or the whole of it. A secret left with
+/// looser permissions by an older mlwatch is tightened.
 fn persistent_secret(path: &Path) -> anyhow::Result<String> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        return Ok(existing.trim().to_owned());
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::read_to_string(path) {
+        Ok(existing) => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} was readable by others (mode {:o}); restricting it to its owner",
+                    path.display(),
+                    mode & 0o777
+                );
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(SECRET_MODE))
+                    .with_context(|| format!("cannot restrict {}", path.display()))?;
+            }
+            let value = existing.trim().to_owned();
+            if value.is_empty() {
+                bail!(
+                    "{} is empty; delete it to generate a new secret",
+                    path.display()
+                );
+            }
+            return Ok(value);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let value = secret()?;
-    std::fs::write(path, &value).with_context(|| format!("cannot write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let file_name = path
+        .file_name()
+        .context("a secret path needs a file name")?
+        .to_string_lossy();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(SECRET_MODE)
+            .open(&temporary)?;
+        file.write_all(value.as_bytes())?;
+        file.sync_all()?;
+        // A link, unlike a rename, fails when another start won the race.
+        std::fs::hard_link(&temporary, path)
+    })();
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => Ok(value),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => persistent_secret(path),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
-    Ok(value)
+}
+
+/// Creates `dir` (and parents) with only the owner allowed in, and
+/// restricts it if it exists.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+        .with_context(|| format!("cannot restrict {}", dir.display()))
 }
 
 pub struct GrafanaConfig {
@@ -70,19 +131,26 @@ pub struct GrafanaConfig {
 }
 
 /// Writes grafana.ini under `state/grafana`; provisioning comes from
-/// `provisioning` (written by [`super::config::write`]).
+/// `provisioning` (written by [`super::config::write`]). The ini names the
+/// secret files (Grafana expands `$__file{path}`) instead of holding the
+/// secrets, so the ini itself is not sensitive.
 pub fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Result<GrafanaConfig> {
     let dir = state.join("grafana");
+    private_dir(&dir)?;
     std::fs::create_dir_all(dir.join("data"))?;
-    let admin_password = persistent_secret(&dir.join("admin-password"))?;
-    let secret_key = persistent_secret(&dir.join("secret-key"))?;
+    let password_file = dir.join("admin-password");
+    let key_file = dir.join("secret-key");
+    let admin_password = persistent_secret(&password_file)?;
+    persistent_secret(&key_file)?;
     let ini = format!(
         "[paths]\ndata = {data}\nlogs = {data}/log\nplugins = {data}/plugins\nprovisioning = {provisioning}\n\n\
          [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\n\n\
-         [security]\nadmin_user = admin\nadmin_password = {admin_password}\nsecret_key = {secret_key}\n\n\
+         [security]\nadmin_user = admin\nadmin_password = $__file{{{password}}}\nsecret_key = $__file{{{key}}}\n\n\
          [analytics]\nreporting_enabled = false\ncheck_for_updates = false\n",
         data = dir.join("data").display(),
         provisioning = provisioning.display(),
+        password = password_file.display(),
+        key = key_file.display(),
     );
     let path = dir.join("grafana.ini");
     std::fs::write(&path, ini).with_context(|| format!("cannot write {}", path.display()))?;
@@ -95,12 +163,17 @@ pub fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
 
     #[test]
-    fn config_keeps_secrets_in_private_files_and_reuses_them() {
-        let dir = std::env::temp_dir().join(format!("mlwatch-grafana-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let first = write_config(&dir, Path::new("/p/provisioning"), 3123).unwrap();
+    fn secrets_live_in_private_files_that_the_ini_only_names() {
+        let state = tempfile::tempdir().unwrap();
+        let first = write_config(state.path(), Path::new("/p/provisioning"), 3123).unwrap();
+        let dir = state.path().join("grafana");
         let ini = std::fs::read_to_string(&first.ini).unwrap();
         assert!(
             ini.contains("http_addr = 127.0.0.1") && ini.contains("http_port = 3123"),
@@ -108,20 +181,57 @@ mod tests {
         );
         assert!(ini.contains("provisioning = /p/provisioning"), "{ini}");
         assert_eq!(first.admin_password.len(), 32);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("grafana/admin-password"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let second = write_config(&dir, Path::new("/p/provisioning"), 3123).unwrap();
+        let key = std::fs::read_to_string(dir.join("secret-key")).unwrap();
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, first.admin_password, "two independent secrets");
+        assert!(
+            !ini.contains(&first.admin_password) && !ini.contains(&key),
+            "no secret in the ini:\n{ini}"
+        );
+        assert!(
+            ini.contains(&format!(
+                "admin_password = $__file{{{}}}",
+                dir.join("admin-password").display()
+            )),
+            "{ini}"
+        );
+        assert!(ini.contains(&format!(
+            "secret_key = $__file{{{}}}",
+            dir.join("secret-key").display()
+        )));
+        assert_eq!(mode(&dir.join("admin-password")), 0o600);
+        assert_eq!(mode(&dir.join("secret-key")), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        let stray: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files left: {stray:?}");
+
+        let second = write_config(state.path(), Path::new("/p/provisioning"), 3123).unwrap();
         assert_eq!(
             second.admin_password, first.admin_password,
             "password survives restarts"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_left_readable_by_others_is_restricted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-password");
+        std::fs::write(&path, "old-secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(persistent_secret(&path).unwrap(), "old-secret");
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_an_error_not_an_empty_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-password");
+        std::fs::write(&path, "").unwrap();
+        let error = persistent_secret(&path).unwrap_err().to_string();
+        assert!(error.contains("is empty"), "{error}");
     }
 }

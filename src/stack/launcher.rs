@@ -4,6 +4,7 @@
 //! alerts from Alertmanager to the terminal through a built-in webhook, and
 //! reloads the service whenever the trainer writes a new artifact.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,7 +18,9 @@ use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
 
 /// The Debian/Ubuntu command that installs what the stack needs.
-pub const INSTALL_HINT: &str = "apt-get install prometheus prometheus-alertmanager";
+/// Without recommends: they pull in a few dozen packages nobody asked for.
+pub const INSTALL_HINT: &str =
+    "apt-get install --no-install-recommends prometheus prometheus-alertmanager";
 
 #[derive(Debug, Clone)]
 pub struct Ports {
@@ -28,6 +31,34 @@ pub struct Ports {
     pub grafana: u16,
     pub webhook: u16,
     pub mlflow: u16,
+}
+
+impl Ports {
+    /// Seven distinct ports that are free right now. The OS picks each by a
+    /// bind to `:0`; all seven are held at once so none repeats. Prometheus
+    /// and Alertmanager take a port number, not a socket, so the choice is
+    /// released before they bind: another process could take one in
+    /// between, which shows as a child that dies with "address in use".
+    pub fn free() -> anyhow::Result<Self> {
+        let held = (0..7)
+            .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot find free ports on 127.0.0.1")?;
+        let ports = held
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot read a bound port")?;
+        Ok(Self {
+            app: ports[0],
+            trainer: ports[1],
+            prometheus: ports[2],
+            alertmanager: ports[3],
+            grafana: ports[4],
+            webhook: ports[5],
+            mlflow: ports[6],
+        })
+    }
 }
 
 impl Default for Ports {
@@ -96,23 +127,34 @@ impl Binaries {
     }
 }
 
-/// Alerts received by the built-in webhook, newest last.
+/// How many alerts the inbox keeps: Alertmanager re-sends every firing
+/// alert each repeat interval, so a stack left up for days would otherwise
+/// grow without end.
+const INBOX_CAPACITY: usize = 1000;
+
+/// The largest notification the webhook accepts (Alertmanager's are a few
+/// KiB per alert).
+const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The most recent alerts received by the built-in webhook, newest last.
 #[derive(Clone, Default)]
-pub struct AlertInbox(Arc<Mutex<Vec<Value>>>);
+pub struct AlertInbox(Arc<Mutex<VecDeque<Value>>>);
 
 impl AlertInbox {
     pub fn alerts(&self) -> Vec<Value> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn push(&self, alerts: Vec<Value>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(alerts);
+        let mut inbox = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        inbox.extend(alerts);
+        let excess = inbox.len().saturating_sub(INBOX_CAPACITY);
+        inbox.drain(..excess);
     }
 }
 
@@ -305,7 +347,7 @@ impl Stack {
                 "new model artifact at {}; reloading the service",
                 self.model_path.display()
             );
-            self.service.signal(libc::SIGHUP);
+            self.service.signal(nix::sys::signal::Signal::SIGHUP);
         }
         if let Some(trainer) = &mut self.trainer {
             if let Some(status) = trainer.exited() {
@@ -385,8 +427,32 @@ async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox)
         inbox.push(alerts);
         "ok"
     }
-    let app = Route::new().at("/alerts", post(alerts)).data(inbox);
+    let app = Route::new()
+        .at("/alerts", post(alerts))
+        .with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT))
+        .data(inbox);
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
         tracing::error!("alert webhook stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alert_inbox_keeps_only_the_newest_alerts() {
+        let inbox = AlertInbox::default();
+        for i in 0..3 {
+            inbox.push(
+                (0..INBOX_CAPACITY)
+                    .map(|j| serde_json::json!({ "n": i * INBOX_CAPACITY + j }))
+                    .collect(),
+            );
+        }
+        let alerts = inbox.alerts();
+        assert_eq!(alerts.len(), INBOX_CAPACITY);
+        assert_eq!(alerts[0]["n"], 2 * INBOX_CAPACITY);
+        assert_eq!(alerts[INBOX_CAPACITY - 1]["n"], 3 * INBOX_CAPACITY - 1);
     }
 }

@@ -1,11 +1,12 @@
 //! `mlwatch up`: the whole stack in the foreground until Ctrl-C.
 
 use std::path::PathBuf;
-
-use anyhow::Context;
+use std::time::Duration;
 
 use super::config::{Assets, Timing};
 use super::launcher::{Binaries, Ports, Stack, StackConfig};
+use crate::shutdown::Shutdown;
+use crate::train::Algorithm;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
@@ -36,12 +37,12 @@ pub struct UpArgs {
     /// Do not start an MLflow server even if `mlflow` is on PATH.
     #[arg(long)]
     pub no_mlflow: bool,
-    /// Model for the trainer.
-    #[arg(long, default_value = "linear")]
-    pub model: String,
+    /// Model for the trainer (the same choices as `mlwatch train --model`).
+    #[arg(long, value_enum, default_value = "linear")]
+    pub model: Algorithm,
     /// Trainer pace per iteration, so that progress is visible.
-    #[arg(long, default_value = "2s")]
-    pub pace: String,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub pace: Duration,
 }
 
 impl UpArgs {
@@ -58,33 +59,17 @@ impl UpArgs {
     }
 }
 
-/// The repository (found upward from the current directory) or the
-/// installed `<prefix>/share/mlwatch` beside the executable.
-pub fn default_assets() -> anyhow::Result<Assets> {
-    let mut candidates = Vec::new();
-    if let Ok(mut dir) = std::env::current_dir() {
-        loop {
-            candidates.push(dir.clone());
-            if !dir.pop() {
-                break;
-            }
-        }
-    }
-    if let Some(prefix) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent()?.parent().map(PathBuf::from))
-    {
-        candidates.push(prefix.join("share/mlwatch"));
-    }
-    // A binary built from a checkout (cargo run, cargo install --path) can
-    // still find the checkout it was built from.
-    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    candidates
-        .into_iter()
-        .find(|d| d.join("prometheus/prometheus.yml").is_file())
-        .map(Assets::new)
-        .transpose()?
-        .context("cannot find prometheus/ and grafana/: run from the mlwatch repository or pass --assets DIR")
+/// `mlwatch train` flags for `model` at `pace`, spelled as a user would.
+pub fn trainer_flags(model: Algorithm, pace: Duration) -> Vec<String> {
+    let model = clap::ValueEnum::to_possible_value(&model)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_else(|| "linear".to_owned());
+    vec![
+        "--model".into(),
+        model,
+        "--pace".into(),
+        humantime::format_duration(pace).to_string(),
+    ]
 }
 
 pub fn default_state_dir() -> PathBuf {
@@ -118,25 +103,17 @@ pub fn print_urls(stack: &Stack) {
     }
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let binaries = Binaries::locate()?;
-    let assets = match &args.assets {
-        Some(dir) => Assets::new(dir.clone())?,
-        None => default_assets()?,
-    };
+    let assets = Assets::discover(args.assets.as_deref())?;
+    let mut trainer_args = trainer_flags(args.model, args.pace);
+    trainer_args.extend(["--linger".into(), "120s".into()]);
     let config = StackConfig {
         assets,
         state_dir: args.state_dir.clone().unwrap_or_else(default_state_dir),
         ports: args.ports(),
         timing: Timing::default(),
-        trainer_args: vec![
-            "--model".into(),
-            args.model.clone(),
-            "--pace".into(),
-            args.pace.clone(),
-            "--linger".into(),
-            "120s".into(),
-        ],
+        trainer_args,
         drift_window: 1000,
         grafana: !args.no_grafana,
         mlflow: !args.no_mlflow,
@@ -145,8 +122,46 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     print_urls(&stack);
     println!("  state and logs          {}", config.state_dir.display());
     println!("Ctrl-C stops everything.");
-    let outcome = stack.supervise(crate::shutdown::signal()).await;
+    let outcome = stack.supervise(shutdown.requested()).await;
     println!("stopping...");
     stack.shutdown().await;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn model_and_pace_are_typed_and_reach_the_trainer_as_train_accepts_them() {
+        let cli = Cli::try_parse_from(["up", "--model", "forest", "--pace", "1500ms"]).unwrap();
+        let flags = trainer_flags(cli.up.model, cli.up.pace);
+        assert_eq!(flags, ["--model", "forest", "--pace", "1s 500ms"]);
+        #[derive(Parser)]
+        struct Train {
+            #[command(flatten)]
+            args: crate::train::TrainArgs,
+        }
+        let train = Train::try_parse_from(std::iter::once("train".to_owned()).chain(flags))
+            .expect("mlwatch train accepts the launcher's flags");
+        assert_eq!(train.args.algorithm, Algorithm::Forest);
+        assert_eq!(train.args.pace, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn an_unknown_model_is_a_usage_error_naming_the_choices() {
+        let error = Cli::try_parse_from(["up", "--model", "svm"])
+            .err()
+            .expect("svm is refused");
+        let text = error.to_string();
+        assert!(text.contains("svm") && text.contains("linear"), "{text}");
+        assert!(Cli::try_parse_from(["up", "--pace", "soon"]).is_err());
+    }
 }

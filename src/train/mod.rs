@@ -106,7 +106,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5)]
     pub top_features: usize,
     /// Pushgateway base URL (http://host:9091) to push the final metrics to.
-    #[arg(long, env = "MLWATCH_PUSHGATEWAY")]
+    /// Not with --no-metrics: a push replaces the job's group, and an empty
+    /// one would wipe the last run's metrics.
+    #[arg(long, env = "MLWATCH_PUSHGATEWAY", conflicts_with = "no_metrics")]
     pub pushgateway: Option<String>,
     /// Interval of the CPU/memory/GPU sampler.
     #[arg(long, env = "MLWATCH_SAMPLE_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -476,8 +478,10 @@ impl Progress for Reporter {
     }
 }
 
-/// `mlwatch train`.
-pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
+/// `mlwatch train`. A stop requested through `shutdown` interrupts the fit
+/// (no artifact), or, once the artifact is being written, lets the write
+/// finish and skips the push and the linger.
+pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
     let options = FitOptions {
         algorithm: args.algorithm,
         dataset: args.dataset,
@@ -491,6 +495,13 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Fail on a bad flag combination before binding anything.
     let dataset = options.dataset()?;
     let mlflow_client = args.mlflow.client()?;
+    if args.no_metrics && args.pushgateway.is_some() {
+        // Clap refuses the two together (from the environment too); this
+        // guards callers that build TrainArgs themselves.
+        anyhow::bail!(
+            "--no-metrics with a Pushgateway would push an empty group and wipe the last run's metrics; drop one of them"
+        );
+    }
 
     let telemetry = Arc::new(Telemetry::new()?);
     let metrics = (!args.no_metrics).then(|| Arc::new(TrainingMetrics::new(&telemetry.meter())));
@@ -540,7 +551,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || fit(&fit_options, &mut reporter, &fit_cancel));
     let fitted = tokio::select! {
         joined = &mut training => joined.context("the training thread panicked").and_then(|r| r),
-        _ = crate::shutdown::signal() => {
+        _ = shutdown.requested() => {
             cancel.store(true, Ordering::Relaxed);
             let _ = training.await;
             end_mlflow(tracker, crate::mlflow::Outcome::Killed).await;
@@ -611,21 +622,28 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
     )
     .await;
-    if let Some(url) = &args.pushgateway {
+    if let Some(url) = args
+        .pushgateway
+        .as_deref()
+        .filter(|_| !shutdown.is_requested())
+    {
         let body = telemetry.render()?;
-        match push::push(url, "model-training", &body).await {
-            Ok(()) => tracing::info!("pushed final metrics to {url}"),
-            Err(e) => tracing::warn!("pushing to {url} failed: {e:#}"),
+        tokio::select! {
+            pushed = push::push(url, "model-training", body) => match pushed {
+                Ok(()) => tracing::info!("pushed final metrics to the pushgateway"),
+                Err(e) => tracing::warn!("pushing the final metrics failed: {e:#}"),
+            },
+            _ = shutdown.requested() => tracing::warn!("push abandoned: shutting down"),
         }
     }
-    if metrics.is_some() && !args.linger.is_zero() {
+    if metrics.is_some() && !args.linger.is_zero() && !shutdown.is_requested() {
         tracing::info!(
             "serving final metrics for {}",
             humantime::format_duration(args.linger)
         );
         tokio::select! {
             _ = tokio::time::sleep(args.linger) => {}
-            _ = crate::shutdown::signal() => {}
+            _ = shutdown.requested() => {}
         }
     }
     for task in background {

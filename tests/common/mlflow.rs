@@ -146,10 +146,7 @@ impl MlflowServer {
     /// SIGKILL to the whole group (server and its uvicorn), then waits
     /// until the port no longer answers.
     pub fn kill(&self) {
-        // SAFETY: killpg on a process group this test created.
-        unsafe {
-            libc::killpg(self.group, libc::SIGKILL);
-        }
+        kill_group(self.group);
         let deadline = Instant::now() + Duration::from_secs(10);
         while get(&format!("{}/health", self.url)).is_some() {
             assert!(
@@ -266,10 +263,7 @@ impl MlflowServer {
 
 impl Drop for MlflowServer {
     fn drop(&mut self) {
-        // SAFETY: as in `kill`.
-        unsafe {
-            libc::killpg(self.group, libc::SIGKILL);
-        }
+        kill_group(self.group);
         if std::thread::panicking() {
             eprintln!(
                 "----- mlflow server log ({}) -----\n{}",
@@ -279,6 +273,14 @@ impl Drop for MlflowServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// SIGKILL to a process group this harness created.
+fn kill_group(group: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// Tags of a run as a map.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub mod mlflow;
 pub mod queries;
@@ -16,12 +16,61 @@ pub mod stack;
 
 pub use prometheus_parse::{Sample, Scrape, Value};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never handed out twice in this test
+/// binary. Prefer `--listen 127.0.0.1:0` and [`listening_address`] where
+/// the program reports what it bound; this is for programs that need a
+/// number up front (Prometheus, Alertmanager, the launcher's flags). The OS
+/// picks the port; it is released before the program binds it, so another
+/// process could still take it in between.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Held until the loop ends, so a port the OS offers again is skipped.
+    let mut held = Vec::new();
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("no free port on 127.0.0.1");
+        let port = listener.local_addr().expect("bound address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+        held.push(listener);
+    }
+}
+
+/// The address a process reports after binding `--listen 127.0.0.1:0`: the
+/// text after `prefix` in its log, up to the next `/` or space.
+pub fn listening_address(process: &mut Process, prefix: &str) -> std::net::SocketAddr {
+    let text = poll(
+        &format!("{} to log {prefix:?}", process.name),
+        Duration::from_secs(30),
+        || {
+            if let Some(exit) = process.try_exit() {
+                panic!(
+                    "{} exited with {exit} before listening:\n{}",
+                    process.name,
+                    process.log_text()
+                );
+            }
+            let log = process.log_text();
+            let (_, rest) = log.split_once(prefix)?;
+            let end = rest
+                .find(|c: char| c == '/' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            Some(rest[..end].to_owned())
+        },
+    );
+    text.parse()
+        .unwrap_or_else(|e| panic!("{prefix}{text} is not an address: {e}"))
+}
+
+/// The one polling helper of the tests ([`mlwatch::poll::blocking`] every
+/// 50 ms): `check` until it returns `Some`, or a panic naming `what`.
+pub fn poll<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    mlwatch::poll::blocking(Duration::from_millis(50), timeout, check)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// A child process killed and reaped on drop. Its stdout/stderr go to files
@@ -77,14 +126,7 @@ impl Process {
 
     /// Waits for exit up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        mlwatch::poll::blocking(Duration::from_millis(50), timeout, || self.try_exit()).ok()
     }
 
     pub fn signal(&self, signal: &str) {
@@ -152,15 +194,10 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     }
 }
 
-/// Polls `url` until it answers with `status`, or panics after `timeout`.
+/// Polls `url` until it answers with `status`, or panics after `timeout`
+/// (or at once when `process` exits).
 pub fn wait_for_status(url: &str, status: u16, timeout: Duration, process: &mut Process) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some((code, _)) = get(url) {
-            if code == status {
-                return;
-            }
-        }
+    poll(&format!("{url} answering {status}"), timeout, || {
         if let Some(exit) = process.try_exit() {
             panic!(
                 "{} exited with {exit} before {url} answered {status}:\n{}",
@@ -168,12 +205,8 @@ pub fn wait_for_status(url: &str, status: u16, timeout: Duration, process: &mut 
                 process.log_text()
             );
         }
-        assert!(
-            Instant::now() < deadline,
-            "{url} did not answer {status} within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        get(url).filter(|(code, _)| *code == status).map(|_| ())
+    });
 }
 
 /// Scrapes a /metrics URL, asserting the Content-Type Prometheus requires,

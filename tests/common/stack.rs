@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -410,18 +410,10 @@ pub fn batch_for(
     serde_json::json!({ "instances": instances }).to_string()
 }
 
-/// Polls `check` every 250 ms until it returns `Some`, or panics with
+/// Polls `check` every 250 ms (checks here query Prometheus, which only
+/// changes once per evaluation) until it returns `Some`, or panics with
 /// `what` after `timeout`.
-pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+pub fn eventually<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    mlwatch::poll::blocking(Duration::from_millis(250), timeout, check)
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
 }

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Rehearses the check phase of the Nix build (nix/package.nix runs
+# `cargo test`) as closely as a machine without nixpkgs can:
+#
+#   * the source is exactly nix/source-set.json's "package" list, taken from
+#     git's tracked files (what a flake's fileset hands the builder) and
+#     copied into a fresh directory: a test that reads a file outside the set
+#     fails here, not in `nix build`;
+#   * crates are vendored (`cargo vendor`, as cargoLock.lockFile does) and
+#     cargo runs --offline with a CARGO_HOME of its own;
+#   * a cleared environment with HOME=/homeless-shelter and a fresh TMPDIR;
+#   * no network but loopback: `unshare -rn`, with `lo` brought up.
+#
+# Each argument LABEL=BINDIR names one generation of the monitoring stack:
+# the whole test suite runs once per generation, with BINDIR first on PATH
+# (an empty BINDIR means the system's own binaries). Arguments after `--`
+# go to `cargo test`.
+#
+#   .ci/nix-sandbox.sh debian-12= nixpkgs-3.x=target/tools/prometheus-3/root/usr/bin
+#
+# Exits non-zero when any generation fails, naming it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(pwd)"
+
+generations=()
+while (($#)); do
+  case "$1" in
+  --) shift; break ;;
+  *=*) generations+=("$1"); shift ;;
+  *) echo "usage: $0 LABEL=BINDIR... [-- cargo test args]" >&2; exit 2 ;;
+  esac
+done
+((${#generations[@]})) || generations=("system=")
+cargo_test_args=("$@")
+
+for tool in git tar unshare ip python3; do
+  command -v "$tool" >/dev/null || { echo "error: $tool not found (needed for the Nix-sandbox rehearsal)" >&2; exit 1; }
+done
+if ! unshare -rn true 2>/dev/null; then
+  echo "error: 'unshare -rn' is not permitted here (user namespaces disabled?); the Nix-sandbox rehearsal needs it" >&2
+  exit 1
+fi
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || {
+  echo "error: not a git checkout: the rehearsal copies git's tracked files, as a flake does" >&2
+  exit 1
+}
+
+root="$repo/target/nix-sandbox"
+src="$root/src"
+vendor="$root/vendor"
+cargo_home="$root/cargo-home"
+target="$root/target"
+mkdir -p "$root"
+
+echo "== source set (nix/source-set.json \"package\") -> $src"
+mapfile -t paths < <(python3 -c 'import json; print("\n".join(json.load(open("nix/source-set.json"))["package"]))')
+for path in "${paths[@]}"; do
+  [[ -e $path ]] || { echo "error: nix/source-set.json lists $path, which does not exist" >&2; exit 1; }
+done
+rm -rf "$src"
+mkdir -p "$src"
+git ls-files -z --cached -- "${paths[@]}" |
+  tar --null --no-recursion --ignore-failed-read -T - -cf - |
+  tar -xf - -C "$src"
+echo "$(find "$src" -type f | wc -l) files"
+
+echo "== vendored crates (cargo vendor --locked)"
+lock_hash="$(sha256sum Cargo.lock | cut -d' ' -f1)"
+if [[ ! -d $vendor || "$(cat "$root/vendor.lock-hash" 2>/dev/null)" != "$lock_hash" ]]; then
+  rm -rf "$vendor"
+  cargo vendor --locked --versioned-dirs --manifest-path "$src/Cargo.toml" "$vendor" >/dev/null
+  echo "$lock_hash" >"$root/vendor.lock-hash"
+fi
+rm -rf "$cargo_home"
+mkdir -p "$cargo_home"
+cat >"$cargo_home/config.toml" <<EOF
+[source.crates-io]
+replace-with = "vendored-sources"
+
+[source.vendored-sources]
+directory = "$vendor"
+
+[net]
+offline = true
+EOF
+
+# The toolchain's real binaries, not rustup's proxies (which need a HOME).
+toolchain_bin="$(dirname "$(rustup which cargo 2>/dev/null || command -v cargo)")"
+
+# Runs "$@" in the sandbox: own network namespace (loopback only), cleared
+# environment, PATH = generation binaries, toolchain, system.
+in_sandbox() {
+  local bindir="$1"
+  shift
+  local tmp
+  tmp="$(mktemp -d "$root/tmp.XXXXXX")"
+  local path="$toolchain_bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+  [[ -n $bindir ]] && path="$(realpath "$bindir"):$path"
+  local status=0
+  unshare -rn sh -c 'ip link set lo up && cd "$0" && exec "$@"' "$src" \
+    env -i \
+    PATH="$path" \
+    HOME=/homeless-shelter \
+    TMPDIR="$tmp" TMP="$tmp" TEMP="$tmp" TEMPDIR="$tmp" \
+    CARGO_HOME="$cargo_home" \
+    CARGO_TARGET_DIR="$target" \
+    CARGO_TERM_COLOR=never \
+    CI="${CI:-}" \
+    "$@" || status=$?
+  rm -rf "$tmp"
+  return "$status"
+}
+
+echo "== build the tests in the sandbox (cargo test --offline --no-run)"
+in_sandbox "" cargo test --offline --locked --no-run
+
+failed=()
+for generation in "${generations[@]}"; do
+  label="${generation%%=*}"
+  bindir="${generation#*=}"
+  versions="$(in_sandbox "$bindir" sh -c 'prometheus --version 2>&1 | head -n1; (alertmanager --version 2>/dev/null || prometheus-alertmanager --version) 2>&1 | head -n1' | tr '\n' ';')"
+  echo
+  echo "== cargo test in the Nix-sandbox rehearsal, generation $label: $versions"
+  if in_sandbox "$bindir" cargo test --offline --locked "${cargo_test_args[@]}"; then
+    echo "ok:   generation $label"
+  else
+    echo "FAIL: cargo test against generation $label ($versions)" >&2
+    failed+=("$label")
+  fi
+done
+
+if ((${#failed[@]})); then
+  echo "nix-sandbox rehearsal: failed for generation(s): ${failed[*]}" >&2
+  exit 1
+fi
+echo "nix-sandbox rehearsal: passed for ${#generations[@]} generation(s)"

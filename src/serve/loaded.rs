@@ -1,0 +1,41 @@
+//! A model as the service answers with it: the artifact plus everything
+//! derived from it when it loads (the input schema, the metric label sets,
+//! the drift window). [`Store`] is the model store holding one.
+
+use super::decode::Schema;
+use super::drift::DriftWindow;
+use super::labels::ModelLabels;
+use super::state::{Loaded, ModelStore};
+use crate::model::Artifact;
+
+/// The service's model store.
+pub type Store = ModelStore<LoadedModel>;
+
+/// A model ready to answer requests.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub artifact: Artifact,
+    pub schema: Schema,
+    pub labels: ModelLabels,
+    /// `None` without instrumentation.
+    pub drift: Option<DriftWindow>,
+}
+
+impl LoadedModel {
+    /// Derives what requests need from `artifact`; `drift_capacity` is
+    /// `None` without instrumentation.
+    pub fn new(artifact: Artifact, labels: ModelLabels, drift_capacity: Option<usize>) -> Self {
+        Self {
+            schema: Schema::new(&artifact.feature_names),
+            drift: drift_capacity.map(|c| DriftWindow::new(&artifact.reference, c)),
+            labels,
+            artifact,
+        }
+    }
+}
+
+impl Loaded for LoadedModel {
+    fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+}
