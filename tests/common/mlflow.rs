@@ -42,10 +42,22 @@ pub fn mlflow_binary() -> PathBuf {
 }
 
 pub struct MlflowServer {
-    pub url: String,
+    api: Api,
     pub dir: PathBuf,
     pub log: PathBuf,
     group: i32,
+}
+
+impl std::ops::Deref for MlflowServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Reads what an MLflow server (this harness's or another) stored.
+pub struct Api {
+    pub url: String,
 }
 
 /// Stops the server's process group when the test process (`$1`) is gone
@@ -107,7 +119,9 @@ impl MlflowServer {
         let mut child = command.spawn().expect("start bash for mlflow server");
         let group = child.id() as i32;
         let server = Self {
-            url: format!("http://127.0.0.1:{port}"),
+            api: Api {
+                url: format!("http://127.0.0.1:{port}"),
+            },
             dir,
             log,
             group,
@@ -156,7 +170,9 @@ impl MlflowServer {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
 
+impl Api {
     fn api(&self, path: &str) -> String {
         format!("{}/api/2.0/mlflow/{path}", self.url)
     }
