@@ -130,6 +130,25 @@ for generation in "${generations[@]}"; do
   fi
 done
 
+# `nix run`: the launcher with nothing but the assets derivation's files,
+# against the last generation (the one nixpkgs ships).
+echo
+echo "== nix run rehearsal: mlwatch up --assets <nix/source-set.json \"assets\" only>"
+assets="$root/assets/share/mlwatch"
+rm -rf "$root/assets"
+mkdir -p "$assets"
+mapfile -t asset_paths < <(python3 -c 'import json; print("\n".join(json.load(open("nix/source-set.json"))["assets"]))')
+git ls-files -z --cached -- "${asset_paths[@]}" |
+  tar --null --no-recursion --ignore-failed-read -T - -cf - |
+  tar -xf - -C "$assets"
+last="${generations[-1]}"
+rm -rf "$root/up-state"
+if in_sandbox "${last#*=}" "$repo/.ci/rehearse-nix-run.sh" "$target/debug/mlwatch" "$assets" "$root/up-state"; then
+  echo "ok:   nix run rehearsal (generation ${last%%=*})"
+else
+  failed+=("nix-run:${last%%=*}")
+fi
+
 if ((${#failed[@]})); then
   echo "nix-sandbox rehearsal: failed for generation(s): ${failed[*]}" >&2
   exit 1
