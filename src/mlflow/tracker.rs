@@ -24,6 +24,8 @@ use super::lineage::MlflowRun;
 /// How long the end of the run may take (flush, upload, registration,
 /// status) before the trainer stops waiting for it.
 pub const FINISH_WAIT: Duration = Duration::from_secs(60);
+/// The same when a stop was requested (Ctrl-C, SIGTERM).
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
 /// Failed calls in a row after which the run is abandoned.
 pub const GIVE_UP_AFTER: u32 = 3;
 /// Queued iterations; above the trainer's 10 000-iteration limit, so a

@@ -554,14 +554,19 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         _ = shutdown.requested() => {
             cancel.store(true, Ordering::Relaxed);
             let _ = training.await;
-            end_mlflow(tracker, crate::mlflow::Outcome::Killed).await;
+            end_mlflow(tracker, crate::mlflow::Outcome::Killed, true).await;
             anyhow::bail!("training interrupted before it finished; no artifact written");
         }
     };
     let mut artifact = match fitted {
         Ok(artifact) => artifact,
         Err(e) => {
-            end_mlflow(tracker, crate::mlflow::Outcome::Failed).await;
+            end_mlflow(
+                tracker,
+                crate::mlflow::Outcome::Failed,
+                shutdown.is_requested(),
+            )
+            .await;
             return Err(e);
         }
     };
@@ -576,7 +581,12 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
             .await;
     }
     if let Err(e) = artifact.save(&args.output) {
-        end_mlflow(tracker, crate::mlflow::Outcome::Failed).await;
+        end_mlflow(
+            tracker,
+            crate::mlflow::Outcome::Failed,
+            shutdown.is_requested(),
+        )
+        .await;
         return Err(e.into());
     }
     tracing::info!(
@@ -620,6 +630,7 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
                 .collect(),
             step: 0,
         },
+        shutdown.is_requested(),
     )
     .await;
     if let Some(url) = args
@@ -696,17 +707,25 @@ fn mlflow_spec(
     }
 }
 
-/// Ends the MLflow run (when tracking) and logs what became of it.
-async fn end_mlflow(tracker: Option<crate::mlflow::Tracker>, outcome: crate::mlflow::Outcome) {
+/// Ends the MLflow run (when tracking) and logs what became of it. In a
+/// `hurry` (a stop was requested) the server gets 10 s instead of 60 s.
+async fn end_mlflow(
+    tracker: Option<crate::mlflow::Tracker>,
+    outcome: crate::mlflow::Outcome,
+    hurry: bool,
+) {
     let Some(tracker) = tracker else { return };
     let status = match &outcome {
         crate::mlflow::Outcome::Finished { .. } => "FINISHED",
         crate::mlflow::Outcome::Failed => "FAILED",
         crate::mlflow::Outcome::Killed => "KILLED",
     };
-    let summary = tracker
-        .finish(outcome, crate::mlflow::tracker::FINISH_WAIT)
-        .await;
+    let wait = if hurry {
+        crate::mlflow::tracker::STOP_WAIT
+    } else {
+        crate::mlflow::tracker::FINISH_WAIT
+    };
+    let summary = tracker.finish(outcome, wait).await;
     match (&summary.run, summary.failures) {
         (Some(run), 0) => {
             let registered = summary
