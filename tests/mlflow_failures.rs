@@ -125,6 +125,73 @@ fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
 }
 
 #[test]
+fn a_hung_mlflow_server_never_slows_training() {
+    let server = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("http://{listen}/metrics");
+    let experiment = "hung";
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "linear",
+            "--iterations",
+            "30",
+            "--pace",
+            "300ms",
+            "--listen",
+            &listen,
+            "--linger",
+            "60s",
+            "--output",
+            "model.json",
+            "--mlflow-tracking-uri",
+            &server.url,
+            "--mlflow-experiment",
+            experiment,
+            "--mlflow-timeout",
+            "1s",
+        ],
+        dir.path(),
+    );
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    common::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
+        let runs = server.runs(experiment);
+        let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
+        (server.history(&run_id, "validation_loss").len() >= 2).then_some(())
+    });
+    let before = value(&scrape(&metrics), "training_epochs_total", &[]).unwrap();
+    assert!(before < 30.0, "frozen mid-run, after {before} iterations");
+    // Every request from now on hangs until the client's timeout.
+    server.freeze();
+    let frozen = Instant::now();
+    let done = finished(&metrics, Duration::from_secs(60));
+    let budget = Duration::from_millis(300 * (30 - before as u64)) + Duration::from_secs(8);
+    assert!(
+        frozen.elapsed() < budget,
+        "training took {:?} after the freeze (budget {budget:?}): the loop waited on MLflow",
+        frozen.elapsed()
+    );
+    assert_eq!(value(&done, "training_epochs_total", &[]), Some(30.0));
+    Artifact::load(&dir.path().join("model.json")).expect("a complete, valid local artifact");
+    // Timeouts count once the retries are spent (3 attempts of 1 s each).
+    let counted = common::stack::eventually("timeouts counted", Duration::from_secs(60), || {
+        let n = errors(&scrape(&metrics));
+        (n >= 1.0).then_some(n)
+    });
+    assert!(counted >= 1.0);
+    let log = trainer.log_text();
+    assert_eq!(mlflow_warnings(&log), 1, "{log}");
+}
+
+#[test]
 fn unreachable_mlflow_at_start_still_trains_and_counts_the_failure() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());

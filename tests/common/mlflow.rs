@@ -157,6 +157,12 @@ impl MlflowServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGSTOP to the whole group: the kernel still accepts connections,
+    /// but no request is ever answered (a hung server).
+    pub fn freeze(&self) {
+        signal_group(self.group, nix::sys::signal::Signal::SIGSTOP);
+    }
+
     /// SIGKILL to the whole group (server and its uvicorn), then waits
     /// until the port no longer answers.
     pub fn kill(&self) {
@@ -293,10 +299,11 @@ impl Drop for MlflowServer {
 
 /// SIGKILL to a process group this harness created.
 fn kill_group(group: i32) {
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(group),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    signal_group(group, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn signal_group(group: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), signal);
 }
 
 /// Tags of a run as a map.
