@@ -102,32 +102,70 @@ async fn during<T>(
     shutdown.guard(what, supervised).await
 }
 
-/// Polls `check` until it returns `Some` or `limit` passes.
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
+/// Polls `check` until it returns `Ok(Some)` or `limit` passes. An error
+/// is not "not yet": it is kept, polling goes on (Prometheus may still be
+/// starting), and a timeout names the last one.
+async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    crate::poll::until(Duration::from_millis(500), limit, check)
-        .await
-        .with_context(|| format!("waiting for {what}"))
+    let last_error = std::sync::Mutex::new(None::<String>);
+    let outcome = crate::poll::until(Duration::from_millis(500), limit, || {
+        let attempt = check();
+        let last_error = &last_error;
+        async move {
+            match attempt.await {
+                Ok(value) => value,
+                Err(e) => {
+                    tracing::debug!("still waiting for {what}: {e:#}");
+                    *last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(format!("{e:#}"));
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    outcome.map_err(|gave_up| {
+        let last = last_error
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last {
+            Some(error) => anyhow::anyhow!("waiting for {what}: {gave_up} (last error: {error})"),
+            None => anyhow::anyhow!("waiting for {what}: {gave_up}"),
+        }
+    })
 }
 
-async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> Vec<Value> {
-    let url = format!("{prometheus}/api/v1/alerts");
-    let Ok(response) = client.get(&url).send().await else {
-        return Vec::new();
-    };
-    let Ok(body) = response.json::<Value>().await else {
-        return Vec::new();
-    };
-    body["data"]["alerts"]
+/// The `data` of a Prometheus API answer; an error for a failed request,
+/// a non-2xx status or `status` other than `success`.
+async fn prometheus_data(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await.context("Prometheus did not answer")?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("Prometheus answered {status} without JSON"))?;
+    anyhow::ensure!(
+        status.is_success() && body["status"] == "success",
+        "Prometheus answered {status}: {}",
+        body["error"].as_str().unwrap_or("no error message")
+    );
+    Ok(body["data"].clone())
+}
+
+async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> anyhow::Result<Vec<Value>> {
+    let data = prometheus_data(client.get(format!("{prometheus}/api/v1/alerts"))).await?;
+    Ok(data["alerts"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
         .filter(|a| a["state"] == "firing")
-        .collect()
+        .collect())
 }
 
 #[derive(Parser)]
@@ -258,13 +296,12 @@ async fn story(
                 let client = client.clone();
                 let url = ready_url.clone();
                 async move {
-                    client
+                    let response = client
                         .get(&url)
                         .send()
                         .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
+                        .context("the service did not answer")?;
+                    Ok(response.status().is_success().then_some(()))
                 }
             },
         ),
@@ -283,8 +320,8 @@ async fn story(
             let url = scraped.clone();
             async move {
                 let query = [("query", "count_over_time(model_prediction_requests_total{status=\"success\",model_version!=\"none\"}[1m]) >= 2")];
-                let body: Value = client.post(&url).form(&query).send().await.ok()?.json().await.ok()?;
-                body["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+                let data = prometheus_data(client.post(&url).form(&query)).await?;
+                Ok(data["result"].as_array().filter(|r| !r.is_empty()).map(|_| ()))
             }
         }),
     )
@@ -347,15 +384,13 @@ async fn story(
                 let client = client.clone();
                 let prometheus = prometheus.clone();
                 async move {
-                    let firing = firing_alerts(&client, &prometheus).await;
+                    let firing = firing_alerts(&client, &prometheus).await?;
                     let names: Vec<&str> = firing
                         .iter()
                         .filter_map(|a| a["labels"]["alertname"].as_str())
                         .collect();
-                    EXPECTED_ALERTS
-                        .iter()
-                        .all(|e| names.contains(e))
-                        .then_some(firing)
+                    let all = EXPECTED_ALERTS.iter().all(|e| names.contains(e));
+                    Ok(all.then_some(firing))
                 }
             },
         ),
@@ -395,6 +430,34 @@ async fn story(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_that_only_saw_errors_names_the_last_one() {
+        let error = wait_until("Prometheus", Duration::from_millis(30), || async {
+            Err::<Option<()>, _>(anyhow::anyhow!("connection refused"))
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "waiting for Prometheus: gave up after 30ms (last error: connection refused)"
+        );
+        let mut calls = 0;
+        let value = wait_until("a value", Duration::from_secs(5), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    anyhow::bail!("not up yet")
+                }
+                Ok(Some(n))
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(value, 2, "an error is not the end of the wait");
+    }
 
     #[test]
     fn the_install_command_skips_recommends_and_asks_nothing() {

@@ -4,8 +4,14 @@
 //! signal that arrives between two waits (during a save, a push, a report)
 //! is never lost. Every wait takes a [`Shutdown`] (a cheap clone) and
 //! selects on [`Shutdown::requested`]. A second signal forces the exit: the
-//! supervised children are killed first, so nothing is left behind even then.
+//! child processes registered with [`track_child`] are killed first, so
+//! nothing is left behind even then.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status of a forced exit (128 + SIGINT, as shells report it).
@@ -37,7 +43,7 @@ impl Shutdown {
             token.cancel();
             let name = signals.next().await;
             eprintln!("{name} received again: forcing exit");
-            crate::stack::children::kill_all_now();
+            kill_tracked_children();
             std::process::exit(FORCED_EXIT);
         });
         Ok(shutdown)
@@ -82,6 +88,34 @@ impl Shutdown {
                 result
             }
         }
+    }
+}
+
+/// Pids of running child processes that a forced exit must kill.
+static CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn children() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    CHILDREN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Registers a child that a forced exit kills (until [`untrack_child`]).
+pub fn track_child(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        children().insert(pid);
+    }
+}
+
+/// The child was reaped: its pid may be reused by a stranger.
+pub fn untrack_child(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        children().remove(&pid);
+    }
+}
+
+/// SIGKILLs every tracked child (a forced exit runs no destructors).
+fn kill_tracked_children() {
+    for pid in children().iter() {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
 }
 

@@ -43,13 +43,12 @@ impl Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let model_path = dir.path().join("model.json");
         artifact().save(&model_path).expect("save artifact");
-        let listen = format!("127.0.0.1:{}", free_port());
         let mut process = Process::mlwatch(
             "serve",
             &[
                 "serve",
                 "--listen",
-                &listen,
+                "127.0.0.1:0",
                 "--model-path",
                 model_path.to_str().expect("utf-8 path"),
                 "--max-body-bytes",
@@ -59,6 +58,7 @@ impl Service {
             ],
             dir.path(),
         );
+        let listen = common::listening_address(&mut process, common::stack::SERVICE_LISTENING);
         let base = format!("http://{listen}");
         wait_for_status(
             &format!("{base}/ready"),

@@ -357,7 +357,7 @@ fn missing_dashboards_are_a_clear_failure() {
         .expect("run mlwatch report");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
-    // One Assets discovery for report and up: it names the first file missing.
+    // One Assets discovery for report and up: it names every probe missing.
     assert!(
         stderr.contains("has no prometheus/prometheus.yml"),
         "the error says what is missing: {stderr}"

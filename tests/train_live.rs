@@ -8,8 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{documented_metrics, family_names, listening_address, scrape, value, Process};
 
-/// What `mlwatch train` logs once its /metrics listener is bound.
-const TRAINER_LISTENING: &str = "training metrics on http://";
+use common::stack::TRAINER_LISTENING;
 
 /// Starts `mlwatch train ARGS --listen 127.0.0.1:0` and returns it with
 /// the address it bound.
@@ -300,18 +299,25 @@ fn port_in_use_is_a_clear_error() {
     );
 }
 
-/// A real Pushgateway on `[::1]` under the route prefix `/gw`, on the port
-/// it reports after binding `:0`; returns it and its base URL.
+/// A real Pushgateway on `[::1]` (127.0.0.1 where the machine has no IPv6
+/// loopback, as some build sandboxes) under the route prefix `/gw`, on the
+/// port it reports after binding `:0`; returns it and its base URL.
 fn pushgateway(dir: &std::path::Path) -> (Process, String) {
     let binary = common::stack::require_binary(
         &["prometheus-pushgateway", "pushgateway"],
         "prometheus-pushgateway",
     );
+    let host = if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        "[::1]"
+    } else {
+        eprintln!("no IPv6 loopback here: the Pushgateway listens on 127.0.0.1");
+        "127.0.0.1"
+    };
     let mut gateway = Process::spawn(
         "pushgateway",
         &binary,
         &[
-            "--web.listen-address=[::1]:0".into(),
+            format!("--web.listen-address={host}:0"),
             "--web.route-prefix=/gw".into(),
             "--persistence.interval=0".into(),
         ],

@@ -95,11 +95,10 @@ fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
-#[test]
-fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
+/// `mlwatch up` in `dir/state`, once its service and Prometheus answer.
+fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
     common::stack::require_binary(&["prometheus"], "prometheus");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let state = dir.join("state");
     let flags = port_flags(free_port());
     let app_port = flags[1].clone();
     let prometheus_port = flags[5].clone();
@@ -113,7 +112,7 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
     ];
     args.extend(flags);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut up = Process::mlwatch("up", &args, dir.path());
+    let mut up = Process::mlwatch("up", &args, dir);
     // The service becomes ready once the trainer's artifact is reloaded.
     wait_for_status(
         &format!("http://127.0.0.1:{app_port}/ready"),
@@ -128,6 +127,13 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
         &mut up,
     );
     assert!(up.log_text().contains("mlwatch stack is up"));
+    (up, state)
+}
+
+#[test]
+fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, state) = running_stack(dir.path());
     assert!(
         common::processes_mentioning(&state.display().to_string()).len() >= 4,
         "service, trainer, Prometheus, Alertmanager"
@@ -139,4 +145,31 @@ fn the_stack_comes_up_and_ctrl_c_stops_every_child() {
     assert!(status.success(), "{}", up.log_text());
     let left = common::processes_mentioning(&state.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+#[test]
+fn a_second_ctrl_c_forces_the_exit_and_still_kills_every_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, state) = running_stack(dir.path());
+    // Signals do not queue: a second one sent before the first is handled
+    // merges with it. So the second goes once the first is logged, while
+    // the children are being stopped gracefully (Prometheus alone takes
+    // far longer than this loop's millisecond).
+    up.signal("INT");
+    mlwatch::poll::blocking(Duration::from_millis(1), Duration::from_secs(10), || {
+        up.log_text().contains("shutting down").then_some(())
+    })
+    .expect("the first Ctrl-C is handled");
+    up.signal("INT");
+    let status = up
+        .wait_exit(Duration::from_secs(10))
+        .expect("a second Ctrl-C exits at once");
+    assert_eq!(status.code(), Some(130), "{}", up.log_text());
+    assert!(up.log_text().contains("forcing exit"), "{}", up.log_text());
+    // SIGKILLed children vanish from /proc once init reaps them.
+    common::poll("the children to be gone", Duration::from_secs(5), || {
+        common::processes_mentioning(&state.display().to_string())
+            .is_empty()
+            .then_some(())
+    });
 }

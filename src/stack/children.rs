@@ -1,15 +1,13 @@
 //! Supervised child processes of the local stack: each writes its output to
 //! a log file in the state directory, is stopped with SIGTERM (then SIGKILL
 //! after a grace period), and, when it dies on its own, is reported with the
-//! last lines of its log. Every live child is also in a process-wide
-//! registry, so that a forced exit (a second Ctrl-C) can kill them all
-//! without running destructors.
+//! last lines of its log. Every live child is also tracked by
+//! [`crate::shutdown`], so that a forced exit (a second Ctrl-C) kills them
+//! all without running destructors.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,20 +21,6 @@ const GRACE: Duration = Duration::from_secs(5);
 /// The most of a log's end that [`Supervised::tail`] reads: a chatty child
 /// can write gigabytes, and only the last lines are shown.
 const TAIL_BYTES: u64 = 64 * 1024;
-
-/// Pids of the children that are running now.
-static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
-    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// SIGKILLs every supervised child still running (a forced exit).
-pub fn kill_all_now() {
-    for pid in live().iter() {
-        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-    }
-}
 
 pub struct Supervised {
     pub name: String,
@@ -73,8 +57,8 @@ impl Supervised {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {name} ({})", program.display()))?;
-        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-            live().insert(pid);
+        if let Some(pid) = child.id() {
+            crate::shutdown::track_child(pid);
         }
         Ok(Self {
             name: name.to_owned(),
@@ -138,8 +122,8 @@ impl Drop for Supervised {
 }
 
 fn forget(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        live().remove(&pid);
+    if let Some(pid) = pid {
+        crate::shutdown::untrack_child(pid);
     }
 }
 

@@ -287,10 +287,15 @@ impl Assets {
         // against their own working or config directories.
         let root = std::path::absolute(&root)
             .with_context(|| format!("cannot resolve {}", root.display()))?;
-        if let Some(missing) = ASSET_PROBES.iter().find(|p| !root.join(p).exists()) {
+        let missing: Vec<&str> = ASSET_PROBES
+            .into_iter()
+            .filter(|p| !root.join(p).exists())
+            .collect();
+        if !missing.is_empty() {
             bail!(
-                "{} has no {missing}; pass the repository (or share/mlwatch) directory",
-                root.display()
+                "{} has no {}; pass the repository (or share/mlwatch) directory",
+                root.display(),
+                missing.join(" and no ")
             );
         }
         Ok(Self { root })

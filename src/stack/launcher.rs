@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::children::{find_binary, Supervised};
+use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
 
@@ -227,22 +228,21 @@ impl Stack {
         core.push(Supervised::spawn(
             "alertmanager",
             &binaries.alertmanager,
-            &[
-                format!("--config.file={}", written.alertmanager_yml.display()),
-                format!("--storage.path={}", state.join("alertmanager").display()),
-                format!("--web.listen-address={}", endpoints.alertmanager),
-                "--cluster.listen-address=".into(),
-            ],
+            &commands::alertmanager(
+                &written.alertmanager_yml,
+                &state.join("alertmanager"),
+                endpoints.alertmanager,
+            ),
             &logs,
         )?);
         core.push(Supervised::spawn(
             "prometheus",
             &binaries.prometheus,
-            &[
-                format!("--config.file={}", written.prometheus_yml.display()),
-                format!("--storage.tsdb.path={}", state.join("prometheus").display()),
-                format!("--web.listen-address={}", endpoints.prometheus),
-            ],
+            &commands::prometheus(
+                &written.prometheus_yml,
+                &state.join("prometheus"),
+                endpoints.prometheus,
+            ),
             &logs,
         )?);
         let mut grafana_password = None;
@@ -296,24 +296,10 @@ impl Stack {
         let service = Supervised::spawn(
             "service",
             &exe,
-            &[
-                "serve".into(),
-                "--listen".into(),
-                endpoints.apps[0].to_string(),
-                "--model-path".into(),
-                model_path.display().to_string(),
-                "--drift-window".into(),
-                config.drift_window.to_string(),
-            ],
+            &commands::service(endpoints.apps[0], &model_path, config.drift_window),
             &logs,
         )?;
-        let mut trainer_args = vec![
-            "train".into(),
-            "--listen".into(),
-            endpoints.trainers[0].to_string(),
-            "--output".into(),
-            model_path.display().to_string(),
-        ];
+        let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
         if let Some(url) = &mlflow_url {
             // The server boots while the trainer starts; the trainer waits
             // for it (--mlflow-startup-wait).

@@ -60,7 +60,7 @@ impl UpArgs {
 }
 
 /// `mlwatch train` flags for `model` at `pace`, spelled as a user would.
-pub fn trainer_flags(model: Algorithm, pace: Duration) -> Vec<String> {
+pub(crate) fn trainer_flags(model: Algorithm, pace: Duration) -> Vec<String> {
     let model = clap::ValueEnum::to_possible_value(&model)
         .map(|v| v.get_name().to_owned())
         .unwrap_or_else(|| "linear".to_owned());
@@ -72,7 +72,7 @@ pub fn trainer_flags(model: Algorithm, pace: Duration) -> Vec<String> {
     ]
 }
 
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
@@ -80,7 +80,7 @@ pub fn default_state_dir() -> PathBuf {
     base.join("mlwatch")
 }
 
-pub fn print_urls(stack: &Stack) {
+pub(crate) fn print_urls(stack: &Stack) {
     println!("mlwatch stack is up:");
     for (name, url) in &stack.urls {
         println!("  {name:<22} {url}");

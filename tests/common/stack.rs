@@ -2,7 +2,12 @@
 //! Alertmanager and a webhook receiver owned by the test, all real
 //! processes on free loopback ports. Configs come from the repository's
 //! files through `mlwatch::stack::config`, with intervals and `for:`
-//! shortened; nothing is hand-written twice. Every process is killed when
+//! shortened, and every child's command line from the launcher's
+//! `mlwatch::stack::commands`; nothing is hand-written twice. (The tests
+//! keep their own synchronous harness around those command lines: several
+//! services and trainers, pre-trained artifacts, and a panic that names the
+//! missing package, which the launcher's single-service stack has no use
+//! for.) Every process is killed when
 //! the stack is dropped, also when an assertion fails.
 #![allow(dead_code)]
 
@@ -14,7 +19,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{free_port, wait_for_status, Process};
+use super::{free_port, listening_address, wait_for_status, Process};
+use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
 
 /// A binary from PATH, or a panic that names the Debian package.
@@ -164,6 +170,11 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// What `mlwatch serve` logs once bound, just before its address.
+pub const SERVICE_LISTENING: &str = "prediction service listening listen=";
+/// What `mlwatch train` logs once bound, just before its address.
+pub const TRAINER_LISTENING: &str = "training metrics on http://";
+
 impl LiveStack {
     pub fn start(options: StackOptions) -> Self {
         let prometheus_bin = require_binary(&["prometheus"], "prometheus");
@@ -173,9 +184,50 @@ impl LiveStack {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
+
+        // Served models come from the library trainer; the live trainers
+        // write their own artifacts elsewhere.
+        let artifacts: Vec<mlwatch::model::Artifact> = options
+            .services
+            .iter()
+            .map(|algorithm| {
+                let mut fit = mlwatch::train::FitOptions::new(*algorithm);
+                fit.iterations = Some(5);
+                mlwatch::train::train_quietly(&fit).expect("train")
+            })
+            .collect();
+
+        // Services and trainers bind :0 and report what they bound, so their
+        // ports cannot be taken between choosing and binding. They start
+        // first: Prometheus' config needs their addresses.
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mlwatch = Path::new(env!("CARGO_BIN_EXE_mlwatch"));
+        let mut services = Vec::new();
+        let mut apps = Vec::new();
+        for (i, artifact) in artifacts.iter().enumerate() {
+            let model_path = root.join(format!("model-{i}.json"));
+            artifact.save(&model_path).expect("save artifact");
+            let mut args = commands::service(any_port, &model_path, options.drift_window);
+            args.extend(["--sample-interval".into(), "1s".into()]);
+            let mut service = Process::spawn(&format!("service-{i}"), mlwatch, &args, root);
+            apps.push(listening_address(&mut service, SERVICE_LISTENING));
+            services.push(service);
+        }
+        let mut trainers = Vec::new();
+        let mut trainer_addresses = Vec::new();
+        for (i, extra) in options.trainers.iter().enumerate() {
+            let mut args = commands::trainer(any_port, &root.join(format!("trainer-{i}.json")));
+            args.extend(["--sample-interval".into(), "1s".into()]);
+            args.extend(extra.iter().cloned());
+            let mut trainer = Process::spawn(&format!("trainer-{i}"), mlwatch, &args, root);
+            trainer_addresses.push(listening_address(&mut trainer, TRAINER_LISTENING));
+            trainers.push(trainer);
+        }
+
+        // Prometheus and Alertmanager take a port number up front.
         let endpoints = Endpoints {
-            apps: options.services.iter().map(|_| loopback()).collect(),
-            trainers: options.trainers.iter().map(|_| loopback()).collect(),
+            apps,
+            trainers: trainer_addresses,
             prometheus: loopback(),
             alertmanager: loopback(),
             mlflow: None,
@@ -191,84 +243,27 @@ impl LiveStack {
         )
         .expect("derive configs");
 
-        // Served models come from the library trainer; the live trainers
-        // write their own artifacts elsewhere.
-        let artifacts: Vec<mlwatch::model::Artifact> = options
-            .services
-            .iter()
-            .map(|algorithm| {
-                let mut fit = mlwatch::train::FitOptions::new(*algorithm);
-                fit.iterations = Some(5);
-                mlwatch::train::train_quietly(&fit).expect("train")
-            })
-            .collect();
-
+        // The launcher's own command lines: the flags live in one place.
         let mut alertmanager = Process::spawn(
             "alertmanager",
             &alertmanager_bin,
-            &[
-                format!("--config.file={}", written.alertmanager_yml.display()),
-                format!(
-                    "--storage.path={}",
-                    root.join("alertmanager-data").display()
-                ),
-                format!("--web.listen-address={}", endpoints.alertmanager),
-                "--cluster.listen-address=".into(),
-            ],
+            &commands::alertmanager(
+                &written.alertmanager_yml,
+                &root.join("alertmanager-data"),
+                endpoints.alertmanager,
+            ),
             root,
         );
         let mut prometheus = Process::spawn(
             "prometheus",
             &prometheus_bin,
-            &[
-                format!("--config.file={}", written.prometheus_yml.display()),
-                format!(
-                    "--storage.tsdb.path={}",
-                    root.join("prometheus-data").display()
-                ),
-                format!("--web.listen-address={}", endpoints.prometheus),
-            ],
+            &commands::prometheus(
+                &written.prometheus_yml,
+                &root.join("prometheus-data"),
+                endpoints.prometheus,
+            ),
             root,
         );
-        let mut services = Vec::new();
-        for (i, (artifact, address)) in artifacts.iter().zip(&endpoints.apps).enumerate() {
-            let model_path = root.join(format!("model-{i}.json"));
-            artifact.save(&model_path).expect("save artifact");
-            services.push(Process::mlwatch(
-                &format!("service-{i}"),
-                &[
-                    "serve",
-                    "--listen",
-                    &address.to_string(),
-                    "--model-path",
-                    &model_path.display().to_string(),
-                    "--drift-window",
-                    &options.drift_window.to_string(),
-                    "--sample-interval",
-                    "1s",
-                ],
-                root,
-            ));
-        }
-        let mut trainers = Vec::new();
-        for (i, (extra, address)) in options.trainers.iter().zip(&endpoints.trainers).enumerate() {
-            let mut args: Vec<String> = vec![
-                "train".into(),
-                "--listen".into(),
-                address.to_string(),
-                "--output".into(),
-                root.join(format!("trainer-{i}.json")).display().to_string(),
-                "--sample-interval".into(),
-                "1s".into(),
-            ];
-            args.extend(extra.iter().cloned());
-            trainers.push(Process::spawn(
-                &format!("trainer-{i}"),
-                Path::new(env!("CARGO_BIN_EXE_mlwatch")),
-                &args,
-                root,
-            ));
-        }
         let app_urls: Vec<String> = endpoints
             .apps
             .iter()

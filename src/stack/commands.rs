@@ -1,0 +1,80 @@
+//! How each child of the stack is started: the one place for the flags of
+//! Alertmanager, Prometheus, `mlwatch serve` and `mlwatch train`. The
+//! launcher supervises what these build, and the integration tests' live
+//! stack spawns the same command lines, so a flag changed here changes
+//! both.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Alertmanager on `listen`, alone (no gossip), with its data in `storage`.
+pub fn alertmanager(config: &Path, storage: &Path, listen: SocketAddr) -> Vec<String> {
+    vec![
+        format!("--config.file={}", config.display()),
+        format!("--storage.path={}", storage.display()),
+        format!("--web.listen-address={listen}"),
+        // An empty address turns the cluster listener off: a local stack
+        // has no peers, and the default port may be taken.
+        "--cluster.listen-address=".into(),
+    ]
+}
+
+/// Prometheus on `listen` with its TSDB in `storage`.
+pub fn prometheus(config: &Path, storage: &Path, listen: SocketAddr) -> Vec<String> {
+    vec![
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", storage.display()),
+        format!("--web.listen-address={listen}"),
+    ]
+}
+
+/// `mlwatch serve` arguments for a service on `listen` serving `model`.
+pub fn service(listen: SocketAddr, model: &Path, drift_window: usize) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--listen".into(),
+        listen.to_string(),
+        "--model-path".into(),
+        model.display().to_string(),
+        "--drift-window".into(),
+        drift_window.to_string(),
+    ]
+}
+
+/// `mlwatch train` arguments for a trainer on `listen` writing `output`.
+pub fn trainer(listen: SocketAddr, output: &Path) -> Vec<String> {
+    vec![
+        "train".into(),
+        "--listen".into(),
+        listen.to_string(),
+        "--output".into(),
+        output.display().to_string(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mlwatch_command_lines_parse_as_the_cli_does() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: crate::serve::ServeArgs,
+        }
+        #[derive(clap::Parser)]
+        struct Train {
+            #[command(flatten)]
+            args: crate::train::TrainArgs,
+        }
+        let listen: SocketAddr = "127.0.0.1:1234".parse().unwrap();
+        let serve = service(listen, Path::new("/m.json"), 77);
+        let parsed = <Serve as clap::Parser>::try_parse_from(&serve).unwrap();
+        assert_eq!(parsed.args.listen, listen);
+        assert_eq!(parsed.args.drift_window, 77);
+        let train = trainer(listen, Path::new("/t.json"));
+        let parsed = <Train as clap::Parser>::try_parse_from(&train).unwrap();
+        assert_eq!(parsed.args.output, Path::new("/t.json"));
+    }
+}
