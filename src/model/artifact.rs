@@ -327,7 +327,9 @@ mod tests {
     fn fixed() -> Artifact {
         let values = [0.5, -1.25, 3.0, 7.5, 0.0, 2.0, 1e-3, 42.0, -8.0, 6.25];
         Artifact {
-            format_version: FORMAT_VERSION,
+            // Format 1: the hash pinned below is that of artifacts written
+            // before format 2 (which still load and must still verify).
+            format_version: 1,
             model_version: String::new(),
             algorithm: "linear".into(),
             task: Task::Regression,
@@ -352,6 +354,7 @@ mod tests {
                 coefficients: vec![1.5, -0.25],
                 intercept: 152.0,
             },
+            mlflow: None,
         }
     }
 
