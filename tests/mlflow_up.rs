@@ -51,7 +51,7 @@ fn up_runs_mlflow_and_the_trainer_is_tracked_in_it() {
     wait_for_status(
         &format!("http://127.0.0.1:{app}/ready"),
         200,
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         &mut up,
     );
     let log = up.log_text();

@@ -301,9 +301,15 @@ impl Stack {
         )?;
         let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
         if let Some(url) = &mlflow_url {
-            // The server boots while the trainer starts; the trainer waits
-            // for it (--mlflow-startup-wait).
-            trainer_args.extend(["--mlflow-tracking-uri".into(), url.clone()]);
+            // The server boots while the trainer starts, in 7 s on an idle
+            // laptop but over 30 s on a busy 2-core machine: the trainer
+            // waits for it, longer than its default.
+            trainer_args.extend([
+                "--mlflow-tracking-uri".into(),
+                url.clone(),
+                "--mlflow-startup-wait".into(),
+                "120s".into(),
+            ]);
         }
         trainer_args.extend(config.trainer_args.iter().cloned());
         let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
