@@ -12,6 +12,19 @@ use std::time::Duration;
 use common::mlflow::{mlflow_binary, Api};
 use common::{free_port, get, wait_for_status, Process};
 
+/// Stops `mlwatch up` with Ctrl-C when the test fails, so that it stops its
+/// children (a SIGKILL, which `Process` sends on drop, would orphan them).
+struct Interrupt<'a>(&'a mut Process);
+
+impl Drop for Interrupt<'_> {
+    fn drop(&mut self) {
+        if self.0.try_exit().is_none() {
+            self.0.signal("INT");
+            let _ = self.0.wait_exit(Duration::from_secs(30));
+        }
+    }
+}
+
 #[test]
 fn up_runs_mlflow_and_the_trainer_is_tracked_in_it() {
     common::stack::require_binary(&["prometheus"], "prometheus");
@@ -43,7 +56,9 @@ fn up_runs_mlflow_and_the_trainer_is_tracked_in_it() {
         args.push(flag.to_owned());
         args.push(port.to_string());
     }
-    let mut up = Process::spawn("up", Path::new("/usr/bin/env"), &args, dir.path());
+    let mut process = Process::spawn("up", Path::new("/usr/bin/env"), &args, dir.path());
+    let guard = Interrupt(&mut process);
+    let up = &mut *guard.0;
     let mlflow_url = format!("http://127.0.0.1:{mlflow_port}");
 
     // The service is ready once the trainer's artifact is in: by then the
@@ -52,7 +67,7 @@ fn up_runs_mlflow_and_the_trainer_is_tracked_in_it() {
         &format!("http://127.0.0.1:{app}/ready"),
         200,
         Duration::from_secs(180),
-        &mut up,
+        up,
     );
     let log = up.log_text();
     assert!(
