@@ -27,6 +27,7 @@ pub mod load;
 pub mod mlflow;
 pub mod model;
 pub mod poll;
+pub mod prometheus_api;
 pub mod report;
 pub(crate) mod resources;
 pub mod serve;
