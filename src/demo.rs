@@ -244,6 +244,8 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         drift_window: if quick { 200 } else { 300 },
         runbook_url: None,
         grafana: !quick,
+        // The story is timed; MLflow's slow boot would only delay it.
+        mlflow: false,
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;

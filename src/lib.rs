@@ -24,6 +24,7 @@
 pub mod demo;
 pub(crate) mod listen;
 pub mod load;
+pub mod mlflow;
 pub mod model;
 pub mod poll;
 pub mod prometheus_api;

@@ -22,14 +22,20 @@ pub struct Endpoints {
     pub trainers: Vec<SocketAddr>,
     pub prometheus: SocketAddr,
     pub alertmanager: SocketAddr,
+    /// MLflow's own metrics; without them the `mlflow` job is left out.
+    pub mlflow: Option<SocketAddr>,
     /// Base URL of the rendered runbooks (each alert an anchor): the alerts'
     /// external label `runbook_base` and the dashboards' `runbook_base`.
     pub runbooks: String,
 }
 
 impl Endpoints {
-    fn targets(&self, job: &str) -> anyhow::Result<Vec<String>> {
-        Ok(match job {
+    /// `None` for an optional job whose target does not run.
+    fn targets(&self, job: &str) -> anyhow::Result<Option<Vec<String>>> {
+        if job == "mlflow" {
+            return Ok(self.mlflow.map(|a| vec![a.to_string()]));
+        }
+        Ok(Some(match job {
             "ml-api" => self.apps.iter().map(ToString::to_string).collect(),
             "model-training" => self.trainers.iter().map(ToString::to_string).collect(),
             "prometheus" => vec![self.prometheus.to_string()],
@@ -37,7 +43,7 @@ impl Endpoints {
             other => bail!(
                 "prometheus.yml has a job {other:?} that the stack does not know how to place"
             ),
-        })
+        }))
     }
 }
 
@@ -121,29 +127,40 @@ pub fn prometheus(
         .get_mut(key("scrape_configs"))
         .and_then(Value::as_sequence_mut)
         .context("prometheus.yml has no scrape_configs list")?;
-    for job in jobs {
-        let job = mapping_mut(job, "a scrape config")?;
-        let name = job
+    let mut kept = Vec::new();
+    for mut job in std::mem::take(jobs) {
+        let config = mapping_mut(&mut job, "a scrape config")?;
+        let name = config
             .get(key("job_name"))
             .and_then(Value::as_str)
             .context("a scrape config has no job_name")?
             .to_owned();
-        let targets = endpoints.targets(&name)?;
-        job.insert(
-            key("static_configs"),
-            Value::Sequence(vec![serde_yaml::to_value(
-                serde_json::json!({ "targets": targets }),
-            )?]),
-        );
-        if let Some(interval) = timing.scrape_interval {
-            job.insert(key("scrape_interval"), duration(interval));
-            // Prometheus refuses a timeout longer than the interval.
-            if job.contains_key(key("scrape_timeout")) {
-                job.insert(key("scrape_timeout"), duration(interval));
-            }
+        let Some(targets) = endpoints.targets(&name)? else {
+            continue;
+        };
+        place(config, targets, timing)?;
+        kept.push(job);
+    }
+    *jobs = kept;
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// One job's targets and timing.
+fn place(job: &mut Mapping, targets: Vec<String>, timing: &Timing) -> anyhow::Result<()> {
+    job.insert(
+        key("static_configs"),
+        Value::Sequence(vec![serde_yaml::to_value(
+            serde_json::json!({ "targets": targets }),
+        )?]),
+    );
+    if let Some(interval) = timing.scrape_interval {
+        job.insert(key("scrape_interval"), duration(interval));
+        // Prometheus refuses a timeout longer than the interval.
+        if job.contains_key(key("scrape_timeout")) {
+            job.insert(key("scrape_timeout"), duration(interval));
         }
     }
-    Ok(serde_yaml::to_string(&doc)?)
+    Ok(())
 }
 
 /// A rule file with every alert's `for:` replaced, when asked.
@@ -476,8 +493,47 @@ mod tests {
             ],
             prometheus: "127.0.0.1:19090".parse().unwrap(),
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
+            mlflow: None,
             runbooks: "http://127.0.0.1:15001/runbooks".into(),
         }
+    }
+
+    #[test]
+    fn the_mlflow_job_is_placed_when_mlflow_runs_and_left_out_otherwise() {
+        let source = "scrape_configs:\n  - job_name: mlflow\n    static_configs: [{targets: ['mlflow:5000']}]\n  - job_name: ml-api\n    static_configs: [{targets: ['app:9000']}]\n";
+        let jobs = |endpoints: &Endpoints| -> Vec<(String, String)> {
+            let text = prometheus(source, endpoints, "/r/*.yml", &Timing::default()).unwrap();
+            let doc: Value = serde_yaml::from_str(&text).unwrap();
+            doc["scrape_configs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|j| {
+                    (
+                        j["job_name"].as_str().unwrap().to_owned(),
+                        j["static_configs"][0]["targets"][0]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            jobs(&endpoints()),
+            vec![("ml-api".to_owned(), "127.0.0.1:19000".to_owned())]
+        );
+        let with = Endpoints {
+            mlflow: Some("127.0.0.1:15000".parse().unwrap()),
+            ..endpoints()
+        };
+        assert_eq!(
+            jobs(&with),
+            vec![
+                ("mlflow".to_owned(), "127.0.0.1:15000".to_owned()),
+                ("ml-api".to_owned(), "127.0.0.1:19000".to_owned())
+            ]
+        );
     }
 
     fn repo_file(path: &str) -> String {

@@ -1,6 +1,6 @@
 //! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
 //! Alertmanager, Prometheus, the service, a trainer and (when installed)
-//! Grafana on 127.0.0.1 with configs derived into a state directory, relays
+//! Grafana and an MLflow tracking server on 127.0.0.1 with configs derived into a state directory, relays
 //! alerts from Alertmanager to the terminal through a built-in webhook, and
 //! reloads the service whenever the trainer writes a new artifact.
 
@@ -32,16 +32,17 @@ pub struct Ports {
     pub alertmanager: u16,
     pub grafana: u16,
     pub webhook: u16,
+    pub mlflow: u16,
 }
 
 impl Ports {
-    /// Six distinct ports that are free right now. The OS picks each by a
-    /// bind to `:0`; all six are held at once so none repeats. Prometheus
+    /// Seven distinct ports that are free right now. The OS picks each by a
+    /// bind to `:0`; all seven are held at once so none repeats. Prometheus
     /// and Alertmanager take a port number, not a socket, so the choice is
     /// released before they bind: another process could take one in
     /// between, which shows as a child that dies with "address in use".
     pub fn free() -> anyhow::Result<Self> {
-        let held = (0..6)
+        let held = (0..7)
             .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot find free ports on 127.0.0.1")?;
@@ -57,6 +58,7 @@ impl Ports {
             alertmanager: ports[3],
             grafana: ports[4],
             webhook: ports[5],
+            mlflow: ports[6],
         })
     }
 }
@@ -70,6 +72,7 @@ impl Default for Ports {
             alertmanager: 9093,
             grafana: 3000,
             webhook: 5001,
+            mlflow: 5000,
         }
     }
 }
@@ -85,6 +88,9 @@ pub struct StackConfig {
     pub drift_window: usize,
     /// Start Grafana when a server binary is on PATH.
     pub grafana: bool,
+    /// Start an MLflow tracking server (and track the trainer's run in it)
+    /// when `mlflow` is on PATH.
+    pub mlflow: bool,
     /// Base URL of the runbooks for alerts and dashboards; `None` is the
     /// page the launcher's own HTTP server renders from docs/runbooks.md.
     pub runbook_url: Option<String>,
@@ -95,6 +101,7 @@ pub struct Binaries {
     pub prometheus: PathBuf,
     pub alertmanager: PathBuf,
     pub grafana: Option<grafana::GrafanaBinary>,
+    pub mlflow: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -106,6 +113,7 @@ impl Binaries {
                 prometheus,
                 alertmanager,
                 grafana: grafana::locate(),
+                mlflow: super::mlflow::locate(),
             }),
             (p, a) => {
                 let missing: Vec<&str> = [
@@ -162,6 +170,8 @@ pub struct Stack {
     pub model_path: PathBuf,
     pub inbox: AlertInbox,
     pub grafana_password: Option<String>,
+    /// The MLflow server's URL, when one runs.
+    pub mlflow_url: Option<String>,
     service: Supervised,
     trainer: Option<Supervised>,
     core: Vec<Supervised>,
@@ -191,6 +201,11 @@ impl Stack {
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
         let p = &config.ports;
+        let mlflow = binaries
+            .mlflow
+            .as_ref()
+            .filter(|_| config.mlflow)
+            .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
         let runbook_url = match &config.runbook_url {
             Some(url) => runbooks::check_url(url)?,
             None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
@@ -200,6 +215,9 @@ impl Stack {
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
+            mlflow: mlflow
+                .filter(|(_, metrics)| *metrics)
+                .map(|_| loopback(p.mlflow)),
             runbooks: runbook_url.clone(),
         };
         let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
@@ -269,6 +287,21 @@ impl Stack {
             }
         }
 
+        let mut mlflow_url = None;
+        if let Some((binary, metrics)) = mlflow {
+            let address = loopback(p.mlflow);
+            core.push(Supervised::spawn_with_env(
+                "mlflow",
+                binary,
+                &super::mlflow::server_args(state, address, metrics),
+                &super::mlflow::ENV,
+                &logs,
+            )?);
+            let url = format!("http://{address}");
+            urls.push(("MLflow", url.clone()));
+            mlflow_url = Some(url);
+        }
+
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
         let model_path = state.join("model.json");
         let service = Supervised::spawn(
@@ -278,6 +311,17 @@ impl Stack {
             &logs,
         )?;
         let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
+        if let Some(url) = &mlflow_url {
+            // The server boots while the trainer starts, in 7 s on an idle
+            // laptop but over 30 s on a busy 2-core machine: the trainer
+            // waits for it, longer than its default.
+            trainer_args.extend([
+                "--mlflow-tracking-uri".into(),
+                url.clone(),
+                "--mlflow-startup-wait".into(),
+                "120s".into(),
+            ]);
+        }
         trainer_args.extend(config.trainer_args.iter().cloned());
         let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
         Ok(Self {
@@ -288,6 +332,7 @@ impl Stack {
             model_path,
             inbox,
             grafana_password,
+            mlflow_url,
             service,
             trainer: Some(trainer),
             core,

@@ -230,6 +230,7 @@ impl LiveStack {
             trainers: trainer_addresses,
             prometheus: loopback(),
             alertmanager: loopback(),
+            mlflow: None,
             // No runbook server in these tests; the links are checked on a
             // real `mlwatch up` (tests/runbook_links.rs).
             runbooks: "http://runbooks.invalid/runbooks".into(),
