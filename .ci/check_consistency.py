@@ -11,7 +11,7 @@ here, so this script reads them as text and checks that:
   * ports and job names agree between prometheus/prometheus.yml,
     docker-compose.yml, nix/module.nix, nix/images.nix, the Dockerfile and
     the VM test (9000 ml-api, 8002 model-training, 9090 prometheus,
-    9093 alertmanager, 3000 grafana);
+    9093 alertmanager, 3000 grafana, 5000 mlflow);
   * the module loads exactly the rule files in prometheus/rules/, can
     substitute the webhook URL of prometheus/alertmanager.yml, and
     provisions the datasource uid the dashboards use;
@@ -37,6 +37,7 @@ JOBS = {
     "prometheus": ("localhost", 9090),
     "model-training": ("training-metrics", 8002),
     "alertmanager": ("alertmanager", 9093),
+    "mlflow": ("mlflow", 5000),
 }
 # Compose service -> container port
 COMPOSE_PORTS = {
@@ -45,6 +46,7 @@ COMPOSE_PORTS = {
     "prometheus": 9090,
     "alertmanager": 9093,
     "grafana": 3000,
+    "mlflow": 5000,
 }
 COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer"}
 DATASOURCE_UID = "mlwatch-prometheus"
@@ -448,7 +450,7 @@ def main() -> int:
     for uid in DASHBOARD_UIDS | {DATASOURCE_UID}:
         check(uid in test, f"VM test checks uid {uid}")
     expected_jobs = json.dumps(sorted(JOBS)).replace('"', '\\"')
-    check(expected_jobs.strip("[]") in test, "VM test expects exactly the four scrape jobs")
+    check(expected_jobs.strip("[]") in test, f"VM test expects exactly the scrape jobs {sorted(JOBS)}")
 
     print("== nix/tests/fleet.nix")
     fleet = read("nix/tests/fleet.nix")

@@ -242,9 +242,12 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         timing,
         trainer_args,
         drift_window: if quick { 200 } else { 300 },
+        runbook_url: None,
         grafana: !quick,
         replicas: 1,
         ha: false,
+        // The story is timed; MLflow's slow boot would only delay it.
+        mlflow: false,
     };
     let started = Instant::now();
     let mut stack = Stack::start(&config, &binaries).await?;

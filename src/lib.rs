@@ -24,8 +24,10 @@
 pub mod demo;
 pub(crate) mod listen;
 pub mod load;
+pub mod mlflow;
 pub mod model;
 pub mod poll;
+pub mod prometheus_api;
 pub mod report;
 pub(crate) mod resources;
 pub mod serve;

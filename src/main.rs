@@ -44,6 +44,8 @@ enum Command {
     Up(mlwatch::stack::up::UpArgs),
     /// Render the dashboards and fired alerts into a static HTML report.
     Report(mlwatch::report::ReportArgs),
+    /// Print docs/runbooks.md as HTML, or serve it at /runbooks (--listen).
+    Runbooks(mlwatch::stack::runbooks::RunbooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => mlwatch::serve::run(args, shutdown).await,
             Command::Demo(args) => mlwatch::demo::run(args, shutdown).await,
             Command::Up(args) => mlwatch::stack::up::run(args, shutdown).await,
+            Command::Runbooks(args) => mlwatch::stack::runbooks::run(args, shutdown).await,
             Command::Load(args) => mlwatch::load::run(args, &shutdown).await,
             Command::Report(args) => {
                 shutdown

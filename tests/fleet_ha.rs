@@ -136,6 +136,8 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             trainers: vec![],
             prometheus: proms[0],
             alertmanager: am_web[0],
+            mlflow: None,
+            runbooks: "http://runbooks.invalid/runbooks".into(),
         },
         &webhook.url,
         &Timing::quick(),

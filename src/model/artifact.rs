@@ -18,8 +18,11 @@ use sha2::{Digest, Sha256};
 
 use super::{DriftReference, Model, Task};
 
-/// Bumped whenever a field changes meaning; a loader refuses other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever a field is added or changes meaning; the trainer writes
+/// this version. 2 added the optional `mlflow` lineage.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads; a loader refuses others.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
@@ -39,6 +42,10 @@ pub struct Artifact {
     pub metrics: BTreeMap<String, f64>,
     pub reference: DriftReference,
     pub model: Model,
+    /// The MLflow run that produced the model (format 2; absent without
+    /// MLflow and in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<crate::mlflow::MlflowRun>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +65,7 @@ pub enum ArtifactError {
     },
     #[error("model artifact {path}: corrupt ({detail})")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("model artifact {path}: format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error("model artifact {path}: format version {found} is not supported (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})")]
     UnsupportedFormat { path: PathBuf, found: u64 },
     #[error("model artifact {path}: content does not match its model_version (expected {expected}, computed {computed}); the file was modified after training")]
     ChecksumMismatch {
@@ -96,6 +103,9 @@ impl Artifact {
         let mut unversioned = self.clone();
         unversioned.model_version.clear();
         unversioned.trained_at.clear();
+        // Where the run was tracked is provenance, like the time: the same
+        // seed and data give the same version with or without MLflow.
+        unversioned.mlflow = None;
         let mut canonical = Vec::new();
         canonical_json(&serde_json::to_value(&unversioned)?, &mut canonical)?;
         let digest = Sha256::digest(&canonical);
@@ -138,7 +148,8 @@ impl Artifact {
             .get("format_version")
             .and_then(serde_json::Value::as_u64)
         {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v)
+                if (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v) => {}
             Some(found) => {
                 return Err(ArtifactError::UnsupportedFormat {
                     path: path.to_owned(),
@@ -316,7 +327,9 @@ mod tests {
     fn fixed() -> Artifact {
         let values = [0.5, -1.25, 3.0, 7.5, 0.0, 2.0, 1e-3, 42.0, -8.0, 6.25];
         Artifact {
-            format_version: FORMAT_VERSION,
+            // Format 1: the hash pinned below is that of artifacts written
+            // before format 2 (which still load and must still verify).
+            format_version: 1,
             model_version: String::new(),
             algorithm: "linear".into(),
             task: Task::Regression,
@@ -341,6 +354,7 @@ mod tests {
                 coefficients: vec![1.5, -0.25],
                 intercept: 152.0,
             },
+            mlflow: None,
         }
     }
 

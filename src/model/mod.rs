@@ -7,7 +7,7 @@ pub mod evaluation;
 pub mod predictor;
 pub mod reference;
 
-pub use artifact::{Artifact, ArtifactError, FORMAT_VERSION};
+pub use artifact::{Artifact, ArtifactError, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use predictor::{Model, Prediction};
 pub use reference::{BinReference, DriftReference, FeatureReference};
 

@@ -282,6 +282,22 @@ impl ServiceMetrics {
                             KeyValue::new("model_version", a.model_version.clone()),
                             KeyValue::new("algorithm", a.algorithm.clone()),
                             KeyValue::new("trained_at", a.trained_at.clone()),
+                            // Empty without MLflow: the dashboards' run link
+                            // is built from these two.
+                            KeyValue::new(
+                                "mlflow_run_id",
+                                a.mlflow
+                                    .as_ref()
+                                    .map(|r| r.run_id.clone())
+                                    .unwrap_or_default(),
+                            ),
+                            KeyValue::new(
+                                "mlflow_experiment_id",
+                                a.mlflow
+                                    .as_ref()
+                                    .map(|r| r.experiment_id.clone())
+                                    .unwrap_or_default(),
+                            ),
                         ],
                     );
                 }

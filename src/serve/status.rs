@@ -1,6 +1,6 @@
 //! What the service says about itself: `/health` (the process answers),
 //! `/ready` (a model is loaded, or 503 naming why not) and `/model` (the
-//! loaded artifact's identity, features and training metrics).
+//! loaded artifact's identity, features, training metrics and MLflow run).
 //!
 //! These answer anyone, so they never name the server's filesystem: the
 //! model path is in the start-up and reload logs, and a load failure is
@@ -51,6 +51,13 @@ pub fn model(store: &Arc<Store>) -> Response {
             // Aggregate training statistics (per-feature moments, range and
             // deciles), which `mlwatch load` draws traffic from.
             "reference": a.reference,
+            "mlflow": a.mlflow.as_ref().map(|r| json!({
+                "run_id": r.run_id,
+                "experiment_id": r.experiment_id,
+                "experiment_name": r.experiment_name,
+                "tracking_uri": r.tracking_uri,
+                "run_url": r.run_url(),
+            })),
         })
         .to_string(),
     )

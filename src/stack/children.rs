@@ -30,6 +30,17 @@ pub struct Supervised {
 
 impl Supervised {
     pub fn spawn(name: &str, program: &Path, args: &[String], logs: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], logs)
+    }
+
+    /// [`Supervised::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        logs: &Path,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(logs)
             .with_context(|| format!("cannot create {}", logs.display()))?;
         let log = logs.join(format!("{name}.log"));
@@ -42,6 +53,7 @@ impl Supervised {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {name} ({})", program.display()))?;

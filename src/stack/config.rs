@@ -22,11 +22,20 @@ pub struct Endpoints {
     pub trainers: Vec<SocketAddr>,
     pub prometheus: SocketAddr,
     pub alertmanager: SocketAddr,
+    /// MLflow's own metrics; without them the `mlflow` job is left out.
+    pub mlflow: Option<SocketAddr>,
+    /// Base URL of the rendered runbooks (each alert an anchor): the alerts'
+    /// external label `runbook_base` and the dashboards' `runbook_base`.
+    pub runbooks: String,
 }
 
 impl Endpoints {
-    fn targets(&self, job: &str) -> anyhow::Result<Vec<String>> {
-        Ok(match job {
+    /// `None` for an optional job whose target does not run.
+    fn targets(&self, job: &str) -> anyhow::Result<Option<Vec<String>>> {
+        if job == "mlflow" {
+            return Ok(self.mlflow.map(|a| vec![a.to_string()]));
+        }
+        Ok(Some(match job {
             "ml-api" => self.apps.iter().map(ToString::to_string).collect(),
             "model-training" => self.trainers.iter().map(ToString::to_string).collect(),
             "prometheus" => vec![self.prometheus.to_string()],
@@ -34,7 +43,7 @@ impl Endpoints {
             other => bail!(
                 "prometheus.yml has a job {other:?} that the stack does not know how to place"
             ),
-        })
+        }))
     }
 }
 
@@ -104,46 +113,71 @@ pub fn prometheus(
     if let Some(d) = timing.evaluation_interval {
         global.insert(key("evaluation_interval"), duration(d));
     }
+    let labels = global
+        .entry(key("external_labels"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    mapping_mut(labels, "global.external_labels")?.insert(
+        key("runbook_base"),
+        Value::String(endpoints.runbooks.clone()),
+    );
     root.insert(
         key("rule_files"),
         Value::Sequence(vec![Value::String(rule_glob.to_owned())]),
     );
 
-    let alerting = serde_yaml::to_value(serde_json::json!({
-        "alertmanagers": [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
-    }))?;
-    root.insert(key("alerting"), alerting);
+    // Only the Alertmanager address changes; alert_relabel_configs (which
+    // keep runbook_base off the alerts) stay as written.
+    let alerting = root
+        .entry(key("alerting"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    mapping_mut(alerting, "alerting")?.insert(
+        key("alertmanagers"),
+        serde_yaml::to_value(serde_json::json!(
+            [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
+        ))?,
+    );
 
     let jobs = root
         .get_mut(key("scrape_configs"))
         .and_then(Value::as_sequence_mut)
         .context("prometheus.yml has no scrape_configs list")?;
-    for job in jobs {
-        let job = mapping_mut(job, "a scrape config")?;
-        let name = job
+    let mut kept = Vec::new();
+    for mut job in std::mem::take(jobs) {
+        let config = mapping_mut(&mut job, "a scrape config")?;
+        let name = config
             .get(key("job_name"))
             .and_then(Value::as_str)
             .context("a scrape config has no job_name")?
             .to_owned();
-        let targets = endpoints.targets(&name)?;
-        // The placed targets are all of them: compose's replica file
-        // (/etc/prometheus/targets) does not exist here.
-        job.remove(key("file_sd_configs"));
-        job.insert(
-            key("static_configs"),
-            Value::Sequence(vec![serde_yaml::to_value(
-                serde_json::json!({ "targets": targets }),
-            )?]),
-        );
-        if let Some(interval) = timing.scrape_interval {
-            job.insert(key("scrape_interval"), duration(interval));
-            // Prometheus refuses a timeout longer than the interval.
-            if job.contains_key(key("scrape_timeout")) {
-                job.insert(key("scrape_timeout"), duration(interval));
-            }
+        let Some(targets) = endpoints.targets(&name)? else {
+            continue;
+        };
+        place(config, targets, timing)?;
+        kept.push(job);
+    }
+    *jobs = kept;
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// One job's targets and timing.
+fn place(job: &mut Mapping, targets: Vec<String>, timing: &Timing) -> anyhow::Result<()> {
+    // The placed targets are all of them: compose's replica file
+    // (/etc/prometheus/targets) does not exist here.
+    job.remove(key("file_sd_configs"));
+    job.insert(
+        key("static_configs"),
+        Value::Sequence(vec![serde_yaml::to_value(
+            serde_json::json!({ "targets": targets }),
+        )?]),
+    );
+    if let Some(interval) = timing.scrape_interval {
+        job.insert(key("scrape_interval"), duration(interval));
+        // Prometheus refuses a timeout longer than the interval.
+        if job.contains_key(key("scrape_timeout")) {
+            job.insert(key("scrape_timeout"), duration(interval));
         }
     }
-    Ok(serde_yaml::to_string(&doc)?)
+    Ok(())
 }
 
 /// The job whose targets come from a file (`file_sd_configs`): the
@@ -210,15 +244,27 @@ pub fn ha_member(
     mapping_mut(labels, "external_labels")?
         .insert(key("replica"), Value::String(replica.to_owned()));
     let targets: Vec<String> = alertmanagers.iter().map(ToString::to_string).collect();
-    root.insert(
-        key("alerting"),
-        serde_yaml::to_value(serde_json::json!({
-            // Alertmanager deduplicates the pair's alerts only if it does not
-            // see them as different: `replica` is dropped before sending.
-            "alert_relabel_configs": [{"regex": "replica", "action": "labeldrop"}],
-            "alertmanagers": [{"static_configs": [{"targets": targets}]}],
-        }))?,
+    let alerting = mapping_mut(
+        root.entry(key("alerting"))
+            .or_insert_with(|| Value::Mapping(Mapping::new())),
+        "alerting",
+    )?;
+    alerting.insert(
+        key("alertmanagers"),
+        serde_yaml::to_value(serde_json::json!([{"static_configs": [{"targets": targets}]}]))?,
     );
+    // Alertmanager deduplicates the pair's alerts only if it does not see
+    // them as different: `replica` is dropped before sending, after the
+    // file's own relabelling.
+    let relabel = alerting
+        .entry(key("alert_relabel_configs"))
+        .or_insert_with(|| Value::Sequence(Vec::new()));
+    relabel
+        .as_sequence_mut()
+        .context("alerting.alert_relabel_configs is not a list")?
+        .push(serde_yaml::to_value(
+            serde_json::json!({"regex": "replica", "action": "labeldrop"}),
+        )?);
     Ok(serde_yaml::to_string(&doc)?)
 }
 
@@ -317,8 +363,27 @@ pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-/// The dashboard provider file pointed at the repository's dashboards, so
-/// the JSON files are read in place rather than copied.
+/// A provisioned dashboard with its `runbook_base` constant set to
+/// `runbooks`: Grafana does not expand anything in dashboard JSON, so the
+/// constant is filled here, at provisioning.
+pub fn grafana_dashboard(source: &str, runbooks: &str) -> anyhow::Result<String> {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(source).context("dashboard is not valid JSON")?;
+    let variables = doc["templating"]["list"]
+        .as_array_mut()
+        .context("dashboard has no templating.list")?;
+    let constant = variables
+        .iter_mut()
+        .find(|v| v["name"] == "runbook_base" && v["type"] == "constant")
+        .context("dashboard has no constant variable runbook_base")?;
+    let value = serde_json::Value::String(runbooks.to_owned());
+    constant["query"] = value.clone();
+    constant["current"] = serde_json::json!({"selected": false, "text": value, "value": value});
+    constant["options"] = serde_json::json!([{"selected": true, "text": value, "value": value}]);
+    Ok(serde_json::to_string_pretty(&doc)? + "\n")
+}
+
+/// The dashboard provider file pointed at the derived dashboards.
 pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
     let mut doc: Value =
         serde_yaml::from_str(source).context("dashboard provider file is not valid YAML")?;
@@ -494,10 +559,30 @@ pub fn write(
         grafana.join("datasources/prometheus.yml"),
         grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
     )?;
+    // Copies with the runbook base filled in, at the top of the provider's
+    // path like in the repository: with foldersFromFilesStructure they land
+    // in the General folder, as under docker-compose and NixOS.
+    let dashboards = out.join("grafana/dashboards");
+    std::fs::create_dir_all(&dashboards)?;
+    for file in std::fs::read_dir(assets.dashboards_dir())
+        .with_context(|| format!("cannot list {}", assets.dashboards_dir().display()))?
+    {
+        let path = file?.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let source = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.file_name().context("dashboard without a name")?;
+            std::fs::write(
+                dashboards.join(name),
+                grafana_dashboard(&source, &endpoints.runbooks)
+                    .with_context(|| format!("in {}", path.display()))?,
+            )?;
+        }
+    }
     let provider = assets.read("grafana/provisioning/dashboards/dashboard.yml")?;
     std::fs::write(
         grafana.join("dashboards/dashboard.yml"),
-        grafana_dashboards(&provider, &assets.dashboards_dir())?,
+        grafana_dashboards(&provider, &dashboards)?,
     )?;
     Ok(Written {
         prometheus_yml,
@@ -520,7 +605,47 @@ mod tests {
             ],
             prometheus: "127.0.0.1:19090".parse().unwrap(),
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
+            mlflow: None,
+            runbooks: "http://127.0.0.1:15001/runbooks".into(),
         }
+    }
+
+    #[test]
+    fn the_mlflow_job_is_placed_when_mlflow_runs_and_left_out_otherwise() {
+        let source = "scrape_configs:\n  - job_name: mlflow\n    static_configs: [{targets: ['mlflow:5000']}]\n  - job_name: ml-api\n    static_configs: [{targets: ['app:9000']}]\n";
+        let jobs = |endpoints: &Endpoints| -> Vec<(String, String)> {
+            let text = prometheus(source, endpoints, "/r/*.yml", &Timing::default()).unwrap();
+            let doc: Value = serde_yaml::from_str(&text).unwrap();
+            doc["scrape_configs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|j| {
+                    (
+                        j["job_name"].as_str().unwrap().to_owned(),
+                        j["static_configs"][0]["targets"][0]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            jobs(&endpoints()),
+            vec![("ml-api".to_owned(), "127.0.0.1:19000".to_owned())]
+        );
+        let with = Endpoints {
+            mlflow: Some("127.0.0.1:15000".parse().unwrap()),
+            ..endpoints()
+        };
+        assert_eq!(
+            jobs(&with),
+            vec![
+                ("mlflow".to_owned(), "127.0.0.1:15000".to_owned()),
+                ("ml-api".to_owned(), "127.0.0.1:19000".to_owned())
+            ]
+        );
     }
 
     fn repo_file(path: &str) -> String {
@@ -718,6 +843,46 @@ mod tests {
         )
         .unwrap();
         assert!(dashboards.contains("path: /repo/dash"), "{dashboards}");
+    }
+
+    #[test]
+    fn the_runbook_base_reaches_prometheus_and_the_dashboards() {
+        let text = prometheus(
+            &repo_file("prometheus/prometheus.yml"),
+            &endpoints(),
+            "/r/*.yml",
+            &Timing::default(),
+        )
+        .unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(
+            doc["global"]["external_labels"]["runbook_base"],
+            "http://127.0.0.1:15001/runbooks"
+        );
+        // The label stays off the alerts that reach Alertmanager.
+        assert_eq!(
+            doc["alerting"]["alert_relabel_configs"][0]["regex"],
+            "runbook_base"
+        );
+        assert_eq!(
+            doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+            "127.0.0.1:19093"
+        );
+        let dashboard = grafana_dashboard(
+            &repo_file("grafana/provisioning/dashboards/predict_api_dashboard.json"),
+            "https://runbooks.example/ml",
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        let constant = doc["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "runbook_base")
+            .unwrap();
+        assert_eq!(constant["query"], "https://runbooks.example/ml");
+        assert_eq!(constant["current"]["value"], "https://runbooks.example/ml");
+        assert!(grafana_dashboard("{\"templating\": {\"list\": []}}", "http://x").is_err());
     }
 
     #[test]

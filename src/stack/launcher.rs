@@ -1,10 +1,11 @@
 //! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
-//! Alertmanager, Prometheus, the service (one or several replicas on
-//! consecutive ports, discovered by Prometheus from a targets file), a
-//! trainer and (when installed) Grafana on 127.0.0.1 with configs derived
-//! into a state directory, relays alerts from Alertmanager to the terminal
-//! through a built-in webhook, and reloads every replica whenever the
-//! trainer writes a new artifact.
+//! Alertmanager, Prometheus (two of each with `--ha`), the service (one or
+//! several replicas on consecutive ports, discovered by Prometheus from a
+//! targets file), a trainer and (when installed) Grafana and an MLflow
+//! tracking server on 127.0.0.1 with configs derived into a state
+//! directory, relays alerts from Alertmanager to the terminal through a
+//! built-in webhook, and reloads every replica whenever the trainer writes
+//! a new artifact.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,6 +20,7 @@ use super::children::{find_binary, Supervised};
 use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
+use super::runbooks;
 
 /// The Debian/Ubuntu command that installs what the stack needs.
 /// Without recommends: they pull in a few dozen packages nobody asked for.
@@ -33,16 +35,17 @@ pub struct Ports {
     pub alertmanager: u16,
     pub grafana: u16,
     pub webhook: u16,
+    pub mlflow: u16,
 }
 
 impl Ports {
-    /// Six distinct ports that are free right now. The OS picks each by a
-    /// bind to `:0`; all six are held at once so none repeats. Prometheus
+    /// Seven distinct ports that are free right now. The OS picks each by a
+    /// bind to `:0`; all seven are held at once so none repeats. Prometheus
     /// and Alertmanager take a port number, not a socket, so the choice is
     /// released before they bind: another process could take one in
     /// between, which shows as a child that dies with "address in use".
     pub fn free() -> anyhow::Result<Self> {
-        let held = (0..6)
+        let held = (0..7)
             .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot find free ports on 127.0.0.1")?;
@@ -58,6 +61,7 @@ impl Ports {
             alertmanager: ports[3],
             grafana: ports[4],
             webhook: ports[5],
+            mlflow: ports[6],
         })
     }
 }
@@ -71,6 +75,7 @@ impl Default for Ports {
             alertmanager: 9093,
             grafana: 3000,
             webhook: 5001,
+            mlflow: 5000,
         }
     }
 }
@@ -86,6 +91,12 @@ pub struct StackConfig {
     pub drift_window: usize,
     /// Start Grafana when a server binary is on PATH.
     pub grafana: bool,
+    /// Start an MLflow tracking server (and track the trainer's run in it)
+    /// when `mlflow` is on PATH.
+    pub mlflow: bool,
+    /// Base URL of the runbooks for alerts and dashboards; `None` is the
+    /// page the launcher's own HTTP server renders from docs/runbooks.md.
+    pub runbook_url: Option<String>,
     /// Prediction service replicas, on ports `ports.app`, `ports.app + 1`, ...
     pub replicas: usize,
     /// Two Prometheus (`ports.prometheus`, `+ 1`) and two clustered
@@ -179,6 +190,7 @@ pub struct Binaries {
     pub prometheus: PathBuf,
     pub alertmanager: PathBuf,
     pub grafana: Option<grafana::GrafanaBinary>,
+    pub mlflow: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -190,6 +202,7 @@ impl Binaries {
                 prometheus,
                 alertmanager,
                 grafana: grafana::locate(),
+                mlflow: super::mlflow::locate(),
             }),
             (p, a) => {
                 let missing: Vec<&str> = [
@@ -248,6 +261,8 @@ pub struct Stack {
     pub model_path: PathBuf,
     pub inbox: AlertInbox,
     pub grafana_password: Option<String>,
+    /// The MLflow server's URL, when one runs.
+    pub mlflow_url: Option<String>,
     /// The live replicas; one that dies is dropped with a warning while
     /// others still serve.
     services: Vec<Supervised>,
@@ -279,13 +294,27 @@ impl Stack {
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
         let p = &config.ports;
+        let mlflow = binaries
+            .mlflow
+            .as_ref()
+            .filter(|_| config.mlflow)
+            .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
+        let runbook_url = match &config.runbook_url {
+            Some(url) => runbooks::check_url(url)?,
+            None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
+        };
         let endpoints = Endpoints {
             apps: replica_addresses(p, config.replicas)?,
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
+            mlflow: mlflow
+                .filter(|(_, metrics)| *metrics)
+                .map(|_| loopback(p.mlflow)),
+            runbooks: runbook_url.clone(),
         };
         let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
+        let runbook_page = runbooks::load(&config.assets.root)?;
         let written = config::write(
             &config.assets,
             &state.join("config"),
@@ -296,7 +325,7 @@ impl Stack {
 
         let inbox = AlertInbox::default();
         let (acceptor, _) = crate::listen::bind(loopback(p.webhook)).await?;
-        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone()));
+        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone(), runbook_page));
 
         let mut core = Vec::new();
         let ha = config
@@ -412,6 +441,7 @@ impl Stack {
             ),
             ("Prometheus", format!("http://{}", endpoints.prometheus)),
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
+            ("runbooks", runbook_url),
         ];
         urls.extend(ha_urls);
         if config.grafana {
@@ -433,6 +463,21 @@ impl Stack {
                 ));
                 grafana_password = Some(settings.admin_password);
             }
+        }
+
+        let mut mlflow_url = None;
+        if let Some((binary, metrics)) = mlflow {
+            let address = loopback(p.mlflow);
+            core.push(Supervised::spawn_with_env(
+                "mlflow",
+                binary,
+                &super::mlflow::server_args(state, address, metrics),
+                &super::mlflow::ENV,
+                &logs,
+            )?);
+            let url = format!("http://{address}");
+            urls.push(("MLflow", url.clone()));
+            mlflow_url = Some(url);
         }
 
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
@@ -457,6 +502,17 @@ impl Stack {
             .map(|a| format!("http://{a}"))
             .collect();
         let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
+        if let Some(url) = &mlflow_url {
+            // The server boots while the trainer starts, in 7 s on an idle
+            // laptop but over 30 s on a busy 2-core machine: the trainer
+            // waits for it, longer than its default.
+            trainer_args.extend([
+                "--mlflow-tracking-uri".into(),
+                url.clone(),
+                "--mlflow-startup-wait".into(),
+                "120s".into(),
+            ]);
+        }
         trainer_args.extend(config.trainer_args.iter().cloned());
         let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
         Ok(Self {
@@ -468,6 +524,7 @@ impl Stack {
             model_path,
             inbox,
             grafana_password,
+            mlflow_url,
             services,
             trainer: Some(trainer),
             core,
@@ -575,7 +632,9 @@ impl Stack {
     }
 }
 
-async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox) {
+/// The launcher's HTTP server: the Alertmanager webhook (POST /alerts) and
+/// the rendered runbooks (GET /runbooks).
+async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox, page: String) {
     use poem::{handler, post, web::Data, web::Json, EndpointExt, Route};
     #[handler]
     fn alerts(Json(body): Json<Value>, Data(inbox): Data<&AlertInbox>) -> &'static str {
@@ -591,8 +650,13 @@ async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox)
         "ok"
     }
     let app = Route::new()
-        .at("/alerts", post(alerts))
-        .with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT))
+        // The body limit guards the webhook only: SizeLimit answers 411 to
+        // a request without Content-Length, which is every GET.
+        .at(
+            "/alerts",
+            post(alerts).with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT)),
+        )
+        .at(runbooks::PATH, runbooks::endpoint(page))
         .data(inbox);
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
         tracing::error!("alert webhook stopped: {e}");

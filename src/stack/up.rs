@@ -34,9 +34,19 @@ pub struct UpArgs {
     /// Port of the built-in webhook that prints alerts.
     #[arg(long, default_value_t = 5001)]
     pub webhook_port: u16,
+    #[arg(long, default_value_t = 5000)]
+    pub mlflow_port: u16,
+    /// Base URL of the runbooks (each alert an anchor, e.g. URL#higherrorrate),
+    /// used by the alerts' runbook_url and the dashboards' runbook links
+    /// (default: the page this command serves, http://127.0.0.1:<webhook-port>/runbooks).
+    #[arg(long, env = "MLWATCH_RUNBOOK_URL")]
+    pub runbook_url: Option<String>,
     /// Do not start Grafana even if it is installed.
     #[arg(long)]
     pub no_grafana: bool,
+    /// Do not start an MLflow server even if `mlflow` is on PATH.
+    #[arg(long)]
+    pub no_mlflow: bool,
     /// Model for the trainer (the same choices as `mlwatch train --model`).
     #[arg(long, value_enum, default_value = "linear")]
     pub model: Algorithm,
@@ -63,6 +73,7 @@ impl UpArgs {
             alertmanager: self.alertmanager_port,
             grafana: self.grafana_port,
             webhook: self.webhook_port,
+            mlflow: self.mlflow_port,
         }
     }
 }
@@ -101,6 +112,14 @@ pub(crate) fn print_urls(stack: &Stack) {
              Meanwhile use Prometheus' own UI above, or `mlwatch report` for a static HTML report."
         ),
     }
+    if stack.mlflow_url.is_none() && super::mlflow::locate().is_none() {
+        println!(
+            "  MLflow is not running: to track every training run, put `mlflow` on PATH \
+             ({}; or .ci/install-mlflow.sh, then add target/mlflow-venv/bin to PATH) \
+             and run `mlwatch up` again; see docs/mlflow.md.",
+            super::mlflow::INSTALL_HINT
+        );
+    }
 }
 
 pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -122,6 +141,8 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         grafana: !args.no_grafana,
         replicas: args.replicas,
         ha: args.ha,
+        mlflow: !args.no_mlflow,
+        runbook_url: args.runbook_url.clone(),
     };
     let mut stack = Stack::start(&config, &binaries).await?;
     print_urls(&stack);

@@ -6,7 +6,7 @@ use super::data::{Split, Targets};
 use crate::model::evaluation::{
     accuracy, macro_f1, mean_absolute_error, mean_squared_error, r_squared,
 };
-use crate::model::{Model, Prediction};
+use crate::model::{Model, Prediction, Task};
 
 /// Scores of one model on one split. `score` is the task's headline number:
 /// R² for regression, accuracy for classification; `loss` is MSE or
@@ -70,4 +70,20 @@ pub fn evaluate(model: &Model, split: &Split, classes: usize) -> Scores {
         &model.predict(split.records.view()),
         classes,
     )
+}
+
+/// The scores of one split by name, as the artifact's `metrics` and the
+/// MLflow run key them (`<split>_<name>`): the loss, then the task's own.
+pub fn named(task: Task, scores: &Scores) -> Vec<(&'static str, f64)> {
+    let mut named = vec![("loss", scores.loss)];
+    match task {
+        Task::Regression => named.extend([
+            ("mse", scores.mse),
+            ("rmse", scores.mse.sqrt()),
+            ("mae", scores.mae),
+            ("r_squared", scores.score),
+        ]),
+        Task::Classification => named.extend([("accuracy", scores.score), ("f1", scores.f1)]),
+    }
+    named
 }

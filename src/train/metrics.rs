@@ -10,12 +10,14 @@ use opentelemetry::metrics::{Counter, Gauge, Meter, ObservableGauge};
 use opentelemetry::KeyValue;
 
 use super::evaluate::Scores;
+use crate::mlflow::{MlflowRun, Operation};
 use crate::model::Task;
 
 #[derive(Default)]
 struct Snapshot {
     top_features: Vec<(String, f64)>,
-    model_info: Option<(String, String)>,
+    /// model_version, algorithm, mlflow_run_id, mlflow_experiment_id.
+    model_info: Option<[String; 4]>,
     started: Option<Instant>,
     finished_after: Option<f64>,
 }
@@ -39,6 +41,7 @@ pub struct TrainingMetrics {
     hyperparameter: Gauge<f64>,
     in_progress: Gauge<f64>,
     heartbeat: Gauge<f64>,
+    mlflow_errors: Counter<u64>,
     snapshot: Arc<Mutex<Snapshot>>,
     _observables: Vec<ObservableGauge<f64>>,
 }
@@ -81,12 +84,14 @@ impl TrainingMetrics {
                 .with_description("1 for the artifact this run wrote")
                 .with_callback(move |observer| {
                     let snapshot = info.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some((version, algorithm)) = &snapshot.model_info {
+                    if let Some([version, algorithm, run, experiment]) = &snapshot.model_info {
                         observer.observe(
                             1.0,
                             &[
                                 KeyValue::new("model_version", version.clone()),
                                 KeyValue::new("algorithm", algorithm.clone()),
+                                KeyValue::new("mlflow_run_id", run.clone()),
+                                KeyValue::new("mlflow_experiment_id", experiment.clone()),
                             ],
                         );
                     }
@@ -139,6 +144,10 @@ impl TrainingMetrics {
             heartbeat: gauge(
                 "training_last_update_timestamp_seconds",
                 "Unix time of the last training progress",
+            ),
+            mlflow_errors: counter(
+                "training_mlflow_errors",
+                "MLflow calls that failed after their retries",
             ),
             snapshot,
             _observables: observables,
@@ -213,19 +222,35 @@ impl TrainingMetrics {
         self.beat();
     }
 
-    pub fn finished(&self, model_version: &str, algorithm: &str) {
+    /// Empty MLflow labels when the run was not tracked (the dashboards'
+    /// data link then has nothing to open).
+    pub fn finished(&self, model_version: &str, algorithm: &str, mlflow: Option<&MlflowRun>) {
         {
             let mut snapshot = self.snapshot();
             snapshot.finished_after = snapshot.started.map(|s| s.elapsed().as_secs_f64());
-            snapshot.model_info = Some((model_version.to_owned(), algorithm.to_owned()));
+            snapshot.model_info = Some([
+                model_version.to_owned(),
+                algorithm.to_owned(),
+                mlflow.map(|r| r.run_id.clone()).unwrap_or_default(),
+                mlflow.map(|r| r.experiment_id.clone()).unwrap_or_default(),
+            ]);
         }
         self.in_progress.record(0.0, &[]);
         self.beat();
     }
 
+    pub fn mlflow_error(&self, operation: Operation) {
+        self.mlflow_errors
+            .add(1, &[KeyValue::new("operation", operation.label())]);
+    }
+
     /// Zero-valued counters so that every series exists from the first
     /// scrape, before the first iteration completes.
     pub fn initialise(&self, boosting: bool) {
+        for operation in Operation::ALL {
+            self.mlflow_errors
+                .add(0, &[KeyValue::new("operation", operation.label())]);
+        }
         self.epochs.add(0, &[]);
         self.batches.add(0, &[]);
         if boosting {

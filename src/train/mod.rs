@@ -116,6 +116,8 @@ pub struct TrainArgs {
     /// Train without recording metrics or serving /metrics (benchmark baseline).
     #[arg(long)]
     pub no_metrics: bool,
+    #[command(flatten)]
+    pub mlflow: crate::mlflow::MlflowArgs,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -154,6 +156,12 @@ impl FitOptions {
             pace: Duration::ZERO,
             top_features: 5,
         }
+    }
+
+    /// Iterations to run: the flag, or the learner's default.
+    pub fn iterations(&self) -> usize {
+        self.iterations
+            .unwrap_or_else(|| learners::DEFAULT_ITERATIONS(self.algorithm))
     }
 
     fn dataset(&self) -> anyhow::Result<DatasetName> {
@@ -208,9 +216,7 @@ pub fn fit(
 ) -> anyhow::Result<Artifact> {
     let dataset = options.dataset()?;
     let data = prepare(dataset, options.seed, options.validation_fraction);
-    let iterations = options
-        .iterations
-        .unwrap_or_else(|| learners::DEFAULT_ITERATIONS(options.algorithm));
+    let iterations = options.iterations();
     let mut learner = learners::learner(options.algorithm, iterations, options.seed);
     let classes = data.class_names.len();
     progress.started(iterations);
@@ -329,18 +335,8 @@ fn build_artifact(
     };
     let mut metrics = std::collections::BTreeMap::new();
     for (split, scores) in [("train", train), ("validation", validation)] {
-        metrics.insert(format!("{split}_loss"), scores.loss);
-        match data.task {
-            Task::Regression => {
-                metrics.insert(format!("{split}_mse"), scores.mse);
-                metrics.insert(format!("{split}_rmse"), scores.mse.sqrt());
-                metrics.insert(format!("{split}_mae"), scores.mae);
-                metrics.insert(format!("{split}_r_squared"), scores.score);
-            }
-            Task::Classification => {
-                metrics.insert(format!("{split}_accuracy"), scores.score);
-                metrics.insert(format!("{split}_f1"), scores.f1);
-            }
+        for (name, value) in evaluate::named(data.task, &scores) {
+            metrics.insert(format!("{split}_{name}"), value);
         }
     }
     let trained_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -365,6 +361,7 @@ fn build_artifact(
             prediction,
         },
         model: chosen.model,
+        mlflow: None,
     }
     .seal()
     .context("cannot serialise the artifact")
@@ -375,12 +372,58 @@ fn build_artifact(
 pub struct Reporter {
     metrics: Option<Arc<TrainingMetrics>>,
     bar: Option<indicatif::ProgressBar>,
+    mlflow: Option<crate::mlflow::Sink>,
 }
 
 impl Reporter {
     pub fn new(metrics: Option<Arc<TrainingMetrics>>, bar: Option<indicatif::ProgressBar>) -> Self {
-        Self { metrics, bar }
+        Self {
+            metrics,
+            bar,
+            mlflow: None,
+        }
     }
+
+    /// Also queue every iteration's metrics for the MLflow run.
+    pub fn with_mlflow(mut self, sink: Option<crate::mlflow::Sink>) -> Self {
+        self.mlflow = sink;
+        self
+    }
+}
+
+/// Depth of the deepest tree, leaves over all trees, and trees.
+fn tree_stats(model: &Model) -> Option<(usize, usize, usize)> {
+    let Model::Trees { trees, .. } = model else {
+        return None;
+    };
+    let depth = trees.iter().map(|t| t.max_depth()).max().unwrap_or(0);
+    let leaves = trees.iter().map(|t| t.num_leaves()).sum();
+    Some((depth, leaves, trees.len()))
+}
+
+/// One iteration as MLflow metrics: the values /metrics shows, keyed as in
+/// docs/mlflow.md (`validation_r_squared` is `regression_r_squared{split="validation"}`).
+pub fn mlflow_metrics(report: &IterationReport<'_>) -> Vec<(String, f64)> {
+    let mut values = Vec::new();
+    for (split, scores) in [("train", &report.train), ("validation", &report.validation)] {
+        for (name, value) in evaluate::named(report.task, scores) {
+            values.push((format!("{split}_{name}"), value));
+        }
+    }
+    values.push((
+        "overfitting_gap".to_owned(),
+        crate::model::evaluation::overfitting_gap(report.train.score, report.validation.score),
+    ));
+    values.push(("iteration_improvement".to_owned(), report.improvement));
+    for (name, value) in report.hyperparameters {
+        values.push((format!("hyperparameter_{name}"), *value));
+    }
+    if let Some((depth, leaves, trees)) = tree_stats(report.model) {
+        values.push(("tree_max_depth".to_owned(), depth as f64));
+        values.push(("tree_leaf_count".to_owned(), leaves as f64));
+        values.push(("ensemble_tree_count".to_owned(), trees as f64));
+    }
+    values
 }
 
 impl Progress for Reporter {
@@ -400,13 +443,14 @@ impl Progress for Reporter {
         if let Some(m) = &self.metrics {
             m.hyperparameters(report.hyperparameters);
             m.scores(report.task, &report.train, &report.validation);
-            if let Model::Trees { trees, .. } = report.model {
-                let depth = trees.iter().map(|t| t.max_depth()).max().unwrap_or(0);
-                let leaves = trees.iter().map(|t| t.num_leaves()).sum();
-                m.trees(depth, leaves, trees.len());
+            if let Some((depth, leaves, trees)) = tree_stats(report.model) {
+                m.trees(depth, leaves, trees);
             }
             m.top_features(report.top_features.clone());
             m.iteration(report.improvement, report.is_boosting_round);
+        }
+        if let Some(sink) = &self.mlflow {
+            sink.log_iteration(report.index as i64 + 1, mlflow_metrics(report));
         }
         let line = format!(
             "iteration {} validation score {:.4} (train {:.4}) {}",
@@ -449,7 +493,8 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         top_features: args.top_features,
     };
     // Fail on a bad flag combination before binding anything.
-    options.dataset()?;
+    let dataset = options.dataset()?;
+    let mlflow_client = args.mlflow.client()?;
     if args.no_metrics && args.pushgateway.is_some() {
         // Clap refuses the two together (from the environment too); this
         // guards callers that build TrainArgs themselves.
@@ -474,6 +519,19 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
             ResourceSampler::new(&telemetry.meter(), Role::Training).spawn(args.sample_interval),
         );
     }
+    let tracker = mlflow_client.map(|(client, uri)| {
+        tracing::info!(
+            "tracking this run in MLflow at {uri}, experiment {:?}",
+            args.mlflow.experiment
+        );
+        let counter = metrics.clone();
+        let failures = crate::mlflow::tracker::Failures::new(&uri, move |operation| {
+            if let Some(m) = &counter {
+                m.mlflow_error(operation);
+            }
+        });
+        crate::mlflow::Tracker::start(client, uri, mlflow_spec(&args, &options, dataset), failures)
+    });
 
     let cancel = Arc::new(AtomicBool::new(false));
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
@@ -485,26 +543,52 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         }
         bar
     });
-    let mut reporter = Reporter {
-        metrics: metrics.clone(),
-        bar: bar.clone(),
-    };
+    let mut reporter =
+        Reporter::new(metrics.clone(), bar.clone()).with_mlflow(tracker.as_ref().map(|t| t.sink()));
     let fit_cancel = Arc::clone(&cancel);
     let fit_options = options.clone();
     let mut training =
         tokio::task::spawn_blocking(move || fit(&fit_options, &mut reporter, &fit_cancel));
-    let artifact = tokio::select! {
-        joined = &mut training => joined.context("the training thread panicked")??,
+    let fitted = tokio::select! {
+        joined = &mut training => joined.context("the training thread panicked").and_then(|r| r),
         _ = shutdown.requested() => {
             cancel.store(true, Ordering::Relaxed);
             let _ = training.await;
+            end_mlflow(tracker, crate::mlflow::Outcome::Killed, true).await;
             anyhow::bail!("training interrupted before it finished; no artifact written");
+        }
+    };
+    let mut artifact = match fitted {
+        Ok(artifact) => artifact,
+        Err(e) => {
+            end_mlflow(
+                tracker,
+                crate::mlflow::Outcome::Failed,
+                shutdown.is_requested(),
+            )
+            .await;
+            return Err(e);
         }
     };
     if let Some(bar) = &bar {
         bar.finish();
     }
-    artifact.save(&args.output)?;
+    if let Some(t) = &tracker {
+        // Creation gives up by itself after the startup wait; the margin
+        // covers the last attempt's own timeouts.
+        artifact.mlflow = t
+            .run(args.mlflow.startup_wait + 4 * args.mlflow.timeout)
+            .await;
+    }
+    if let Err(e) = artifact.save(&args.output) {
+        end_mlflow(
+            tracker,
+            crate::mlflow::Outcome::Failed,
+            shutdown.is_requested(),
+        )
+        .await;
+        return Err(e.into());
+    }
     tracing::info!(
         model_version = %artifact.model_version,
         path = %args.output.display(),
@@ -512,8 +596,43 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         artifact.validation_score().unwrap_or(f64::NAN)
     );
     if let Some(m) = &metrics {
-        m.finished(&artifact.model_version, &artifact.algorithm);
+        m.finished(
+            &artifact.model_version,
+            &artifact.algorithm,
+            artifact.mlflow.as_ref(),
+        );
     }
+    // After the local artifact and the metrics: a slow MLflow delays
+    // neither, and training_in_progress already reads 0.
+    end_mlflow(
+        tracker,
+        crate::mlflow::Outcome::Finished {
+            artifact: args.output.clone(),
+            params: artifact
+                .hyperparameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            tags: vec![
+                (
+                    "mlwatch.model_version".into(),
+                    artifact.model_version.clone(),
+                ),
+                (
+                    "mlwatch.feature_names".into(),
+                    artifact.feature_names.join(","),
+                ),
+            ],
+            metrics: artifact
+                .metrics
+                .iter()
+                .map(|(k, v)| (format!("final_{k}"), *v))
+                .collect(),
+            step: 0,
+        },
+        shutdown.is_requested(),
+    )
+    .await;
     if let Some(url) = args
         .pushgateway
         .as_deref()
@@ -542,6 +661,88 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         task.abort();
     }
     Ok(())
+}
+
+/// What the MLflow run starts with: the training configuration as params
+/// (the chosen model's hyperparameters follow at the end) and tags that
+/// say what is trained on what.
+fn mlflow_spec(
+    args: &TrainArgs,
+    options: &FitOptions,
+    dataset: DatasetName,
+) -> crate::mlflow::RunSpec {
+    let params = vec![
+        ("model", format!("{:?}", options.algorithm).to_lowercase()),
+        ("dataset", dataset.as_str().to_owned()),
+        ("seed", options.seed.to_string()),
+        ("iterations", options.iterations().to_string()),
+        (
+            "validation_fraction",
+            options.validation_fraction.to_string(),
+        ),
+        ("batch_size", options.batch_size.to_string()),
+        ("top_features", options.top_features.to_string()),
+        ("pace", humantime::format_duration(options.pace).to_string()),
+    ];
+    let tags = vec![
+        ("mlflow.source.name", "mlwatch train".to_owned()),
+        ("mlflow.source.type", "LOCAL".to_owned()),
+        ("mlwatch.version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("mlwatch.algorithm", options.algorithm.as_str().to_owned()),
+        ("mlwatch.dataset", dataset.as_str().to_owned()),
+        ("mlwatch.task", dataset.task().as_str().to_owned()),
+    ];
+    let owned = |pairs: Vec<(&str, String)>| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<Vec<_>>()
+    };
+    crate::mlflow::RunSpec {
+        experiment_name: args.mlflow.experiment.clone(),
+        params: owned(params),
+        tags: owned(tags),
+        register: args.mlflow.register.clone(),
+        startup_wait: args.mlflow.startup_wait,
+    }
+}
+
+/// Ends the MLflow run (when tracking) and logs what became of it. In a
+/// `hurry` (a stop was requested) the server gets 10 s instead of 60 s.
+async fn end_mlflow(
+    tracker: Option<crate::mlflow::Tracker>,
+    outcome: crate::mlflow::Outcome,
+    hurry: bool,
+) {
+    let Some(tracker) = tracker else { return };
+    let status = match &outcome {
+        crate::mlflow::Outcome::Finished { .. } => "FINISHED",
+        crate::mlflow::Outcome::Failed => "FAILED",
+        crate::mlflow::Outcome::Killed => "KILLED",
+    };
+    let wait = if hurry {
+        crate::mlflow::tracker::STOP_WAIT
+    } else {
+        crate::mlflow::tracker::FINISH_WAIT
+    };
+    let summary = tracker.finish(outcome, wait).await;
+    match (&summary.run, summary.failures) {
+        (Some(run), 0) => {
+            let registered = summary
+                .registered_version
+                .map(|v| format!("; registered as version {v}"))
+                .unwrap_or_default();
+            tracing::info!("MLflow run {status}: {}{registered}", run.run_url())
+        }
+        // The first failure was the warning; this is the tally.
+        (Some(run), n) => tracing::info!(
+            "MLflow run {} is incomplete: {n} call(s) failed (training_mlflow_errors_total)",
+            run.run_url()
+        ),
+        (None, n) => tracing::info!(
+            "no MLflow run was recorded: {n} call(s) failed (training_mlflow_errors_total)"
+        ),
+    }
 }
 
 async fn serve_metrics(acceptor: poem::listener::TcpAcceptor, telemetry: Arc<Telemetry>) {

@@ -167,6 +167,7 @@ fn seal(
             prediction: BinReference::deciles(&predictions).expect("prediction reference"),
         },
         model,
+        mlflow: None,
     };
     artifact.seal().expect("seal artifact")
 }

@@ -1,0 +1,538 @@
+//! A small client for MLflow's documented REST API (the `/api/2.0/mlflow`
+//! tracking and registry endpoints and the `/api/2.0/mlflow-artifacts`
+//! artifact proxy), over reqwest. Every call has a timeout and a bounded
+//! number of retries for failures that may pass (connection errors, 5xx,
+//! 429); MLflow's own errors (4xx with an `error_code`) are returned as they
+//! are, never retried.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::batch::Batch;
+
+/// Attempts per call, including the first.
+const ATTEMPTS: u32 = 3;
+/// Pause before the first retry; doubled before each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Credentials, from MLflow's own environment variables.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// `MLFLOW_TRACKING_TOKEN`
+    Bearer(String),
+    /// `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`
+    Basic(String, String),
+}
+
+impl Auth {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        if let Some(token) = var("MLFLOW_TRACKING_TOKEN") {
+            Auth::Bearer(token)
+        } else if let Some(user) = var("MLFLOW_TRACKING_USERNAME") {
+            Auth::Basic(user, var("MLFLOW_TRACKING_PASSWORD").unwrap_or_default())
+        } else {
+            Auth::None
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MlflowError {
+    #[error("{operation}: cannot reach the tracking server: {detail}")]
+    Transport {
+        operation: Operation,
+        detail: String,
+    },
+    #[error("{operation}: HTTP {status} {code}: {message}")]
+    Api {
+        operation: Operation,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{operation}: {detail}")]
+    Protocol {
+        operation: Operation,
+        detail: String,
+    },
+}
+
+impl MlflowError {
+    fn retryable(&self) -> bool {
+        match self {
+            MlflowError::Transport { .. } => true,
+            MlflowError::Api { status, .. } => *status >= 500 || *status == 429,
+            MlflowError::Protocol { .. } => false,
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        match self {
+            MlflowError::Transport { operation, .. }
+            | MlflowError::Api { operation, .. }
+            | MlflowError::Protocol { operation, .. } => *operation,
+        }
+    }
+
+    /// MLflow's `error_code` (`RESOURCE_ALREADY_EXISTS`, ...), if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            MlflowError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What a call was for: the `operation` label of
+/// `training_mlflow_errors_total`, a small fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `experiments/get-by-name`, `experiments/create`
+    Experiment,
+    /// `runs/create`
+    CreateRun,
+    /// `runs/log-batch`
+    LogBatch,
+    /// `runs/update`
+    UpdateRun,
+    /// `PUT mlflow-artifacts/artifacts/...`
+    UploadArtifact,
+    /// `registered-models/create`, `model-versions/create`
+    RegisterModel,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 6] = [
+        Operation::Experiment,
+        Operation::CreateRun,
+        Operation::LogBatch,
+        Operation::UpdateRun,
+        Operation::UploadArtifact,
+        Operation::RegisterModel,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Experiment => "experiment",
+            Operation::CreateRun => "create_run",
+            Operation::LogBatch => "log_batch",
+            Operation::UpdateRun => "update_run",
+            Operation::UploadArtifact => "upload_artifact",
+            Operation::RegisterModel => "register_model",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Experiment => "experiment lookup",
+            Operation::CreateRun => "runs/create",
+            Operation::LogBatch => "runs/log-batch",
+            Operation::UpdateRun => "runs/update",
+            Operation::UploadArtifact => "artifact upload",
+            Operation::RegisterModel => "model registration",
+        })
+    }
+}
+
+/// A run as `runs/create` returns it.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub experiment_id: String,
+    pub artifact_uri: String,
+}
+
+/// Run states of MLflow's `RunStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// The tracking URI with a trailing slash, so that joins keep its path.
+    base: Url,
+    auth: Auth,
+}
+
+impl Client {
+    /// `tracking_uri` must be an http:// URL (this build has no TLS).
+    pub fn new(tracking_uri: &Url, auth: Auth, timeout: Duration) -> Result<Self, String> {
+        if tracking_uri.scheme() != "http" {
+            return Err(format!(
+                "MLflow tracking URI {} is not supported: mlwatch speaks plain http:// to the \
+                 tracking server (this build has no TLS client; reach an https server \
+                 through a local proxy)",
+                redacted(tracking_uri)
+            ));
+        }
+        let mut base = tracking_uri.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { http, base, auth })
+    }
+
+    fn url(&self, operation: Operation, path: &str) -> Result<Url, MlflowError> {
+        self.base.join(path).map_err(|e| MlflowError::Protocol {
+            operation,
+            detail: format!("cannot build a URL for {path}: {e}"),
+        })
+    }
+
+    /// One call with retries. `body` is JSON for the tracking API, raw
+    /// bytes for artifact uploads.
+    async fn call(
+        &self,
+        operation: Operation,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+    ) -> Result<Value, MlflowError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self
+                .once(operation, method.clone(), url.clone(), &body)
+                .await
+            {
+                Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                    tracing::debug!("MLflow {operation} attempt {attempt} failed: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn once(
+        &self,
+        operation: Operation,
+        method: Method,
+        url: Url,
+        body: &Body<'_>,
+    ) -> Result<Value, MlflowError> {
+        let mut request = self.http.request(method, url);
+        request = match &self.auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
+        };
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(value),
+            Body::Bytes(bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.to_vec()),
+        };
+        let transport = |e: reqwest::Error| MlflowError::Transport {
+            operation,
+            // Without the URL: it may carry credentials.
+            detail: e.without_url().to_string(),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).map_err(|e| MlflowError::Protocol {
+                operation,
+                detail: format!("HTTP {status} with a body that is not JSON ({e})"),
+            });
+        }
+        Err(api_error(operation, status, &text))
+    }
+
+    /// The id of the experiment called `name`, if it exists.
+    pub async fn experiment_id_by_name(&self, name: &str) -> Result<Option<String>, MlflowError> {
+        const OP: Operation = Operation::Experiment;
+        let mut url = self.url(OP, "api/2.0/mlflow/experiments/get-by-name")?;
+        url.query_pairs_mut().append_pair("experiment_name", name);
+        match self.call(OP, Method::GET, url, Body::None).await {
+            Ok(value) => string_at(OP, &value, "/experiment/experiment_id").map(Some),
+            Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create_experiment(&self, name: &str) -> Result<String, MlflowError> {
+        const OP: Operation = Operation::Experiment;
+        let url = self.url(OP, "api/2.0/mlflow/experiments/create")?;
+        let value = self
+            .call(OP, Method::POST, url, Body::Json(json!({ "name": name })))
+            .await?;
+        string_at(OP, &value, "/experiment_id")
+    }
+
+    /// The experiment's id, creating it when missing (and tolerating another
+    /// trainer creating it at the same moment).
+    pub async fn ensure_experiment(&self, name: &str) -> Result<String, MlflowError> {
+        if let Some(id) = self.experiment_id_by_name(name).await? {
+            return Ok(id);
+        }
+        match self.create_experiment(name).await {
+            Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => {
+                self.experiment_id_by_name(name).await?.ok_or(e)
+            }
+            outcome => outcome,
+        }
+    }
+
+    pub async fn create_run(
+        &self,
+        experiment_id: &str,
+        start_time_ms: i64,
+        tags: &[(String, String)],
+    ) -> Result<RunInfo, MlflowError> {
+        const OP: Operation = Operation::CreateRun;
+        let url = self.url(OP, "api/2.0/mlflow/runs/create")?;
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        let body = json!({
+            "experiment_id": experiment_id,
+            "start_time": start_time_ms,
+            "tags": tags,
+        });
+        let value = self.call(OP, Method::POST, url, Body::Json(body)).await?;
+        Ok(RunInfo {
+            run_id: string_at(OP, &value, "/run/info/run_id")?,
+            experiment_id: string_at(OP, &value, "/run/info/experiment_id")?,
+            artifact_uri: string_at(OP, &value, "/run/info/artifact_uri")?,
+        })
+    }
+
+    /// One `runs/log-batch` request; [`Batch`] keeps it within the limits.
+    pub async fn log_batch(&self, run_id: &str, batch: &Batch) -> Result<(), MlflowError> {
+        const OP: Operation = Operation::LogBatch;
+        let url = self.url(OP, "api/2.0/mlflow/runs/log-batch")?;
+        self.call(OP, Method::POST, url, Body::Json(batch.to_json(run_id)))
+            .await
+            .map(drop)
+    }
+
+    pub async fn update_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        end_time_ms: i64,
+    ) -> Result<(), MlflowError> {
+        const OP: Operation = Operation::UpdateRun;
+        let url = self.url(OP, "api/2.0/mlflow/runs/update")?;
+        let body = json!({"run_id": run_id, "status": status.as_str(), "end_time": end_time_ms});
+        self.call(OP, Method::POST, url, Body::Json(body))
+            .await
+            .map(drop)
+    }
+
+    /// Uploads `bytes` as `<run artifacts>/<path>` through the server's
+    /// artifact proxy (`mlflow server --serve-artifacts`).
+    pub async fn upload_artifact(
+        &self,
+        artifact_uri: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), MlflowError> {
+        const OP: Operation = Operation::UploadArtifact;
+        let root = proxied_artifact_path(artifact_uri).ok_or_else(|| MlflowError::Protocol {
+            operation: OP,
+            detail: format!(
+                "the run's artifact location {artifact_uri} is not served by the tracking \
+                 server's artifact proxy; start the server with --serve-artifacts"
+            ),
+        })?;
+        let url = self.url(
+            OP,
+            &format!("api/2.0/mlflow-artifacts/artifacts/{root}/{path}"),
+        )?;
+        self.call(OP, Method::PUT, url, Body::Bytes(bytes))
+            .await
+            .map(drop)
+    }
+
+    /// Creates the registered model; one that exists already is fine.
+    pub async fn create_registered_model(&self, name: &str) -> Result<(), MlflowError> {
+        const OP: Operation = Operation::RegisterModel;
+        let url = self.url(OP, "api/2.0/mlflow/registered-models/create")?;
+        match self
+            .call(OP, Method::POST, url, Body::Json(json!({"name": name})))
+            .await
+        {
+            Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => Ok(()),
+            outcome => outcome.map(drop),
+        }
+    }
+
+    /// A new version of `name` whose source is `source`; returns its number.
+    pub async fn create_model_version(
+        &self,
+        name: &str,
+        source: &str,
+        run_id: &str,
+    ) -> Result<String, MlflowError> {
+        const OP: Operation = Operation::RegisterModel;
+        let url = self.url(OP, "api/2.0/mlflow/model-versions/create")?;
+        let body = json!({"name": name, "source": source, "run_id": run_id});
+        let value = self.call(OP, Method::POST, url, Body::Json(body)).await?;
+        string_at(OP, &value, "/model_version/version")
+    }
+}
+
+enum Body<'a> {
+    None,
+    Json(Value),
+    Bytes(&'a [u8]),
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error_code: Option<String>,
+    message: Option<String>,
+}
+
+fn api_error(operation: Operation, status: StatusCode, text: &str) -> MlflowError {
+    let parsed: Option<ErrorBody> = serde_json::from_str(text).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.error_code.clone())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
+        // A proxy's HTML error page: keep the log line short.
+        text.chars().take(200).collect()
+    });
+    MlflowError::Api {
+        operation,
+        status: status.as_u16(),
+        code,
+        message: message.lines().next().unwrap_or("").to_owned(),
+    }
+}
+
+fn string_at(operation: Operation, value: &Value, pointer: &str) -> Result<String, MlflowError> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| MlflowError::Protocol {
+            operation,
+            detail: format!("the response has no string at {pointer}"),
+        })
+}
+
+/// The path under the proxy's root of an `mlflow-artifacts:` URI, in either
+/// form the server hands out (`mlflow-artifacts:/1/<run>/artifacts` or
+/// `mlflow-artifacts://host:port/1/<run>/artifacts`).
+pub fn proxied_artifact_path(artifact_uri: &str) -> Option<String> {
+    let rest = artifact_uri.strip_prefix("mlflow-artifacts:")?;
+    let path = match rest.strip_prefix("//") {
+        Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],
+        None => rest,
+    };
+    let path = path.trim_matches('/');
+    (!path.is_empty()).then(|| path.to_owned())
+}
+
+/// The URI without user name or password, for logs and the artifact.
+pub fn redacted(uri: &Url) -> String {
+    let mut clean = uri.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.to_string().trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_proxy_paths_in_both_uri_forms() {
+        assert_eq!(
+            proxied_artifact_path("mlflow-artifacts:/1/abc/artifacts").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(
+            proxied_artifact_path("mlflow-artifacts://mlflow:5000/1/abc/artifacts/").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(proxied_artifact_path("file:///srv/mlruns/1/abc"), None);
+        assert_eq!(proxied_artifact_path("s3://bucket/1/abc"), None);
+        assert_eq!(proxied_artifact_path("mlflow-artifacts:/"), None);
+    }
+
+    #[test]
+    fn credentials_never_reach_logs_or_artifacts() {
+        let url = Url::parse("http://alice:secret@mlflow.internal:5000/").unwrap();
+        assert_eq!(redacted(&url), "http://mlflow.internal:5000");
+    }
+
+    #[test]
+    fn only_plain_http_is_accepted() {
+        let https = Url::parse("https://mlflow.example").unwrap();
+        let error = Client::new(&https, Auth::None, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(error.contains("http://"), "{error}");
+        let http = Url::parse("http://127.0.0.1:5000/prefix").unwrap();
+        let client = Client::new(&http, Auth::None, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            client
+                .url(Operation::LogBatch, "api/2.0/mlflow/runs/create")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5000/prefix/api/2.0/mlflow/runs/create"
+        );
+    }
+
+    #[test]
+    fn mlflow_error_bodies_keep_their_code() {
+        let e = api_error(
+            Operation::CreateRun,
+            StatusCode::NOT_FOUND,
+            r#"{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such thing\nmore"}"#,
+        );
+        assert_eq!(e.code(), Some("RESOURCE_DOES_NOT_EXIST"));
+        assert!(!e.retryable());
+        assert_eq!(
+            e.to_string(),
+            "runs/create: HTTP 404 RESOURCE_DOES_NOT_EXIST: no such thing"
+        );
+        let e = api_error(
+            Operation::LogBatch,
+            StatusCode::BAD_GATEWAY,
+            "<html>bad gateway</html>",
+        );
+        assert!(e.retryable());
+        assert_eq!(e.code(), Some("Bad Gateway"));
+    }
+}

@@ -1,0 +1,271 @@
+//! MLflow failing never costs the training: a tracking server killed
+//! mid-run, or none at all, still gives a complete local artifact, one
+//! warning, and the failures counted in training_mlflow_errors_total.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::mlflow::MlflowServer;
+use common::{free_port, samples, scalar, scrape, value, wait_for_status, Process, Scrape};
+use mlwatch::model::Artifact;
+
+fn errors(s: &Scrape) -> f64 {
+    samples(s, "training_mlflow_errors_total", &[])
+        .iter()
+        .map(|x| scalar(&x.value))
+        .sum()
+}
+
+fn finished(url: &str, timeout: Duration) -> Scrape {
+    common::stack::eventually("training finishes", timeout, || {
+        let s = scrape(url);
+        (value(&s, "training_in_progress", &[]) == Some(0.0)).then_some(s)
+    })
+}
+
+/// Lines that warn about MLflow: the first failure is the only one.
+fn mlflow_warnings(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains("MLflow"))
+        .count()
+}
+
+#[test]
+fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
+    let server = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("http://{listen}/metrics");
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "linear",
+            "--iterations",
+            "30",
+            "--pace",
+            "400ms",
+            "--listen",
+            &listen,
+            "--linger",
+            "60s",
+            "--output",
+            "model.json",
+            "--mlflow-tracking-uri",
+            &server.url,
+            "--mlflow-timeout",
+            "2s",
+        ],
+        dir.path(),
+    );
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    // Mid-run: the run exists and has iterations in it.
+    common::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
+        let runs = server.runs("mlwatch");
+        let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
+        (server.history(&run_id, "validation_loss").len() >= 2).then_some(())
+    });
+    let before = value(&scrape(&metrics), "training_epochs_total", &[]).unwrap();
+    assert!(before < 30.0, "killed mid-run, after {before} iterations");
+    assert_eq!(
+        errors(&scrape(&metrics)),
+        0.0,
+        "no errors while MLflow is up"
+    );
+    server.kill();
+    let killed = Instant::now();
+
+    let done = finished(&metrics, Duration::from_secs(30));
+    // The remaining iterations at 400 ms each, and no more: MLflow's
+    // absence adds no waiting (8 s slack for a loaded 2-core machine).
+    let budget = Duration::from_millis(400 * (30 - before as u64)) + Duration::from_secs(8);
+    assert!(
+        killed.elapsed() < budget,
+        "training took {:?} after the kill (budget {budget:?})",
+        killed.elapsed()
+    );
+    let artifact =
+        Artifact::load(&dir.path().join("model.json")).expect("a complete, valid local artifact");
+    assert_eq!(value(&done, "training_epochs_total", &[]), Some(30.0));
+    let lineage = artifact
+        .mlflow
+        .expect("the run was created before the kill, so the artifact names it");
+    let info = samples(&done, "training_model_info", &[]);
+    assert_eq!(
+        info[0].labels.get("mlflow_run_id"),
+        Some(lineage.run_id.as_str())
+    );
+
+    // The end of the run (flush, upload, status) fails too, bounded by the
+    // give-up rule; the errors are counted, the warning is logged once.
+    let counted = common::stack::eventually("errors counted", Duration::from_secs(30), || {
+        let n = errors(&scrape(&metrics));
+        (n > 0.0).then_some(n)
+    });
+    assert!(counted >= 1.0);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = trainer.log_text();
+    assert_eq!(
+        mlflow_warnings(&log),
+        1,
+        "one warning, not one per call:\n{log}"
+    );
+    assert!(
+        log.contains("training_mlflow_errors_total"),
+        "the warning names the counter:\n{log}"
+    );
+    assert!(trainer.try_exit().is_none(), "still lingering, not crashed");
+}
+
+#[test]
+fn a_hung_mlflow_server_never_slows_training() {
+    let server = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("http://{listen}/metrics");
+    let experiment = "hung";
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "linear",
+            "--iterations",
+            "30",
+            "--pace",
+            "300ms",
+            "--listen",
+            &listen,
+            "--linger",
+            "60s",
+            "--output",
+            "model.json",
+            "--mlflow-tracking-uri",
+            &server.url,
+            "--mlflow-experiment",
+            experiment,
+            "--mlflow-timeout",
+            "1s",
+        ],
+        dir.path(),
+    );
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    common::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
+        let runs = server.runs(experiment);
+        let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
+        (server.history(&run_id, "validation_loss").len() >= 2).then_some(())
+    });
+    let before = value(&scrape(&metrics), "training_epochs_total", &[]).unwrap();
+    assert!(before < 30.0, "frozen mid-run, after {before} iterations");
+    // Every request from now on hangs until the client's timeout.
+    server.freeze();
+    let frozen = Instant::now();
+    let done = finished(&metrics, Duration::from_secs(60));
+    let budget = Duration::from_millis(300 * (30 - before as u64)) + Duration::from_secs(8);
+    assert!(
+        frozen.elapsed() < budget,
+        "training took {:?} after the freeze (budget {budget:?}): the loop waited on MLflow",
+        frozen.elapsed()
+    );
+    assert_eq!(value(&done, "training_epochs_total", &[]), Some(30.0));
+    Artifact::load(&dir.path().join("model.json")).expect("a complete, valid local artifact");
+    // Timeouts count once the retries are spent (3 attempts of 1 s each).
+    let counted = common::stack::eventually("timeouts counted", Duration::from_secs(60), || {
+        let n = errors(&scrape(&metrics));
+        (n >= 1.0).then_some(n)
+    });
+    assert!(counted >= 1.0);
+    let log = trainer.log_text();
+    assert_eq!(mlflow_warnings(&log), 1, "{log}");
+}
+
+#[test]
+fn unreachable_mlflow_at_start_still_trains_and_counts_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("http://{listen}/metrics");
+    // Nothing listens on this port.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--model",
+            "tree",
+            "--iterations",
+            "4",
+            "--listen",
+            &listen,
+            "--linger",
+            "60s",
+            "--output",
+            "model.json",
+            "--mlflow-tracking-uri",
+            &nowhere,
+            "--mlflow-startup-wait",
+            "2s",
+        ],
+        dir.path(),
+    );
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    let done = finished(&metrics, Duration::from_secs(30));
+    let artifact = Artifact::load(&dir.path().join("model.json")).expect("valid artifact");
+    assert!(artifact.mlflow.is_none(), "no run, so no lineage");
+    assert_eq!(
+        value(
+            &done,
+            "training_mlflow_errors_total",
+            &[("operation", "experiment")]
+        ),
+        Some(1.0),
+        "the failed experiment lookup is counted once"
+    );
+    let info = samples(&done, "training_model_info", &[]);
+    assert_eq!(info[0].labels.get("mlflow_run_id"), Some(""));
+    assert_eq!(info[0].labels.get("mlflow_experiment_id"), Some(""));
+    let log = trainer.log_text();
+    assert_eq!(mlflow_warnings(&log), 1, "{log}");
+}
+
+#[test]
+fn a_tracking_uri_that_is_not_http_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Process::mlwatch(
+        "trainer",
+        &[
+            "train",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--mlflow-tracking-uri",
+            "file:./mlruns",
+        ],
+        dir.path(),
+    );
+    let status = trainer
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits at once");
+    assert!(!status.success());
+    let log = trainer.log_text();
+    assert!(
+        log.contains("tracking URI file:") && log.contains("plain http://"),
+        "{log}"
+    );
+    assert!(!dir.path().join("model.json").exists());
+}
