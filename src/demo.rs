@@ -44,8 +44,8 @@ pub struct DemoArgs {
 }
 
 /// Finds Prometheus and Alertmanager; with `--install`, installs them first
-/// through apt-get (as root, without recommends, as a child process that a
-/// Ctrl-C stops); otherwise says how.
+/// through apt-get (as root, without recommends, as a child process awaited
+/// off the runtime's threads); otherwise says how.
 async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries> {
     let missing = match Binaries::locate() {
         Ok(b) => return Ok(b),
@@ -63,15 +63,22 @@ async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries
         bail!("--install needs apt-get (Debian/Ubuntu); install Prometheus and Alertmanager another way (Nix: `nix run`)");
     }
     println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
-    let mut apt = tokio::process::Command::new("apt-get");
-    apt.args(install_args())
+    let mut apt = tokio::process::Command::new("apt-get")
+        .args(install_args())
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .kill_on_drop(true);
-    let status = shutdown
-        .guard("apt-get install", async {
-            apt.status().await.context("cannot run apt-get")
-        })
-        .await?;
+        .spawn()
+        .context("cannot run apt-get")?;
+    // apt-get is not killed on a stop request: an interrupted dpkg leaves
+    // packages half-configured. The demo stops once it is done (a second
+    // Ctrl-C still forces the exit).
+    let status = tokio::select! {
+        status = apt.wait() => status.context("cannot wait for apt-get")?,
+        _ = shutdown.requested() => {
+            println!("stopping once apt-get has finished (interrupting dpkg can break packages)");
+            let _ = apt.wait().await;
+            bail!("interrupted during apt-get install");
+        }
+    };
     if !status.success() {
         bail!("apt-get install failed ({status}); run `sudo {INSTALL_HINT}` yourself");
     }
