@@ -25,15 +25,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "grafana" / "provisioning" / "dashboards"
 
-# The provisioned datasource (grafana/provisioning/datasources/prometheus.yml).
-DS = {"type": "prometheus", "uid": "mlwatch-prometheus"}
+# The provisioned datasource (grafana/provisioning/datasources/prometheus.yml)
+# is the default of the `datasource` variable; every panel, target,
+# annotation and query variable names the variable, so the dashboards can be
+# imported into a Grafana whose Prometheus has another uid.
+DS_UID = "mlwatch-prometheus"
+DS = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
-SCHEMA_VERSION = 39
+# What Grafana 12.1 (docker-compose.yml) writes; 12.2+ and 13.x migrate it
+# on load (grafana/schema-check checks both).
+SCHEMA_VERSION = 41
 PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "heatmap",
                "text", "alertlist", "row"}
 
-# Same form as the alerts' runbook_url annotations.
-RUNBOOKS = "docs/runbooks.md"
+# The runbook base: a constant variable filled at provisioning (`mlwatch up
+# --runbook-url` rewrites it; see docs/dashboards.md). The default is the
+# page `mlwatch up` serves; the alerts read the same base from Prometheus'
+# external label runbook_base. Grafana prefixes its own base URL to links
+# that start with "/", so the base must be an absolute URL.
+RUNBOOK_DEFAULT = "http://127.0.0.1:5001/runbooks"
+RUNBOOKS = "${runbook_base}"
+MLFLOW_DEFAULT = "http://127.0.0.1:5000"
 
 # Alert thresholds (prometheus/rules/ml_alerts.yml).
 ERROR_RATIO = 0.1             # HighErrorRate
@@ -77,8 +89,25 @@ def below(floor):
     return steps(("red", None), ("green", floor))
 
 
+def link(title, url, tooltip):
+    """A link in the schema's DashboardLink shape (what @grafana/schema
+    types panel links as, too)."""
+    return {"title": title, "type": "link", "url": url, "icon": "doc",
+            "tooltip": tooltip, "targetBlank": True, "asDropdown": False,
+            "includeVars": False, "keepTime": False, "tags": []}
+
+
 def runbook(alert):
-    return {"title": f"Runbook: {alert}", "url": f"{RUNBOOKS}#{alert.lower()}",
+    return link(f"Runbook: {alert}", f"{RUNBOOKS}#{alert.lower()}",
+                f"What to do when {alert} fires")
+
+
+def mlflow_link():
+    """A data link from a model_info row to its MLflow run (labels
+    mlflow_experiment_id and mlflow_run_id, empty without MLflow)."""
+    return {"title": "MLflow run",
+            "url": "${mlflow_url}/#/experiments/${__data.fields.mlflow_experiment_id}"
+                   "/runs/${__data.fields.mlflow_run_id}",
             "targetBlank": True}
 
 
@@ -96,7 +125,7 @@ def q(expr, legend=None, instant=False, fmt=None):
 def panel(kind, title, description, targets, *, unit, w, h, thresholds=BASE,
           alerts=(), no_value=None, min_=None, max_=None, decimals=None,
           mappings=None, custom=None, overrides=None, options=None,
-          transformations=None):
+          transformations=None, field_links=None):
     defaults = {"unit": unit, "thresholds": thresholds,
                 "color": {"mode": "thresholds" if kind in ("stat", "gauge", "bargauge")
                           else "palette-classic"},
@@ -107,6 +136,8 @@ def panel(kind, title, description, targets, *, unit, w, h, thresholds=BASE,
             defaults[key] = value
     if custom:
         defaults["custom"] = custom
+    if field_links:
+        defaults["links"] = field_links
     p = {"type": kind, "title": title, "description": description,
          "datasource": DS, "w": w, "h": h,
          "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
@@ -135,12 +166,18 @@ def timeseries(title, description, targets, *, unit, w=12, h=8,
 
 
 def stat(title, description, targets, *, unit, w=6, h=4, thresholds=BASE, **kw):
-    opts = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+    """A current-state stat: every target is an instant query, so a series
+    that went stale (a dead target) shows noValue, never the last sample of
+    the window. `last` on a one-point frame is that point."""
+    for t in targets:
+        t["instant"], t["range"] = True, False
+    opts = {"reduceOptions": {"calcs": ["last"], "fields": "",
                               "values": False},
             "colorMode": "background" if len(thresholds["steps"]) > 1 else "value",
-            "graphMode": "area", "justifyMode": "auto",
+            "graphMode": "none", "justifyMode": "auto",
             "orientation": "auto", "textMode": "auto",
-            "wideLayout": True, "showPercentChange": False}
+            "wideLayout": True, "showPercentChange": False,
+            "percentChangeColorMode": "standard"}
     return panel("stat", title, description, targets, unit=unit, w=w, h=h,
                  thresholds=thresholds, options=opts, **kw)
 
@@ -151,6 +188,8 @@ def bargauge(title, description, targets, *, unit, w=12, h=8,
                               "values": False},
             "displayMode": "gradient", "orientation": "horizontal",
             "showUnfilled": True, "valueMode": "color",
+            "legend": {"displayMode": "list", "placement": "bottom",
+                       "showLegend": False, "calcs": []},
             "namePlacement": "auto", "sizing": "auto",
             "minVizHeight": 16, "minVizWidth": 8, "maxVizHeight": 300}
     return panel("bargauge", title, description, targets, unit=unit, w=w, h=h,
@@ -159,16 +198,15 @@ def bargauge(title, description, targets, *, unit, w=12, h=8,
 
 def table(title, description, targets, *, unit, hide=(), rename=None,
           order=(), sort_by=None, w=12, h=8, thresholds=BASE, **kw):
-    opts = {"showHeader": True, "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "countRows": False,
-                       "fields": ""}}
+    # No `footer`: Grafana 13 dropped it from the table options.
+    opts = {"showHeader": True, "cellHeight": "sm", "frameIndex": 0}
     transformations = [{"id": "organize", "options": {
         "excludeByName": {name: True for name in hide},
         "indexByName": {name: i for i, name in enumerate(order)},
         "renameByName": rename or {}}}]
     if sort_by:
         transformations.append({"id": "sortBy", "options": {
-            "fields": {}, "sort": [{"field": sort_by, "desc": False}]}})
+            "sort": [{"field": sort_by, "desc": False}]}})
     return panel("table", title, description, targets, unit=unit, w=w, h=h,
                  thresholds=thresholds, options=opts,
                  transformations=transformations, **kw)
@@ -211,32 +249,94 @@ def bool_mapping(zero, zero_color, one, one_color):
         "1": {"text": one, "color": one_color, "index": 1}}}]
 
 
-def row(title, description, *panels):
-    return {"title": title, "description": description, "panels": list(panels)}
+def row(title, description, *panels, collapsed=False):
+    """A dashboard row. Grafana's row panel has no description field, so
+    the description stays in this script and in docs/dashboards.md."""
+    return {"title": title, "description": description, "panels": list(panels),
+            "collapsed": collapsed}
 
 
-def variable(name, label, query, description):
-    return {"type": "query", "name": name, "label": label,
-            "description": description, "datasource": DS,
-            "definition": query,
-            "query": {"qryType": 1, "query": query,
-                      "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-            "refresh": 2, "sort": 1, "includeAll": True, "allValue": ".*",
-            "multi": True, "regex": "", "hide": 0, "skipUrlSync": False,
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+def variable(name, label, query, description, *, multi=True, default=None):
+    """A query variable. Multi-select ones offer All (`.*`); a single-select
+    one (job) starts on `default`."""
+    v = {"type": "query", "name": name, "label": label,
+         "description": description, "datasource": DS,
+         "query": {"qryType": 1, "query": query,
+                   "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+         "refresh": 2, "sort": 1, "includeAll": multi,
+         "multi": multi, "regex": "", "hide": 0, "skipUrlSync": False,
+         "options": []}
+    if multi:
+        v["allValue"] = ".*"
+        v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        v["current"] = {"selected": True, "text": default, "value": default}
+    return v
+
+
+def datasource_variable():
+    return {"type": "datasource", "name": "datasource", "label": "Datasource",
+            "description": "Prometheus that holds the mlwatch metrics",
+            "query": "prometheus", "regex": "", "refresh": 1, "hide": 0,
+            "includeAll": False, "multi": False, "skipUrlSync": False,
+            "current": {"selected": True, "text": "Prometheus", "value": DS_UID},
             "options": []}
 
 
-def dashboard(uid, title, description, tags, variables, rows):
-    """Lay out rows left to right, top to bottom, and number everything."""
+def constant(name, value, description):
+    """A hidden constant, rewritten at provisioning (mlwatch up, NixOS)."""
+    return {"type": "constant", "name": name, "label": name,
+            "description": description, "query": value, "hide": 2,
+            "skipUrlSync": True,
+            "current": {"selected": False, "text": value, "value": value},
+            "options": [{"selected": True, "text": value, "value": value}]}
+
+
+def textbox(name, label, value, description):
+    return {"type": "textbox", "name": name, "label": label,
+            "description": description, "query": value, "hide": 0,
+            "skipUrlSync": False,
+            "current": {"selected": False, "text": value, "value": value},
+            "options": [{"selected": True, "text": value, "value": value}]}
+
+
+def common_variables():
+    """The variables every dashboard carries, after its own."""
+    return [constant("runbook_base", RUNBOOK_DEFAULT,
+                     "Base URL of the rendered docs/runbooks.md; each alert is an anchor"),
+            textbox("mlflow_url", "MLflow", MLFLOW_DEFAULT,
+                    "MLflow tracking server: model_info rows link to their run")]
+
+
+def annotation(name, color, expr, title, text="", tags="", step="10s"):
+    """A Prometheus annotation: Grafana draws one marker (or region, while
+    consecutive steps return a sample) per series of `expr`."""
+    return {"name": name, "enable": True, "hide": False, "iconColor": color,
+            "datasource": DS,
+            "target": {"expr": expr, "interval": step, "refId": "Anno"},
+            "titleFormat": title, "textFormat": text, "tagKeys": tags,
+            "useValueForTime": False}
+
+
+def alert_annotation(job):
+    return annotation(
+        "Firing alerts", "red",
+        f'ALERTS{{alertstate="firing", job=~"{job}"}}',
+        "{{alertname}}", "{{severity}} · {{job}} {{instance}}", "alertname,severity")
+
+
+def dashboard(uid, title, description, tags, variables, rows, annotations):
+    """Lay out rows left to right, top to bottom, and number everything.
+    A collapsed row holds its panels (Grafana lays them out below the row
+    when it is opened); the rows after it follow the row header."""
     panels, y, next_id = [], 0, 1
     for r in rows:
-        panels.append({"type": "row", "title": r["title"],
-                       "description": r["description"], "datasource": DS,
-                       "collapsed": False, "panels": [], "id": next_id,
-                       "gridPos": {"x": 0, "y": y, "w": GRID_WIDTH, "h": 1}})
+        header = {"type": "row", "title": r["title"], "datasource": DS,
+                  "collapsed": r["collapsed"], "panels": [], "id": next_id,
+                  "gridPos": {"x": 0, "y": y, "w": GRID_WIDTH, "h": 1}}
+        panels.append(header)
         next_id += 1
-        y += 1
+        top = y = y + 1
         x = line_h = 0
         for spec in r["panels"]:
             p = dict(spec)
@@ -248,20 +348,17 @@ def dashboard(uid, title, description, tags, variables, rows):
             next_id += 1
             for i, t in enumerate(p["targets"]):
                 t["refId"] = chr(ord("A") + i)
-            panels.append(p)
+            (header["panels"] if r["collapsed"] else panels).append(p)
             x, line_h = x + w, max(line_h, h)
-        y += line_h
+        y = top if r["collapsed"] else y + line_h
     return {
-        "annotations": {"list": []},
+        "annotations": {"list": annotations},
         "description": description,
         "editable": True,
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
         "id": None,
-        "links": [{"title": "Runbooks", "type": "link", "url": RUNBOOKS,
-                   "icon": "doc", "tooltip": "What to do when an alert fires",
-                   "targetBlank": True, "asDropdown": False,
-                   "includeVars": False, "keepTime": False, "tags": []},
+        "links": [link("Runbooks", RUNBOOKS, "What to do when an alert fires"),
                   {"title": "mlwatch dashboards", "type": "dashboards",
                    "tags": ["mlwatch"], "asDropdown": True, "icon": "external link",
                    "includeVars": False, "keepTime": True, "targetBlank": False,
@@ -270,7 +367,8 @@ def dashboard(uid, title, description, tags, variables, rows):
         "refresh": "10s",
         "schemaVersion": SCHEMA_VERSION,
         "tags": ["mlwatch"] + tags,
-        "templating": {"list": variables},
+        "templating": {"list": [datasource_variable()] + variables
+                       + common_variables()},
         "time": {"from": "now-30m", "to": "now"},
         "timepicker": {},
         "timezone": "browser",
@@ -284,43 +382,78 @@ def dashboard(uid, title, description, tags, variables, rows):
 # --------------------------------------------------------------------------
 # Training dashboard (job model-training)
 
-I = 'instance=~"$instance"'
+# Every raw query is filtered by the job and instance variables.
+I = 'job=~"$job", instance=~"$instance"'
 RATE = "[$__rate_interval]"
+# Final values of a run: the trainer is ephemeral, so its series end when it
+# exits; the last sample in the selected range is what it finished with.
+RANGE = "[$__range]"
 BY_SPLIT = "{{split}} · {{instance}}"
 
 
+def last(expr):
+    return f"last_over_time({expr}{RANGE})"
+
+
+def targets_up(what, mappings_down):
+    return stat("Targets up",
+                f"up: 1 while Prometheus scrapes the {what}, 0 when the scrape "
+                "fails. An instant query: a dead target shows down within one "
+                "scrape interval.",
+                [q(f"up{{{I}}}", "{{instance}}")],
+                unit="none", w=4, thresholds=steps(("red", None), ("green", 1)),
+                mappings=bool_mapping(mappings_down, "red", "up", "green"),
+                alerts=["MlApiDown" if what == "service" else "TrainingTargetDown"])
+
+
 def training():
+    age = f"time() - {last(f'training_last_update_timestamp_seconds{{{I}}}')}"
     status = row(
         "Status", "Is a run going, is it alive, and what did it produce?",
+        targets_up("trainer", "down"),
         stat("Training in progress",
-             "training_in_progress: 1 while a run trains, 0 once it has "
-             "finished (the trainer lingers so the final values can be scraped).",
+             "training_in_progress now: 1 while a run trains, 0 once it has "
+             "finished (the trainer lingers so the final values can be "
+             "scraped). Empty once the trainer has exited or died: see "
+             "Targets up and Heartbeat age.",
              [q(f"training_in_progress{{{I}}}", "{{instance}}")],
-             unit="none", w=4,
+             unit="none", w=4, no_value="No trainer running",
              mappings=bool_mapping("finished", "green", "training", "blue")),
         stat("Heartbeat age",
              "Seconds since the trainer last reported an iteration or a batch "
-             "(time() - training_last_update_timestamp_seconds). Red from 900 s: "
-             "StalledTraining fires when this is above 900 s for 1 m while the "
-             "run is still in progress. After a run finishes the age keeps "
-             "growing and is harmless.",
-             [q(f"time() - training_last_update_timestamp_seconds{{{I}}}",
-                "{{instance}}")],
-             unit="s", w=5, thresholds=above(HEARTBEAT_SECONDS),
+             "(time() - the last training_last_update_timestamp_seconds in "
+             "the range), so it keeps growing after a crash. Coloured only "
+             "while the last report said training (red from 900 s: "
+             "StalledTraining fires after 1 m above it; a trainer that died "
+             "mid-run turns red too). After a normal finish it is plain text.",
+             [q(f"({age}) and on (job, instance) "
+                f"({last(f'training_in_progress{{{I}}}')} == 1)",
+                "training · {{instance}}"),
+              q(f"({age}) and on (job, instance) "
+                f"({last(f'training_in_progress{{{I}}}')} == 0)",
+                "finished · {{instance}}")],
+             unit="s", w=4, thresholds=above(HEARTBEAT_SECONDS),
+             no_value="No run in range",
+             overrides=[by_regexp("/^finished/", thresholds=BASE,
+                                  color=color("text"))],
              alerts=["StalledTraining"]),
         stat("Training duration",
-             "training_duration_seconds: wall time since the run started, "
-             "frozen when it finishes.",
-             [q(f"training_duration_seconds{{{I}}}", "{{instance}}")],
-             unit="s", w=5),
+             "training_duration_seconds: wall time of the run, frozen when it "
+             "finishes; the last value in the selected range, so it survives "
+             "the trainer's exit.",
+             [q(last(f"training_duration_seconds{{{I}}}"), "{{instance}}")],
+             unit="s", w=4, no_value="No run in range"),
         table("Model version & algorithm",
-              "training_model_info: the artifact each run wrote (set when the "
-              "run finishes; empty while it is still training).",
-              [q(f"training_model_info{{{I}}}", instant=True, fmt="table")],
-              unit="none", w=10, h=4,
+              "training_model_info: the artifact each run wrote, as last seen "
+              "in the selected range (set when the run finishes; it survives "
+              "the trainer's exit). MLflow run: a click opens it.",
+              [q(last(f"training_model_info{{{I}}}"), instant=True, fmt="table")],
+              unit="none", w=8, h=4,
               hide=("Time", "Value", "__name__", "job"),
-              order=("instance", "model_version", "algorithm"),
-              no_value="No finished run yet"),
+              order=("instance", "model_version", "algorithm",
+                     "mlflow_experiment_id", "mlflow_run_id"),
+              no_value="No finished run in range",
+              field_links=[mlflow_link()]),
     )
 
     progress = row(
@@ -380,18 +513,23 @@ def training():
                    "further iterations no longer help.",
                    [q(f"iteration_improvement{{{I}}}", "{{instance}}")],
                    unit="none", w=8),
-        timeseries("Hyperparameters",
-                   "training_hyperparameter by name: the current value of each "
-                   "hyperparameter (alpha, l1_ratio, max_depth, learning_rate, ...).",
-                   [q(f"training_hyperparameter{{{I}}}", "{{name}} · {{instance}}")],
-                   unit="none", w=8),
+        table("Hyperparameters",
+              "training_hyperparameter by name: the value of each "
+              "hyperparameter (alpha, l1_ratio, max_depth, learning_rate, ...) "
+              "as last seen in the selected range. A table, because their "
+              "scales differ by orders of magnitude.",
+              [q(last(f"training_hyperparameter{{{I}}}"), instant=True, fmt="table")],
+              unit="none", w=8, hide=("Time", "__name__", "job"),
+              rename={"Value": "value"}, order=("instance", "name", "Value"),
+              sort_by="name", no_value="No run in range"),
     )
 
     structure = row(
         "Model structure (tree models)",
         "How big and how deep did the trees grow? Tree models only.",
-        *[stat(title, f"{metric}: {meaning}",
-               [q(f"{metric}{{{I}}}", "{{instance}}")],
+        *[stat(title, f"{metric}: {meaning} The last value in the selected "
+               "range, so it survives the trainer's exit.",
+               [q(last(f"{metric}{{{I}}}"), "{{instance}}")],
                unit="short", w=6, no_value="Not a tree model")
           for title, metric, meaning in (
               ("Max tree depth", "tree_max_depth", "depth of the deepest tree."),
@@ -407,8 +545,9 @@ def training():
         bargauge("Top 5 features",
                  "topk(5, feature_importance) per trainer: normalised importance "
                  "of the most important features at the last scrape.",
-                 [q(f"sort_desc(topk by (instance) (5, feature_importance{{{I}}}))",
-                    "{{feature_name}}", instant=True)],
+                 [q("sort_desc(topk by (instance) (5, "
+                    f"{last(f'feature_importance{{{I}}}')}))",
+                    "{{feature_name}} · {{instance}}", instant=True)],
                  unit="percentunit", min_=0, max_=1),
         timeseries("Feature importance over time",
                    "feature_importance by feature_name: how the ranking changes "
@@ -431,45 +570,66 @@ def training():
         timeseries("Host memory",
                    "system_memory_used_bytes against system_memory_total_bytes "
                    "on the trainer's host.",
-                   [q(f'system_memory_used_bytes{{job="model-training", {I}}}',
-                      "used · {{instance}}"),
-                    q(f'system_memory_total_bytes{{job="model-training", {I}}}',
-                      "total · {{instance}}")],
+                   [q(f'system_memory_used_bytes{{{I}}}', "used · {{instance}}"),
+                    q(f'system_memory_total_bytes{{{I}}}', "total · {{instance}}")],
                    unit="bytes", w=8, min_=0),
     )
-
-    def gpu(title, description, targets, unit, **kw):
-        return timeseries(title, description + " Only exported with an NVIDIA "
-                          "GPU; shows \"" + NO_GPU + "\" otherwise.",
-                          targets, unit=unit, w=6, no_value=NO_GPU, min_=0, **kw)
 
     gpus = row(
         "GPU (only with an NVIDIA GPU)",
         "GPU load of the trainer, read through NVML. Empty on CPU-only hosts.",
-        gpu("GPU utilization", "training_gpu_utilization_percent by gpu.",
-            [q(f"training_gpu_utilization_percent{{{I}}}", "GPU {{gpu}} · {{instance}}")],
-            "percent", max_=100),
-        gpu("GPU memory", "training_gpu_memory_used_bytes against "
-            "training_gpu_memory_total_bytes by gpu.",
-            [q(f"training_gpu_memory_used_bytes{{{I}}}", "used GPU {{gpu}} · {{instance}}"),
-             q(f"training_gpu_memory_total_bytes{{{I}}}", "total GPU {{gpu}} · {{instance}}")],
-            "bytes"),
-        gpu("GPU temperature", "training_gpu_temperature_celsius by gpu.",
-            [q(f"training_gpu_temperature_celsius{{{I}}}", "GPU {{gpu}} · {{instance}}")],
-            "celsius"),
-        gpu("GPU power", "training_gpu_power_watts by gpu.",
-            [q(f"training_gpu_power_watts{{{I}}}", "GPU {{gpu}} · {{instance}}")],
-            "watt"),
-    )
-
+        collapsed=True,
+        *gpu_panels("training", "trainer"))
     return dashboard(
         "mlwatch-training", "mlwatch · Training",
         "Progress, quality, model structure and resources of `mlwatch train` "
         "runs (job model-training). Generated by grafana/generate.py.",
         ["training"],
-        [variable("instance", "Trainer", "label_values(training_in_progress, instance)",
+        [variable("job", "Job", "label_values(training_in_progress, job)",
+                  "Prometheus job of the trainers (one deployment)",
+                  multi=False, default="model-training"),
+         variable("instance", "Trainer",
+                  'label_values(training_in_progress{job=~"$job"}, instance)',
                   "Trainer instance(s) to show")],
-        [status, progress, structure, importance, resources, gpus])
+        [status, progress, structure, importance, resources, gpus],
+        [alert_annotation("$job"),
+         annotation("Training started", "blue",
+                    f"(training_in_progress{{{I}}} == 1) unless on (job, instance) "
+                    f"(training_in_progress{{{I}}} offset 30s)",
+                    "Training started on {{instance}}", tags="instance"),
+         annotation("Training finished", "green",
+                    f"(training_in_progress{{{I}}} == 0) unless on (job, instance) "
+                    f"(training_in_progress{{{I}}} offset 30s == 0)",
+                    "Training finished on {{instance}}", tags="instance"),
+         annotation("Trainer vanished mid-run", "red",
+                    f"(training_in_progress{{{I}}} offset 30s == 1) unless on "
+                    f"(job, instance) training_in_progress{{{I}}}",
+                    "Trainer {{instance}} stopped reporting while training",
+                    tags="instance")])
+
+
+def gpu_panels(prefix, who):
+    def gpu(title, description, targets, unit, **kw):
+        return timeseries(title, description + " Only exported with an NVIDIA "
+                          "GPU; shows \"" + NO_GPU + "\" otherwise.",
+                          targets, unit=unit, w=6, no_value=NO_GPU, min_=0, **kw)
+    m = f"{prefix}_gpu_"
+    return (
+        gpu("GPU utilization", f"{m}utilization_percent by gpu ({who}).",
+            [q(f"{m}utilization_percent{{{I}}}", "GPU {{gpu}} · {{instance}}")],
+            "percent", max_=100),
+        gpu("GPU memory", f"{m}memory_used_bytes against "
+            f"{m}memory_total_bytes by gpu ({who}).",
+            [q(f"{m}memory_used_bytes{{{I}}}", "used GPU {{gpu}} · {{instance}}"),
+             q(f"{m}memory_total_bytes{{{I}}}", "total GPU {{gpu}} · {{instance}}")],
+            "bytes"),
+        gpu("GPU temperature", f"{m}temperature_celsius by gpu ({who}).",
+            [q(f"{m}temperature_celsius{{{I}}}", "GPU {{gpu}} · {{instance}}")],
+            "celsius"),
+        gpu("GPU power", f"{m}power_watts by gpu ({who}).",
+            [q(f"{m}power_watts{{{I}}}", "GPU {{gpu}} · {{instance}}")],
+            "watt"),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -477,77 +637,115 @@ def training():
 
 V = 'model_version=~"$model_version"'
 IV = f"{I}, {V}"
-P_RULE = "job_model_version:model_prediction_duration_seconds:{}_5m"
-RULES_NOTE = (" From a recording rule in prometheus/rules/ml_recording.yml "
-              "(aggregated per job, so the instance filter does not apply).")
+# Instance-level recording rules (prometheus/rules/ml_recording.yml): the
+# job-level rules behind the alerts are sums of these, so a panel filtered
+# to one instance and the alert agree when All is selected.
+REQ = "job_instance_model_version_status:model_prediction_requests:rate5m"
+DUR = "job_instance_model_version_le:model_prediction_duration_seconds_bucket:rate5m"
+HTTP_DUR = "job_instance_route_le:http_server_request_duration_seconds_bucket:rate5m"
+HTTP_REQ = "job_instance_route_status_code:http_server_requests:rate5m"
+RULES_NOTE = (" From an instance-level recording rule in "
+              "prometheus/rules/ml_recording.yml (the alert's job-level rule "
+              "is its sum), filtered by job, instance and model version.")
+NO_TRAFFIC = "No traffic"
+
+
+def ratio(status, by=""):
+    """Share of /predict requests with `status`; no sample without traffic
+    (the `> 0` guard), exactly like the job-level rule behind the alert."""
+    agg = f"sum by ({by})" if by else "sum"
+    return (f'{agg} ({REQ}{{status="{status}", {IV}}}) / '
+            f"({agg} ({REQ}{{{IV}}}) > 0)")
+
+
+def quantile(qq, by="model_version"):
+    return f"histogram_quantile({qq}, sum by ({by}, le) ({DUR}{{{IV}}}))"
 
 
 def predict_api():
     overview = row(
         "Overview", "Is the service up, serving, fast and correct right now?",
+        targets_up("service", "down"),
         stat("Model loaded",
-             "model_loaded: 1 when a model is loaded and /ready answers 200. "
-             "ModelNotLoaded fires after 2 m at 0.",
+             "model_loaded now: 1 when a model is loaded and /ready answers "
+             "200. ModelNotLoaded fires after 2 m at 0. Empty (\"Not "
+             "scraped\") once the service is down: see Targets up.",
              [q(f"model_loaded{{{I}}}", "{{instance}}")],
              unit="none", w=3, thresholds=steps(("red", None), ("green", 1)),
              mappings=bool_mapping("no model", "red", "loaded", "green"),
-             alerts=["ModelNotLoaded"]),
+             no_value="Not scraped", alerts=["ModelNotLoaded"]),
         stat("Request rate",
-             "job:model_prediction_requests:rate5m: /predict requests per "
-             "second over 5 m, all outcomes." + RULES_NOTE,
-             [q("sum(job:model_prediction_requests:rate5m)", "requests")],
-             unit="reqps", w=4),
+             "/predict requests per second over 5 m, all outcomes." + RULES_NOTE,
+             [q(f"sum({REQ}{{{IV}}})", "requests")],
+             unit="reqps", w=3, no_value=NO_TRAFFIC),
         stat("Error ratio",
-             "job:model_prediction_errors:ratio_rate5m: share of /predict "
-             "requests that failed with status=\"error\" over 5 m. Red from "
-             "10 %: HighErrorRate fires after 5 m above it. No data without "
-             "traffic." + RULES_NOTE,
-             [q("job:model_prediction_errors:ratio_rate5m", "{{job}}")],
-             unit="percentunit", w=4, decimals=1,
+             "Share of /predict requests that failed with status=\"error\" "
+             "over 5 m. Red from 10 %: HighErrorRate fires after 5 m above "
+             "it. \"No traffic\" without requests." + RULES_NOTE,
+             [q(ratio("error"), "errors")],
+             unit="percentunit", w=3, decimals=1, no_value=NO_TRAFFIC,
              thresholds=above(ERROR_RATIO), alerts=["HighErrorRate"]),
         stat("Invalid-input ratio",
-             "job:model_prediction_invalid_input:ratio_rate5m: share of "
-             "/predict requests rejected as invalid input over 5 m. Red from "
-             "20 %: InvalidInputSurge fires after 2 m above it (when traffic "
-             "exceeds 0.1 req/s)." + RULES_NOTE,
-             [q("job:model_prediction_invalid_input:ratio_rate5m", "{{job}}")],
-             unit="percentunit", w=4, decimals=1,
+             "Share of /predict requests rejected as invalid input over 5 m. "
+             "Red from 20 %: InvalidInputSurge fires after 2 m above it (when "
+             "traffic exceeds 0.1 req/s). \"No traffic\" without requests."
+             + RULES_NOTE,
+             [q(ratio("invalid_input"), "invalid input")],
+             unit="percentunit", w=3, decimals=1, no_value=NO_TRAFFIC,
              thresholds=above(INVALID_RATIO), alerts=["InvalidInputSurge"]),
         stat("p95 latency (slowest version)",
-             "Highest p95 /predict latency over the selected model versions "
-             "(job_model_version:model_prediction_duration_seconds:p95_5m). "
-             "Red from 1 s: SlowPredictionResponse fires after 5 m above it."
-             + RULES_NOTE,
-             [q(f"max({P_RULE.format('p95')}{{{V}}})", "p95")],
-             unit="s", w=4, thresholds=above(P95_SECONDS),
+             "Highest p95 /predict latency over the selected model versions, "
+             "over 5 m. Red from 1 s: SlowPredictionResponse fires after 5 m "
+             "above it." + RULES_NOTE,
+             [q(f"max({quantile(0.95)})", "p95")],
+             unit="s", w=4, thresholds=above(P95_SECONDS), no_value=NO_TRAFFIC,
              alerts=["SlowPredictionResponse"]),
         stat("In-flight requests",
              "http_server_active_requests: HTTP requests being served right now.",
              [q(f"sum(http_server_active_requests{{{I}}})", "in flight")],
-             unit="short", w=5),
+             unit="short", w=4, no_value="Not scraped"),
     )
 
     traffic = row(
         "Traffic & errors", "How much traffic, and how much of it fails?",
         timeseries("Requests by status",
-                   "job_status:model_prediction_requests:rate5m: /predict "
-                   "requests per second by outcome (success, invalid_input, "
-                   "error)." + RULES_NOTE,
-                   [q("sum by (status) (job_status:model_prediction_requests:rate5m)",
-                      "{{status}}")],
-                   unit="reqps", stack=True, min_=0,
+                   "/predict requests per second by outcome (success, "
+                   "invalid_input, error)." + RULES_NOTE,
+                   [q(f"sum by (status) ({REQ}{{{IV}}})", "{{status}}")],
+                   unit="reqps", stack=True, min_=0, w=8,
                    overrides=[by_name("success", color=color("green")),
                               by_name("invalid_input", color=color("orange")),
                               by_name("error", color=color("red"))]),
-        timeseries("Error & invalid-input ratio",
-                   "Error ratio (dashed line at 10 %, HighErrorRate) and "
-                   "invalid-input ratio (dashed line at 20 %, InvalidInputSurge) "
-                   "over 5 m." + RULES_NOTE,
-                   [q("job:model_prediction_errors:ratio_rate5m", "errors"),
-                    q("job:model_prediction_invalid_input:ratio_rate5m", "invalid input")],
-                   unit="percentunit", min_=0, thresholds=above(ERROR_RATIO),
-                   overrides=[by_name("invalid input", thresholds=above(INVALID_RATIO))],
-                   alerts=["HighErrorRate", "InvalidInputSurge"]),
+        # Two panels: Grafana's time series draws one threshold set per
+        # y-scale, so two ratios sharing an axis could show only one line.
+        timeseries("Error ratio",
+                   "Share of /predict requests with status=\"error\" over 5 m. "
+                   "Dashed line at 10 %: HighErrorRate fires after 5 m above "
+                   "it." + RULES_NOTE,
+                   [q(ratio("error"), "errors")],
+                   unit="percentunit", min_=0, w=8, no_value=NO_TRAFFIC,
+                   thresholds=above(ERROR_RATIO), alerts=["HighErrorRate"]),
+        timeseries("Invalid-input ratio",
+                   "Share of /predict requests rejected as invalid input over "
+                   "5 m. Dashed line at 20 %: InvalidInputSurge fires after 2 m "
+                   "above it (when traffic exceeds 0.1 req/s)." + RULES_NOTE,
+                   [q(ratio("invalid_input"), "invalid input")],
+                   unit="percentunit", min_=0, w=8, no_value=NO_TRAFFIC,
+                   thresholds=above(INVALID_RATIO), alerts=["InvalidInputSurge"]),
+        timeseries("Requests by model version",
+                   "/predict requests per second per model_version: traffic "
+                   "moving from one artifact to the next during a rollout."
+                   + RULES_NOTE,
+                   [q(f"sum by (model_version) ({REQ}{{{IV}}})", "{{model_version}}")],
+                   unit="reqps", min_=0, no_value=NO_TRAFFIC),
+        timeseries("Error ratio by model version",
+                   "Share of /predict requests with status=\"error\" per "
+                   "model_version over 5 m: is the new artifact failing where "
+                   "the old one did not? Dashed line at 10 % (HighErrorRate "
+                   "judges the whole job)." + RULES_NOTE,
+                   [q(ratio("error", "model_version"), "{{model_version}}")],
+                   unit="percentunit", min_=0, no_value=NO_TRAFFIC,
+                   thresholds=above(ERROR_RATIO), alerts=["HighErrorRate"]),
     )
 
     latency = row(
@@ -557,29 +755,27 @@ def predict_api():
                    "/predict requests) per model_version over 5 m. Dashed line "
                    "at 1 s: SlowPredictionResponse fires when p95 stays above "
                    "it for 5 m." + RULES_NOTE,
-                   [q(f"{P_RULE.format(p)}{{{V}}}", f"{p} · {{{{model_version}}}}")
-                    for p in ("p50", "p95", "p99")],
+                   [q(quantile(qq), f"{p} · {{{{model_version}}}}")
+                    for p, qq in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))],
                    unit="s", min_=0, thresholds=above(P95_SECONDS),
-                   alerts=["SlowPredictionResponse"]),
+                   no_value=NO_TRAFFIC, alerts=["SlowPredictionResponse"]),
         heatmap("Prediction latency distribution",
                 "Rate of model_prediction_duration_seconds observations per "
                 "bucket (successful /predict requests): where the bulk of the "
                 "latency sits, and how wide the tail is.",
                 [q("sum by (le) (rate(model_prediction_duration_seconds_bucket"
                    f"{{{IV}}}{RATE}))", "{{le}}", fmt="heatmap")],
-                unit="reqps", y_unit="s"),
+                unit="reqps", y_unit="s", no_value=NO_TRAFFIC),
         timeseries("HTTP p95 latency by route",
-                   "job_route:http_server_request_duration_seconds:p95_5m: p95 "
-                   "of every HTTP route (predict, health, ready, metrics, "
-                   "admin)." + RULES_NOTE,
-                   [q("job_route:http_server_request_duration_seconds:p95_5m",
+                   "p95 of every HTTP route (predict, health, ready, metrics, "
+                   "admin) over 5 m." + RULES_NOTE,
+                   [q(f"histogram_quantile(0.95, sum by (route, le) ({HTTP_DUR}{{{I}}}))",
                       "{{route}}")],
                    unit="s", min_=0),
         table("HTTP requests by route and status code",
-              "job_route_status_code:http_server_requests:rate5m: requests per "
-              "second per route template and status code over 5 m." + RULES_NOTE,
-              [q("sum by (route, status_code) "
-                 "(job_route_status_code:http_server_requests:rate5m)",
+              "Requests per second per route template and status code over "
+              "5 m." + RULES_NOTE,
+              [q(f"sum by (route, status_code) ({HTTP_REQ}{{{I}}})",
                  instant=True, fmt="table")],
               unit="reqps", hide=("Time",), rename={"Value": "requests/s"},
               order=("route", "status_code", "Value"), sort_by="route"),
@@ -608,22 +804,34 @@ def predict_api():
     model = row(
         "Model", "Which model is serving, and did reloads work?",
         table("Loaded model",
-              "model_info: version, algorithm and training time of the model "
-              "each instance serves.",
-              [q(f"model_info{{{IV}}}", instant=True, fmt="table")],
+              "model_info: version, algorithm, training time and MLflow run "
+              "of the model each instance serves now. A click on a row opens "
+              "its MLflow run (${mlflow_url}).",
+              [q(f"model_info{{{I}}}", instant=True, fmt="table")],
               unit="none", h=6, hide=("Time", "Value", "__name__", "job"),
-              order=("instance", "model_version", "algorithm", "trained_at"),
-              no_value="No model loaded"),
-        stat("Reloads since start",
-             "model_reloads_total by result (SIGHUP or POST /admin/reload) since "
-             "the service started; 0 until the first reload. A failed reload "
-             "keeps the previous model and turns red.",
-             [q(f'sum(model_reloads_total{{result="success", {I}}}) or on() vector(0)',
-                "success"),
-              q(f'sum(model_reloads_total{{result="failure", {I}}}) or on() vector(0)',
-                "failure")],
-             unit="short", w=12, h=6, decimals=0,
+              order=("instance", "model_version", "algorithm", "trained_at",
+                     "mlflow_experiment_id", "mlflow_run_id"),
+              no_value="No model loaded (or service not scraped)",
+              field_links=[mlflow_link()]),
+        stat("Reloads in the selected range",
+             "increase(model_reloads_total) by result over the selected range "
+             "(SIGHUP or POST /admin/reload). A failed reload keeps the "
+             "previous model and turns red. Markers on the time series show "
+             "when each reload happened.",
+             [q(f'round(sum(increase(model_reloads_total{{result="success", {I}}}{RANGE}))) '
+                "or on() vector(0)", "success"),
+              q(f'round(sum(increase(model_reloads_total{{result="failure", {I}}}{RANGE}))) '
+                "or on() vector(0)", "failure")],
+             unit="short", w=6, h=6, decimals=0,
              overrides=[by_name("failure", thresholds=above(1))]),
+        stat("Unauthorized admin requests",
+             "increase(admin_unauthorized_requests_total) over the selected "
+             "range: POST /admin/reload with a missing or wrong bearer "
+             "token. Orange from 1: someone without the token is trying.",
+             [q("round(sum(increase(admin_unauthorized_requests_total"
+                f"{{{I}}}{RANGE}))) or on() vector(0)", "unauthorized")],
+             unit="short", w=6, h=6, decimals=0,
+             thresholds=steps(("green", None), ("orange", 1))),
     )
 
     resources = row(
@@ -644,10 +852,16 @@ def predict_api():
         timeseries("Host memory",
                    "system_memory_used_bytes against system_memory_total_bytes "
                    "on the service's host.",
-                   [q(f'system_memory_used_bytes{{job="ml-api", {I}}}', "used · {{instance}}"),
-                    q(f'system_memory_total_bytes{{job="ml-api", {I}}}', "total · {{instance}}")],
+                   [q(f"system_memory_used_bytes{{{I}}}", "used · {{instance}}"),
+                    q(f"system_memory_total_bytes{{{I}}}", "total · {{instance}}")],
                    unit="bytes", w=8, min_=0),
     )
+
+    gpus = row(
+        "GPU (only with an NVIDIA GPU)",
+        "GPU load of the service, read through NVML. Empty on CPU-only hosts.",
+        collapsed=True,
+        *gpu_panels("app", "service"))
 
     psi = above(PSI_ALERT, watch=PSI_WATCH)
     drift = row(
@@ -657,21 +871,23 @@ def predict_api():
                    "recent-request window against the training reference, per "
                    "feature. Orange from 0.1 (watch), red from 0.2: DataDrift "
                    "fires after 10 m above 0.2 once the window is full.",
-                   [q(f"model_input_drift_psi{{{I}}}", "{{feature}}")],
+                   [q(f"model_input_drift_psi{{{I}}}", "{{feature}} · {{instance}}")],
                    unit="none", min_=0, thresholds=psi, alerts=["DataDrift"]),
         bargauge("Current input PSI by feature",
-                 "model_input_drift_psi at the last scrape, most drifted first. "
+                 "model_input_drift_psi now, most drifted first. "
                  "Orange from 0.1 (watch), red from 0.2 (DataDrift).",
-                 [q(f"sort_desc(model_input_drift_psi{{{I}}})", "{{feature}}",
-                    instant=True)],
+                 [q(f"sort_desc(model_input_drift_psi{{{I}}})",
+                    "{{feature}} · {{instance}}", instant=True)],
                  unit="none", min_=0, max_=0.5, thresholds=psi,
-                 alerts=["DataDrift"]),
+                 no_value="Not scraped", alerts=["DataDrift"]),
         timeseries("Out-of-range input values per second",
                    "rate(model_input_out_of_range_total) by feature: values "
-                   "outside the training [min, max]. A flat 0 until the first "
-                   "out-of-range value.",
+                   "outside the training [min, max]. A flat 0 (feature "
+                   "\"none\") until the first out-of-range value.",
                    [q("sum by (feature) (rate(model_input_out_of_range_total"
-                      f"{{{I}}}{RATE})) or on() vector(0)", "{{feature}}")],
+                      f"{{{I}}}{RATE})) or on() "
+                      'label_replace(vector(0), "feature", "none", "", "")',
+                      "{{feature}}")],
                    unit="short", w=8, min_=0),
         timeseries("Prediction drift (PSI)",
                    "model_prediction_drift_psi: PSI of recent predictions against "
@@ -696,21 +912,25 @@ def predict_api():
         "Alerts", "Which alerts are firing or about to fire?",
         table("Firing and pending alerts (Prometheus)",
               "ALERTS from Prometheus, one line per alert and state. Empty "
-              "(\"No alerts\") while nothing fires. Runbooks: docs/runbooks.md.",
-              [q('sum by (alertname, alertstate, severity) (ALERTS{alertstate=~"firing|pending"})',
+              "(\"No alerts\") while nothing fires. Runbooks: ${runbook_base}.",
+              [q('sum by (alertname, alertstate, severity) '
+                 '(ALERTS{alertstate=~"firing|pending"})',
                  instant=True, fmt="table")],
               unit="none", hide=("Time",), rename={"Value": "series"},
               order=("alertname", "alertstate", "severity", "Value"),
               sort_by="alertname", no_value="No alerts"),
         panel("alertlist", "Alert list",
-              "Grafana's view of the Prometheus alert rules that are firing or "
-              "pending (from the provisioned datasource).", [],
+              "Grafana's view of the alert rules of the provisioned "
+              "Prometheus datasource (by its name, Prometheus) that are "
+              "firing, pending or recovering, most important first.", [],
               unit="none", w=12, h=8,
               options={"viewMode": "list", "groupMode": "default",
-                       "groupBy": [], "maxItems": 20, "sortOrder": 1,
+                       "groupBy": [], "maxItems": 20, "sortOrder": 3,
                        "dashboardAlerts": False, "alertName": "",
                        "alertInstanceLabelFilter": "",
+                       "datasource": "Prometheus",
                        "stateFilter": {"firing": True, "pending": True,
+                                       "recovering": True,
                                        "noData": False, "normal": False,
                                        "error": True}}),
     )
@@ -720,12 +940,30 @@ def predict_api():
         "Traffic, errors, latency, predictions, drift and resources of "
         "`mlwatch serve` (job ml-api). Generated by grafana/generate.py.",
         ["serving"],
-        [variable("instance", "Instance", "label_values(model_loaded, instance)",
-                  "Service instance(s) to show (raw metrics only)"),
+        [variable("job", "Job", "label_values(model_loaded, job)",
+                  "Prometheus job of the service (one deployment)",
+                  multi=False, default="ml-api"),
+         variable("instance", "Instance",
+                  'label_values(model_loaded{job=~"$job"}, instance)',
+                  "Service instance(s) to show"),
          variable("model_version", "Model version",
-                  "label_values(model_prediction_requests_total, model_version)",
-                  "Model version(s) to show")],
-        [overview, traffic, latency, predictions, model, resources, drift, alerts])
+                  'label_values(model_info{job=~"$job", instance=~"$instance"}, '
+                  "model_version)",
+                  "Model version(s) to show (those the selected instances serve)")],
+        [overview, traffic, latency, predictions, model, resources, gpus, drift, alerts],
+        [alert_annotation("$job"),
+         annotation("Model reloaded", "green",
+                    f'increase(model_reloads_total{{result="success", {I}}}[1m]) > 0',
+                    "Model reloaded on {{instance}}", tags="instance"),
+         annotation("Reload failed", "orange",
+                    f'increase(model_reloads_total{{result="failure", {I}}}[1m]) > 0',
+                    "Reload failed on {{instance}} (previous model kept)",
+                    tags="instance"),
+         annotation("Served model changed", "purple",
+                    f"model_info{{{I}}} unless on (job, instance, model_version) "
+                    f"(model_info{{{I}}} offset 30s)",
+                    "Now serving {{model_version}} on {{instance}}",
+                    "{{algorithm}}, trained {{trained_at}}", tags="model_version")])
 
 
 DASHBOARDS = {"training_dashboard.json": training,
@@ -748,14 +986,48 @@ def check(name, d):
             err("dashboard", f"{key} is {d.get(key)!r}, want {want!r}")
     if not d.get("uid"):
         err("dashboard", "no uid")
+    names = [v["name"] for v in d["templating"]["list"]]
+    for needed in ("datasource", "job", "instance", "runbook_base", "mlflow_url"):
+        if needed not in names:
+            err("dashboard", f"no {needed} variable")
     for v in d["templating"]["list"]:
+        if v["type"] != "query":
+            continue
         if v.get("datasource") != DS:
-            err(f"variable {v['name']}", "datasource is not the provisioned one")
-        if not (v.get("includeAll") and v.get("allValue") == ".*"):
-            err(f"variable {v['name']}", "needs includeAll and allValue .*")
+            err(f"variable {v['name']}", "datasource is not the datasource variable")
+        if v.get("multi") and not (v.get("includeAll") and v.get("allValue") == ".*"):
+            err(f"variable {v['name']}", "a multi-select needs includeAll and allValue .*")
+    alerts = alert_names()
+    links = [(link["title"], link["url"]) for link in d["links"] if link["type"] == "link"]
+    for p in all_panels(d):
+        links += [(f"panel {p['title']!r}", link["url"]) for link in p.get("links", [])]
+    for where, url in links:
+        base, _, anchor = url.partition("#")
+        if base != RUNBOOKS:
+            err(where, f"link {url} does not start with {RUNBOOKS}")
+        if anchor and anchor not in {a.lower() for a in alerts}:
+            err(where, f"link {url}: no alert {anchor!r} in prometheus/rules")
+    for a in d["annotations"]["list"]:
+        if a.get("datasource") != DS or not a.get("target", {}).get("expr", "").strip():
+            err(f"annotation {a.get('name')!r}", "needs the datasource variable and an expr")
 
-    ids, cells = set(), {}
-    for p in d["panels"]:
+    ids = set()
+    top = [p for p in d["panels"]]
+    nested = [p["panels"] for p in d["panels"] if p["type"] == "row" and p["collapsed"]]
+    for group in [top] + nested:
+        cells = {}
+        for p in group:
+            g = p["gridPos"]
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    if (x, y) in cells:
+                        err(f"panel {p['id']}", f"overlaps panel {cells[x, y]} at ({x}, {y})")
+                        break
+                    cells[x, y] = p["id"]
+                else:
+                    continue
+                break
+    for p in all_panels(d):
         where = f"panel {p.get('id')} {p.get('title')!r}"
         if p["type"] not in PANEL_TYPES:
             err(where, f"type {p['type']} is not a core panel")
@@ -769,15 +1041,6 @@ def check(name, d):
             err(where, f"gridPos {g} outside the {GRID_WIDTH}-column grid")
         if p["type"] == "row" and (g["w"] != GRID_WIDTH or g["h"] != 1 or g["x"] != 0):
             err(where, "a row must be full width and 1 high")
-        for x in range(g["x"], g["x"] + g["w"]):
-            for y in range(g["y"], g["y"] + g["h"]):
-                if (x, y) in cells:
-                    err(where, f"overlaps panel {cells[x, y]} at ({x}, {y})")
-                    break
-                cells[x, y] = p["id"]
-            else:
-                continue
-            break
         if p["type"] == "row":
             continue
         if not p.get("description"):
@@ -804,6 +1067,22 @@ def check(name, d):
     return errors
 
 
+def all_panels(d):
+    """Every panel, those inside collapsed rows included."""
+    for p in d["panels"]:
+        yield p
+        yield from p.get("panels", [])
+
+
+def alert_names():
+    """Alert names of prometheus/rules/*.yml (a line scan: no YAML parser in
+    the standard library, and the rule files keep `- alert: Name` lines)."""
+    names = set()
+    for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
+        names |= set(re.findall(r"^\s*- alert:\s*(\w+)", path.read_text(), re.M))
+    return names
+
+
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right",
                 "and", "or", "unless", "bool", "offset", "inf", "nan"}
 
@@ -811,8 +1090,9 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right",
 def metric_names(d):
     """Metric and recording-rule names that the dashboard's queries read."""
     names = set()
-    exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
-    exprs += [v["definition"] for v in d["templating"]["list"]]
+    exprs = [t["expr"] for p in all_panels(d) for t in p.get("targets", [])]
+    exprs += [v["query"]["query"] for v in d["templating"]["list"] if v["type"] == "query"]
+    exprs += [a["target"]["expr"] for a in d["annotations"]["list"]]
     for expr in exprs:
         e = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", " ", expr)
         e = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", e)
@@ -825,6 +1105,24 @@ def metric_names(d):
             # Histogram series: docs/metrics.md lists the base name.
             names.add(re.sub(r"_bucket$", "", word))
     return names
+
+
+def folder_layout():
+    """One folder layout everywhere: the provider files dashboards by
+    directory (foldersFromFilesStructure) and sets no `folder` that Grafana
+    would ignore; every dashboard sits at the top, i.e. in General."""
+    problems = []
+    provider = (OUT_DIR / "dashboard.yml").read_text(encoding="utf-8")
+    if not re.search(r"^\s*foldersFromFilesStructure:\s*true\s*$", provider, re.M):
+        problems.append("dashboard.yml: foldersFromFilesStructure must be true")
+    if re.search(r"^\s*folder:", provider, re.M):
+        problems.append("dashboard.yml: a `folder` key is ignored with "
+                        "foldersFromFilesStructure; remove it")
+    for path in OUT_DIR.rglob("*.json"):
+        if path.parent != OUT_DIR:
+            problems.append(f"{path.relative_to(ROOT)}: dashboards stay at the top "
+                            "of the provider path (the General folder)")
+    return problems
 
 
 def render(d):
@@ -861,8 +1159,11 @@ def main():
                       "grafana/generate.py and commit the result", file=sys.stderr)
         elif not problems and not args.metrics:
             path.write_text(text, encoding="utf-8")
-            n = sum(1 for p in d["panels"] if p["type"] != "row")
+            n = sum(1 for p in all_panels(d) if p["type"] != "row")
             print(f"wrote {path.relative_to(ROOT)} ({n} panels)")
+    for problem in folder_layout():
+        print(problem, file=sys.stderr)
+        failed = True
     if args.metrics:
         print("\n".join(sorted(used)))
     return 1 if failed else 0

@@ -249,6 +249,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         timing,
         trainer_args,
         drift_window: if quick { 200 } else { 300 },
+        runbook_url: None,
         grafana: !quick,
     };
     let started = Instant::now();

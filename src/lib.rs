@@ -26,6 +26,7 @@ pub(crate) mod listen;
 pub mod load;
 pub mod model;
 pub mod poll;
+pub mod prometheus_api;
 pub mod report;
 pub(crate) mod resources;
 pub mod serve;

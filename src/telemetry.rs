@@ -8,7 +8,7 @@
 //! instrument names (plus `_total` for counters) listed in docs/metrics.md.
 
 use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{Instrument, SdkMeterProvider, Stream};
 use prometheus::{Encoder, TextEncoder};
 
 /// The Content-Type of the Prometheus text format 0.0.4. Prometheus 3 refuses
@@ -38,6 +38,15 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn new() -> Result<Self, TelemetryError> {
+        Self::with_cardinality_limits(&[])
+    }
+
+    /// A provider whose instruments named in `limits` keep at most that many
+    /// label sets each; later ones are folded into one series labelled
+    /// `otel_metric_overflow="true"`. Others keep the SDK default (2000).
+    pub fn with_cardinality_limits(
+        limits: &'static [(&'static str, usize)],
+    ) -> Result<Self, TelemetryError> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -46,7 +55,16 @@ impl Telemetry {
             .without_units()
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_view(move |instrument: &Instrument| {
+                let (_, limit) = limits.iter().find(|(n, _)| *n == instrument.name())?;
+                Stream::builder()
+                    .with_cardinality_limit(*limit)
+                    .build()
+                    .ok()
+            })
+            .build();
         Ok(Self { registry, provider })
     }
 

@@ -284,6 +284,26 @@ fn report_draws_every_dashboard_panel_with_alerts_and_model() {
         "the fired-alerts table is not empty"
     );
 
+    // The API dashboard's annotations: every alert that fired, and each
+    // served model appearing, are events (markers on its time series).
+    let section = &html[html
+        .find("<section class=\"annotations\" data-dashboard=\"mlwatch-predict-api\">")
+        .expect("annotations of the API dashboard")..];
+    let section = &section[..section.find("</section>").expect("annotations end")];
+    for name in &firing {
+        assert!(
+            section.contains(&format!("<td>{name}</td>")),
+            "{name} fired but is not an annotation event:\n{section}"
+        );
+    }
+    for artifact in &stack.artifacts {
+        assert!(
+            section.contains(&format!("Now serving {}", escape(&artifact.model_version))),
+            "no 'Served model changed' event for {}:\n{section}",
+            artifact.model_version
+        );
+    }
+
     // The Model section shows the served artifacts' versions.
     let model = &html[html.find("<section id=\"model\">").expect("Model section")..];
     for artifact in &stack.artifacts {

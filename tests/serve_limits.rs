@@ -284,33 +284,21 @@ fn the_port_is_bound_before_the_model_is_loaded() {
         .status()
         .expect("mkfifo (coreutils) is needed");
     assert!(made.success());
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
     let mut process = common::Process::mlwatch(
         "serve",
         &[
             "serve",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--model-path",
             model_path.to_str().unwrap(),
         ],
         dir.path(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port never bound\n{}",
-            process.log_text()
-        );
-        assert!(
-            process.try_exit().is_none(),
-            "serve exited\n{}",
-            process.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The bound port is logged while the load still waits on the FIFO...
+    let listen = common::listening_address(&mut process, serve_support::LISTENING);
+    // ...and accepts connections already.
+    TcpStream::connect(listen).expect("the port accepts while the model loads");
     assert!(
         !process.log_text().contains("model loaded"),
         "the port accepts connections while the load still waits"

@@ -544,7 +544,7 @@ mod tests {
             invalid,
             method: Method::POST,
             content_type: Some("application/json"),
-            body: Vec::new(),
+            body: bytes::Bytes::new(),
             expected_status: invalid.map_or(200, |k| k.status()),
             expected_error: invalid.map(|k| k.error()),
         }

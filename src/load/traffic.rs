@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -234,7 +235,8 @@ pub struct PlannedRequest {
     pub invalid: Option<InvalidKind>,
     pub method: Method,
     pub content_type: Option<&'static str>,
-    pub body: Vec<u8>,
+    /// Shared bytes: sending clones the handle, not an oversized body.
+    pub body: Bytes,
     pub expected_status: u16,
     /// The `error` phrase an invalid request must get back.
     pub expected_error: Option<&'static str>,
@@ -268,7 +270,7 @@ pub struct Generator {
     schedule: Schedule,
     invalid_kinds: Vec<InvalidKind>,
     next_invalid: usize,
-    oversized: Option<Vec<u8>>,
+    oversized: Option<Bytes>,
 }
 
 impl Generator {
@@ -318,7 +320,7 @@ impl Generator {
             // JSON allows trailing whitespace: were the limit larger than
             // given, this body would be a valid request (and a visible 200).
             body.resize(body.len().max(limit + 1), b' ');
-            generator.oversized = Some(body);
+            generator.oversized = Some(Bytes::from(body));
         }
         Ok(generator)
     }
@@ -418,11 +420,15 @@ impl Generator {
             invalid: Some(kind),
             method: Method::POST,
             content_type: Some(JSON),
-            body: Vec::new(),
+            body: Bytes::new(),
             expected_status: kind.status(),
             expected_error: Some(kind.error()),
         };
-        request.body = match kind {
+        if let (InvalidKind::BodyTooLarge, Some(oversized)) = (kind, &self.oversized) {
+            request.body = oversized.clone();
+            return request;
+        }
+        let body = match kind {
             InvalidKind::WrongMethod => {
                 request.method = Method::GET;
                 request.content_type = None;
@@ -436,7 +442,7 @@ impl Generator {
                 request.content_type = Some("text/plain");
                 valid
             }
-            InvalidKind::BodyTooLarge => self.oversized.clone().unwrap_or(valid),
+            InvalidKind::BodyTooLarge => valid,
             InvalidKind::EmptyBody => Vec::new(),
             InvalidKind::MalformedJson => {
                 // Truncated: the closing "]}" is missing.
@@ -510,6 +516,7 @@ impl Generator {
                 text(format!("{{\"features\":{}}}", self.named(&row, true, None)))
             }
         };
+        request.body = Bytes::from(body);
         request
     }
 
@@ -538,7 +545,7 @@ fn ok(class: Class, body: Vec<u8>) -> PlannedRequest {
         invalid: None,
         method: Method::POST,
         content_type: Some(JSON),
-        body,
+        body: Bytes::from(body),
         expected_status: 200,
         expected_error: None,
     }

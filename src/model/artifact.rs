@@ -3,7 +3,10 @@
 //!
 //! `model_version` is a content hash over everything except the version and
 //! the timestamp, so the same seed and data give the same version and a file
-//! edited after training is refused. Writes go to a temporary file that is
+//! edited after training is refused. The hashed bytes are an explicit
+//! canonical JSON form (object keys sorted, no whitespace; see
+//! [`canonical_json`]), so the hash does not depend on how serde_json orders
+//! maps (its `preserve_order` feature would change it). Writes go to a temporary file that is
 //! renamed into place, so a reader never sees half an artifact.
 
 use std::collections::BTreeMap;
@@ -93,8 +96,8 @@ impl Artifact {
         let mut unversioned = self.clone();
         unversioned.model_version.clear();
         unversioned.trained_at.clear();
-        // serde_json::Value keeps object keys sorted, so the bytes are canonical.
-        let canonical = serde_json::to_vec(&serde_json::to_value(&unversioned)?)?;
+        let mut canonical = Vec::new();
+        canonical_json(&serde_json::to_value(&unversioned)?, &mut canonical)?;
         let digest = Sha256::digest(&canonical);
         Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
     }
@@ -249,5 +252,102 @@ impl Artifact {
             Task::Classification => "validation_accuracy",
         };
         self.metrics.get(key).copied()
+    }
+}
+
+/// Writes `value` as canonical JSON: objects with their keys sorted by
+/// byte order (whatever order the map keeps them in), no whitespace,
+/// strings and numbers as serde_json writes them. These are the bytes
+/// serde_json wrote for a sorted map, so hashes from before this function
+/// existed are unchanged (`golden_hash`).
+pub fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                canonical_json(item, out)?;
+            }
+            out.push(b'}');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BinReference, FeatureReference};
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_whatever_the_input_order() {
+        let value: serde_json::Value = serde_json::from_str(
+            r#"{"b": 1, "a": {"d": [2, {"z": null, "y": "é\n"}], "c": 3.5}, "A": true}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        canonical_json(&value, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"A":true,"a":{"c":3.5,"d":[2,{"y":"é\n","z":null}]},"b":1}"#
+        );
+    }
+
+    /// A small artifact built by hand, so that its hash depends on nothing
+    /// but this code and the canonical form.
+    fn fixed() -> Artifact {
+        let values = [0.5, -1.25, 3.0, 7.5, 0.0, 2.0, 1e-3, 42.0, -8.0, 6.25];
+        Artifact {
+            format_version: FORMAT_VERSION,
+            model_version: String::new(),
+            algorithm: "linear".into(),
+            task: Task::Regression,
+            dataset: "diabetes".into(),
+            feature_names: vec!["age".into(), "body mass index".into()],
+            class_names: vec![],
+            trained_at: "2026-01-01T00:00:00Z".into(),
+            seed: 42,
+            hyperparameters: BTreeMap::from([("alpha".into(), 0.1), ("l1_ratio".into(), 0.5)]),
+            metrics: BTreeMap::from([
+                ("validation_r_squared".into(), 0.45),
+                ("train_r_squared".into(), 0.5),
+            ]),
+            reference: DriftReference {
+                features: vec![
+                    FeatureReference::from_values("age", &values).unwrap(),
+                    FeatureReference::from_values("body mass index", &values[2..]).unwrap(),
+                ],
+                prediction: BinReference::deciles(&values).unwrap(),
+            },
+            model: Model::Linear {
+                coefficients: vec![1.5, -0.25],
+                intercept: 152.0,
+            },
+        }
+    }
+
+    #[test]
+    fn golden_hash() {
+        // Pinned: a change here changes the version of every artifact ever
+        // written (and makes the service refuse them as tampered).
+        assert_eq!(fixed().seal().unwrap().model_version, "490e9c76ff2c");
     }
 }

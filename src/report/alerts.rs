@@ -6,7 +6,7 @@
 //! runs of consecutive points; each run is one [`Interval`] in which the
 //! alert was in that state. Runs are exact to one query step.
 
-use super::prometheus::{Labels, Series};
+use crate::prometheus_api::{Labels, Series};
 
 /// The query the Alerts section and the alert-list panels read.
 pub const ALERTS_QUERY: &str = r#"ALERTS{alertstate=~"firing|pending"}"#;

@@ -143,6 +143,15 @@ pub struct Threshold {
     pub right: bool,
 }
 
+/// An annotation event: a vertical line at `start` (and a band to `end`
+/// when it lasted), in the annotation's colour.
+#[derive(Debug, Clone)]
+pub struct Marker {
+    pub start: f64,
+    pub end: f64,
+    pub color: RGBColor,
+}
+
 /// Unit and fixed bounds of a y axis.
 #[derive(Debug, Clone, Default)]
 pub struct Axis {
@@ -164,6 +173,8 @@ pub struct TimeChart {
     pub stacked: bool,
     pub left: Axis,
     pub right: Axis,
+    /// The dashboard's annotation events inside the range.
+    pub markers: Vec<Marker>,
 }
 
 /// A big number with its name, over a sparkline.
@@ -741,6 +752,25 @@ pub fn time_chart(chart: &TimeChart, size: Size, title: Option<&str>) -> anyhow:
                 }
             }
         }
+        for m in chart
+            .markers
+            .iter()
+            .filter(|m| m.end >= x0 && m.start <= x1)
+        {
+            let (start, end) = (m.start.max(x0), m.end.min(x1));
+            if end > start {
+                ctx.draw_series(std::iter::once(Rectangle::new(
+                    [(start, ylo), (end, yhi)],
+                    m.color.mix(0.12).filled(),
+                )))?;
+            }
+            ctx.draw_series(DashedLineSeries::new(
+                vec![(start, ylo), (start, yhi)],
+                3,
+                3,
+                m.color.stroke_width(1),
+            ))?;
+        }
         for t in &chart.thresholds {
             let style = t.color.stroke_width(1);
             let points = vec![(x0, t.value), (x1, t.value)];
@@ -1092,6 +1122,7 @@ mod tests {
             stacked: true,
             left: Axis::default(),
             right: Axis::default(),
+            markers: vec![],
         };
         let size = Size {
             width: 100,
@@ -1158,6 +1189,11 @@ mod tests {
                 ..Axis::default()
             },
             right: Axis::default(),
+            markers: vec![Marker {
+                start: 1_700_000_100.0,
+                end: 1_700_000_150.0,
+                color: palette(3),
+            }],
         };
         let size = Size {
             width: 600,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use super::prometheus::Labels;
+use crate::prometheus_api::Labels;
 
 #[derive(Debug, Clone)]
 pub struct Dashboard {
@@ -24,6 +24,21 @@ pub struct Dashboard {
     /// (name, "All" value) of each template variable.
     pub variables: Vec<(String, Option<String>)>,
     pub sections: Vec<Section>,
+    /// The dashboard's annotation queries, drawn as markers on its time
+    /// series and listed under its title.
+    pub annotations: Vec<Annotation>,
+}
+
+/// A Prometheus annotation query (the only kind the report can run).
+#[derive(Debug, Clone)]
+pub struct Annotation {
+    pub name: String,
+    pub color: String,
+    pub expr: String,
+    /// Query step in seconds (the annotation's `target.interval`).
+    pub step: f64,
+    pub title_format: String,
+    pub text_format: String,
 }
 
 /// A dashboard row (or the panels above the first row, untitled).
@@ -64,6 +79,8 @@ pub struct Panel {
     /// The panel's `options`, for type-specific settings.
     pub options: Value,
     pub transformations: Vec<Value>,
+    /// Settings the report cannot render; [`parse`] refuses the dashboard.
+    pub unsupported: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,12 +291,34 @@ pub fn parse(file: &Path, json: &Value) -> anyhow::Result<Dashboard> {
         .map(Vec::as_slice)
         .unwrap_or(&[])
         .iter()
-        .filter_map(|v| {
-            let name = v["name"].as_str()?.to_owned();
-            Some((name, v["allValue"].as_str().map(str::to_owned)))
+        .map(|v| variable(file, v))
+        .collect::<anyhow::Result<_>>()?;
+    let unsupported: Vec<String> = sections
+        .iter()
+        .flat_map(|s| &s.panels)
+        .flat_map(|p| {
+            p.unsupported
+                .iter()
+                .map(move |u| format!("panel {:?}: {u}", p.title))
         })
         .collect();
+    if !unsupported.is_empty() {
+        bail!(
+            "{}: mlwatch report cannot render:\n  {}",
+            file.display(),
+            unsupported.join("\n  ")
+        );
+    }
+    let annotations = json["annotations"]["list"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|a| a["enable"] != false)
+        .map(|a| annotation(file, a))
+        .collect::<anyhow::Result<_>>()?;
     Ok(Dashboard {
+        annotations,
         file: file.to_owned(),
         uid: json["uid"].as_str().map(str::to_owned).unwrap_or_else(|| {
             file.file_stem()
@@ -290,6 +329,58 @@ pub fn parse(file: &Path, json: &Value) -> anyhow::Result<Dashboard> {
         description: text(&json["description"]),
         variables,
         sections,
+    })
+}
+
+/// (name, value when nothing is chosen) of a template variable: the "All"
+/// value of a multi-select, the default of a single-select (Grafana opens
+/// the dashboard on it), the value of a constant or textbox. Any other kind
+/// of variable is an error, not a query with `$name` left in it.
+fn variable(file: &Path, v: &Value) -> anyhow::Result<(String, Option<String>)> {
+    let name = v["name"]
+        .as_str()
+        .with_context(|| format!("{}: a variable without a name", file.display()))?
+        .to_owned();
+    let current = v["current"]["value"].as_str().map(str::to_owned);
+    let value = match v["type"].as_str().unwrap_or("query") {
+        "query" if v["includeAll"] == true => v["allValue"].as_str().map(str::to_owned),
+        "query" | "datasource" => current,
+        "constant" | "textbox" => v["query"].as_str().map(str::to_owned),
+        other => bail!(
+            "{}: variable {name} has type {other}, which mlwatch report does not expand",
+            file.display()
+        ),
+    };
+    Ok((name, value))
+}
+
+/// An enabled annotation; anything but a Prometheus query is an error
+/// (the report has no Grafana to ask for built-in annotations).
+fn annotation(file: &Path, a: &Value) -> anyhow::Result<Annotation> {
+    let name = text(&a["name"]);
+    let expr = a["target"]["expr"].as_str().or(a["expr"].as_str());
+    let (true, Some(expr)) = (a["datasource"]["type"] == "prometheus", expr) else {
+        bail!(
+            "{}: annotation {name:?} is not a Prometheus query; mlwatch report cannot draw it",
+            file.display()
+        );
+    };
+    let step = a["target"]["interval"]
+        .as_str()
+        .or(a["step"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("60s");
+    let step = humantime::parse_duration(step)
+        .with_context(|| format!("{}: annotation {name:?}: step {step:?}", file.display()))?
+        .as_secs_f64()
+        .max(1.0);
+    Ok(Annotation {
+        name,
+        color: a["iconColor"].as_str().unwrap_or("red").to_owned(),
+        expr: expr.to_owned(),
+        step,
+        title_format: text(&a["titleFormat"]),
+        text_format: text(&a["textFormat"]),
     })
 }
 
@@ -325,6 +416,8 @@ fn parse_panel(p: &Value) -> Panel {
             apply_property(&mut field, &format!("custom.{key}"), value);
         }
     }
+    // Anything the report would otherwise drop without a word.
+    let mut unsupported = Vec::new();
     let overrides = p["fieldConfig"]["overrides"]
         .as_array()
         .map(Vec::as_slice)
@@ -334,8 +427,11 @@ fn parse_panel(p: &Value) -> Panel {
             let options = o["matcher"]["options"].as_str()?.to_owned();
             let matcher = match o["matcher"]["id"].as_str()? {
                 "byName" => Matcher::ByName(options),
-                "byRegexp" => Matcher::ByRegexp(options),
-                _ => return None,
+                "byRegexp" if regex_match(&options, "").is_some() => Matcher::ByRegexp(options),
+                other => {
+                    unsupported.push(format!("override matcher {other} {options:?}"));
+                    return None;
+                }
             };
             let properties = o["properties"]
                 .as_array()
@@ -391,6 +487,7 @@ fn parse_panel(p: &Value) -> Panel {
         links,
         options: p["options"].clone(),
         transformations: p["transformations"].as_array().cloned().unwrap_or_default(),
+        unsupported,
     }
 }
 
@@ -499,76 +596,15 @@ pub fn legend(format: Option<&str>, labels: &Labels, expr: &str) -> String {
     }
 }
 
-/// A JavaScript-style regex (`/^MSE /` or `^MSE `) matched against `text`.
-/// Supports literals, `\` escapes, `.`, `*`, `^` and `$`; None for anything
-/// else (the override is then not applied).
+/// A JavaScript-style regex (`/^MSE /` or `^MSE `, Grafana's byRegexp
+/// matcher) matched against `text`, with the `regex` crate; None when the
+/// pattern does not compile (the caller reports it).
 pub fn regex_match(pattern: &str, text: &str) -> Option<bool> {
     let source = match pattern.strip_prefix('/') {
         Some(rest) => &rest[..rest.rfind('/')?],
         None => pattern,
     };
-    #[derive(Clone, Copy, PartialEq)]
-    enum Atom {
-        Char(char),
-        Any,
-    }
-    let mut atoms: Vec<(Atom, bool)> = Vec::new();
-    let (mut anchored_start, mut anchored_end) = (false, false);
-    let mut chars = source.chars().peekable();
-    let mut first = true;
-    while let Some(c) = chars.next() {
-        let atom = match c {
-            '^' if first => {
-                anchored_start = true;
-                first = false;
-                continue;
-            }
-            '$' if chars.peek().is_none() => {
-                anchored_end = true;
-                continue;
-            }
-            '\\' => Atom::Char(chars.next()?),
-            '.' => Atom::Any,
-            '*' => {
-                let last = atoms.last_mut()?;
-                last.1 = true;
-                first = false;
-                continue;
-            }
-            '+' | '?' | '[' | ']' | '(' | ')' | '{' | '}' | '|' | '^' | '$' => return None,
-            c => Atom::Char(c),
-        };
-        first = false;
-        atoms.push((atom, false));
-    }
-    fn here(atoms: &[(Atom, bool)], text: &[char], end: bool) -> bool {
-        let Some(((atom, star), rest)) = atoms.split_first() else {
-            return !end || text.is_empty();
-        };
-        let fits = |c: &char| *atom == Atom::Any || *atom == Atom::Char(*c);
-        if *star {
-            let mut i = 0;
-            loop {
-                if here(rest, &text[i..], end) {
-                    return true;
-                }
-                if i < text.len() && fits(&text[i]) {
-                    i += 1;
-                } else {
-                    return false;
-                }
-            }
-        }
-        match text.split_first() {
-            Some((c, tail)) if fits(c) => here(rest, tail, end),
-            _ => false,
-        }
-    }
-    let text: Vec<char> = text.chars().collect();
-    if anchored_start {
-        return Some(here(&atoms, &text, anchored_end));
-    }
-    Some((0..=text.len()).any(|i| here(&atoms, &text[i..], anchored_end)))
+    regex::Regex::new(source).ok().map(|re| re.is_match(text))
 }
 
 #[cfg(test)]
@@ -621,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn javascript_regex_subset() {
+    fn javascript_regexes_match_like_grafana() {
         assert_eq!(regex_match("/^MSE /", "MSE train · a"), Some(true));
         assert_eq!(regex_match("/^MSE /", "RMSE train"), Some(false));
         assert_eq!(regex_match("/^capacity/", "capacity · x"), Some(true));
@@ -630,7 +666,15 @@ mod tests {
         assert_eq!(regex_match("^a.*z$", "abczy"), Some(false));
         assert_eq!(regex_match(r"^1\.5$", "1.5"), Some(true));
         assert_eq!(regex_match(r"^1\.5$", "105"), Some(false));
-        assert_eq!(regex_match("/a|b/", "a"), None);
+        assert_eq!(
+            regex_match("/^(fill|capacity) /", "capacity · x"),
+            Some(true)
+        );
+        assert_eq!(
+            regex_match("/[/", "x"),
+            None,
+            "a broken pattern is reported"
+        );
     }
 
     #[test]
@@ -702,5 +746,35 @@ mod tests {
         assert!(!p.field_for("RMSE train").axis_right);
         assert_eq!(p.field.mapping(1.0), Some(("loaded", Some("green"))));
         assert_eq!(p.field.mapping(0.0), None);
+    }
+
+    #[test]
+    fn what_the_report_cannot_render_fails_the_dashboard() {
+        let json = serde_json::json!({"panels": [{"type": "timeseries", "title": "T",
+            "fieldConfig": {"defaults": {}, "overrides": [
+                {"matcher": {"id": "byFrameRefID", "options": "A"}, "properties": []}]}}]});
+        let err = parse(Path::new("d.json"), &json).unwrap_err().to_string();
+        assert!(err.contains("override matcher byFrameRefID"), "{err}");
+        let json = serde_json::json!({"panels": [], "templating": {"list": [
+            {"type": "adhoc", "name": "filters"}]}});
+        let err = parse(Path::new("d.json"), &json).unwrap_err().to_string();
+        assert!(err.contains("variable filters has type adhoc"), "{err}");
+    }
+
+    #[test]
+    fn variables_expand_to_what_grafana_opens_the_dashboard_with() {
+        let json = serde_json::json!({"panels": [], "templating": {"list": [
+            {"type": "query", "name": "job", "includeAll": false, "current": {"value": "ml-api"}},
+            {"type": "query", "name": "instance", "includeAll": true, "allValue": ".*"},
+            {"type": "constant", "name": "runbook_base", "query": "http://r"},
+            {"type": "datasource", "name": "datasource", "current": {"value": "uid"}}]}});
+        let d = parse(Path::new("d.json"), &json).unwrap();
+        assert_eq!(d.variables[0], ("job".into(), Some("ml-api".into())));
+        assert_eq!(d.variables[1], ("instance".into(), Some(".*".into())));
+        assert_eq!(
+            d.variables[2],
+            ("runbook_base".into(), Some("http://r".into()))
+        );
+        assert_eq!(d.variables[3], ("datasource".into(), Some("uid".into())));
     }
 }

@@ -27,6 +27,8 @@ pub struct Page<'a> {
     pub alerts: &'a AlertData,
     /// (heading, table, text when the table is empty).
     pub models: Vec<(String, Table, String)>,
+    /// Annotation events by dashboard uid (also drawn on its time series).
+    pub annotations: &'a BTreeMap<String, Vec<super::annotations::Event>>,
 }
 
 /// `&`, `<`, `>` and quotes escaped, for text and attribute values.
@@ -97,6 +99,46 @@ fn table_html(out: &mut String, table: &Table) {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
+}
+
+/// The dashboard's annotation events in a table (the charts mark them as
+/// dashed vertical lines, bands while they last).
+fn annotations_html(out: &mut String, d: &Dashboard, events: Option<&[super::annotations::Event]>) {
+    if d.annotations.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = d.annotations.iter().map(|a| a.name.as_str()).collect();
+    let _ = write!(
+        out,
+        "<section class=\"annotations\" data-dashboard=\"{}\">\n<h3>Annotations</h3>\n\
+         <p class=\"description\">{} — dashed lines on the time series below.</p>\n",
+        escape(&d.uid),
+        escape(&names.join(", "))
+    );
+    let events = events.unwrap_or(&[]);
+    if events.is_empty() {
+        out.push_str("<p class=\"empty\">No annotation events in this range.</p>\n");
+    } else {
+        let table = Table {
+            columns: ["from", "to", "annotation", "event", "detail"]
+                .map(String::from)
+                .to_vec(),
+            rows: events
+                .iter()
+                .map(|e| {
+                    vec![
+                        when(e.start),
+                        when(e.end),
+                        e.annotation.clone(),
+                        e.title.clone(),
+                        e.text.clone(),
+                    ]
+                })
+                .collect(),
+        };
+        table_html(out, &table);
+    }
+    out.push_str("</section>\n");
 }
 
 fn anchor(text: &str) -> String {
@@ -177,6 +219,7 @@ pub fn page(p: &Page) -> String {
             escape(&d.title),
             escape(&d.description)
         );
+        annotations_html(&mut out, d, p.annotations.get(&d.uid).map(Vec::as_slice));
         for (section, rendered) in d.sections.iter().zip(sections) {
             out.push_str("<section class=\"row\">\n");
             if let Some(title) = &section.title {

@@ -4,17 +4,17 @@
 //! The report is a renderer, not a second dashboard: it reads every JSON
 //! file under `grafana/provisioning/dashboards/`, expands each panel's own
 //! expressions ([`variables`]), runs them against Prometheus' HTTP API
-//! ([`prometheus`]) over a time window, and draws each panel as an SVG chart
+//! ([`crate::prometheus_api`]) over a time window, and draws each panel as an SVG chart
 //! ([`panel`], [`chart`]) in a page ([`html`]) that also lists the alerts
 //! that fired ([`alerts`]) and the model versions seen. `--svg-dir` writes
 //! every chart as its own `.svg` file as well, for the README.
 
 pub mod alerts;
+pub mod annotations;
 pub mod chart;
 pub mod dashboard;
 pub mod html;
 pub mod panel;
-pub mod prometheus;
 pub mod units;
 pub mod variables;
 
@@ -26,8 +26,8 @@ use anyhow::{bail, Context as _};
 
 use self::dashboard::Dashboard;
 use self::panel::{AlertData, Context, State, Table, Window};
-use self::prometheus::Client;
 use self::variables::{promql_duration, Template, Timing};
+use crate::prometheus_api::Client;
 
 /// Where the dashboards live below an assets directory.
 pub const DASHBOARDS_DIR: &str = "grafana/provisioning/dashboards";
@@ -255,23 +255,30 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         scrape,
     };
     let mut rendered = Vec::new();
+    let mut annotation_events = BTreeMap::new();
     for d in &dashboards {
         let template = Template::new(&d.variables, &chosen, timing);
+        let events = annotations::events(&client, &template, window, &d.annotations)
+            .await
+            .with_context(|| d.title.clone())?;
+        let markers = annotations::markers(&events);
         let ctx = Context {
             client: &client,
             template: &template,
             window,
             alerts: &alert_data,
             standalone: args.svg_dir.is_some(),
+            markers: &markers,
         };
+        // A dashboard's panels are queried concurrently, as Grafana does.
+        let all: Vec<&dashboard::Panel> = d.sections.iter().flat_map(|s| &s.panels).collect();
+        let results = futures_util::future::join_all(all.iter().map(|p| ctx.render(p))).await;
+        let mut results = results.into_iter().zip(&all);
         let mut sections = Vec::new();
         for section in &d.sections {
             let mut panels = Vec::new();
-            for p in &section.panels {
-                let r = ctx
-                    .render(p)
-                    .await
-                    .with_context(|| format!("{}: panel {:?}", d.title, p.title))?;
+            for (r, p) in results.by_ref().take(section.panels.len()) {
+                let r = r.with_context(|| format!("{}: panel {:?}", d.title, p.title))?;
                 for e in &r.errors {
                     tracing::warn!("{}: panel {:?}: {e}", d.title, p.title);
                 }
@@ -279,6 +286,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             }
             sections.push(panels);
         }
+        annotation_events.insert(d.uid.clone(), events);
         rendered.push((d, sections));
     }
 
@@ -304,6 +312,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         dashboards: rendered,
         alerts: &alert_data,
         models,
+        annotations: &annotation_events,
     };
     let text = html::page(&page);
     if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::alerts::Interval;
 use super::chart::{self, Size};
 use super::dashboard::{legend, Panel, PanelKind};
-use super::prometheus::{Alert, Client, Labels};
 use super::units;
 use super::variables::Template;
+use crate::prometheus_api::{Alert, Client, Labels};
 
 /// The report's window: unix seconds, and the query step in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +44,8 @@ pub struct Context<'a> {
     pub alerts: &'a AlertData,
     /// Also draw the chart with its title, for `--svg-dir`.
     pub standalone: bool,
+    /// The dashboard's annotation events, drawn on every time series.
+    pub markers: &'a [chart::Marker],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +436,7 @@ impl Context<'_> {
             stacked: panel.field.stacked,
             left: axis(&panel.field),
             right: right_field.as_ref().map(axis).unwrap_or_default(),
+            markers: self.markers.to_vec(),
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! The body is decoded in one pass by serde `DeserializeSeed`s that carry
 //! the model's [`Schema`] and `max_batch`: values go straight into the rows,
-//! so no JSON tree is built and memory is O(width × batch) whatever the
-//! body holds. Past feature `width` of a row or instance `max_batch` of a
+//! so no JSON tree is built and decoding needs O(width × batch) memory
+//! beyond the body itself, whatever the body holds. Past feature `width` of a row or instance `max_batch` of a
 //! batch, values are skipped (and only counted, for the error's `got`).
 //! Duplicate keys are detected by the seeds themselves.
 //!

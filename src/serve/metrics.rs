@@ -23,6 +23,29 @@ use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
 pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
 
+/// How many model versions one process keeps series for. A replaced
+/// model's counters and histograms stay exported until the service restarts
+/// (OpenTelemetry has no way to retire a label set), so reloads accumulate
+/// series; past these limits new label sets fold into one
+/// `otel_metric_overflow="true"` series instead of growing without bound.
+pub const MODEL_VERSIONS_KEPT: usize = 64;
+
+/// The service's deliberate per-instrument cardinality limits
+/// (docs/metrics.md): label sets per instrument.
+pub const CARDINALITY_LIMITS: &[(&str, usize)] = &[
+    // (success, invalid_input, error) × versions, plus model_version="none".
+    ("model_prediction_requests", 3 * MODEL_VERSIONS_KEPT + 3),
+    ("model_prediction_duration_seconds", MODEL_VERSIONS_KEPT),
+    ("model_prediction_value", MODEL_VERSIONS_KEPT),
+    // classes × versions; a classifier with more than 16 classes reaches it sooner.
+    ("model_predictions", 16 * MODEL_VERSIONS_KEPT),
+    // Features of every model loaded (the label has no version).
+    ("model_input_out_of_range", 512),
+    // 8 methods × 7 routes × the status codes the service answers.
+    ("http_server_request_duration_seconds", 1000),
+    ("http_server_refused_requests", 3),
+];
+
 /// Instruments that exist only with instrumentation on.
 struct PredictionInstruments {
     requests: Counter<u64>,
@@ -241,7 +264,8 @@ impl ServiceMetrics {
         self.unauthorized.add(1, &[]);
     }
 
-    /// Registers the gauges read from the current model at scrape time.
+    /// Registers the gauges read from the current model at scrape time
+    /// (only the current model's, so these series do not accumulate).
     /// `drift_capacity` is `None` without instrumentation.
     pub fn observe(&self, store: &Arc<Store>, drift_capacity: Option<usize>) {
         let s = Arc::clone(store);
@@ -317,5 +341,48 @@ impl ServiceMetrics {
                 }
             })
             .build();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Telemetry;
+
+    #[test]
+    fn request_series_stop_growing_at_the_cardinality_limit() {
+        let telemetry = Telemetry::with_cardinality_limits(CARDINALITY_LIMITS).unwrap();
+        let metrics = ServiceMetrics::new(&telemetry.meter(), true);
+        let limit = 3 * MODEL_VERSIONS_KEPT + 3;
+        // Far more model versions than kept, as endless reloads would make.
+        for version in 0..(2 * MODEL_VERSIONS_KEPT) {
+            let labels = ModelLabels::new(&format!("v{version}"), &[], &[]);
+            metrics.touch_outcomes(&labels);
+        }
+        let text = telemetry.render().unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("model_prediction_requests_total{"))
+            .count();
+        assert!(series <= limit + 1, "{series} series, limit {limit}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("model_prediction_requests_total{")
+                    && l.contains("otel_metric_overflow=\"true\"")),
+            "the excess is folded into the overflow series:\n{text}"
+        );
+    }
+
+    #[test]
+    fn every_limited_instrument_is_a_documented_service_metric() {
+        // A misspelt name would silently leave the SDK default in place.
+        let docs = include_str!("../../docs/metrics.md");
+        let service = docs.split("## Service").nth(1).unwrap_or_default();
+        for (name, _) in CARDINALITY_LIMITS {
+            assert!(
+                service.contains(&format!("| {name}")),
+                "{name} is not in docs/metrics.md's service table"
+            );
+        }
     }
 }

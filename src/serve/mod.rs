@@ -125,8 +125,20 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // The port first: "address in use" is a start-up error before the
     // (possibly slow) model load, and a `:0` port is known when logged.
     let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
+    tracing::info!(
+        listen = %address,
+        model_path = %args.model_path.display(),
+        instrumented,
+        drift_window = args.drift_window,
+        header_read_timeout = %humantime::format_duration(args.header_read_timeout),
+        body_read_timeout = %humantime::format_duration(args.body_read_timeout),
+        max_inflight_bodies = args.max_inflight_bodies,
+        "prediction service listening"
+    );
 
-    let telemetry = Arc::new(Telemetry::new()?);
+    let telemetry = Arc::new(Telemetry::with_cardinality_limits(
+        metrics::CARDINALITY_LIMITS,
+    )?);
     let meter = telemetry.meter();
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
@@ -198,16 +210,6 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         app.map_to_response().boxed()
     };
 
-    tracing::info!(
-        listen = %address,
-        model_path = %args.model_path.display(),
-        instrumented,
-        drift_window = args.drift_window,
-        header_read_timeout = %humantime::format_duration(args.header_read_timeout),
-        body_read_timeout = %humantime::format_duration(args.body_read_timeout),
-        max_inflight_bodies = args.max_inflight_bodies,
-        "prediction service listening"
-    );
     let options = ServerOptions {
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: SHUTDOWN_GRACE,

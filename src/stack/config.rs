@@ -22,6 +22,9 @@ pub struct Endpoints {
     pub trainers: Vec<SocketAddr>,
     pub prometheus: SocketAddr,
     pub alertmanager: SocketAddr,
+    /// Base URL of the rendered runbooks (each alert an anchor): the alerts'
+    /// external label `runbook_base` and the dashboards' `runbook_base`.
+    pub runbooks: String,
 }
 
 impl Endpoints {
@@ -90,15 +93,29 @@ pub fn prometheus(
     if let Some(d) = timing.evaluation_interval {
         global.insert(key("evaluation_interval"), duration(d));
     }
+    let labels = global
+        .entry(key("external_labels"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    mapping_mut(labels, "global.external_labels")?.insert(
+        key("runbook_base"),
+        Value::String(endpoints.runbooks.clone()),
+    );
     root.insert(
         key("rule_files"),
         Value::Sequence(vec![Value::String(rule_glob.to_owned())]),
     );
 
-    let alerting = serde_yaml::to_value(serde_json::json!({
-        "alertmanagers": [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
-    }))?;
-    root.insert(key("alerting"), alerting);
+    // Only the Alertmanager address changes; alert_relabel_configs (which
+    // keep runbook_base off the alerts) stay as written.
+    let alerting = root
+        .entry(key("alerting"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    mapping_mut(alerting, "alerting")?.insert(
+        key("alertmanagers"),
+        serde_yaml::to_value(serde_json::json!(
+            [{"static_configs": [{"targets": [endpoints.alertmanager.to_string()]}]}]
+        ))?,
+    );
 
     let jobs = root
         .get_mut(key("scrape_configs"))
@@ -224,8 +241,27 @@ pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-/// The dashboard provider file pointed at the repository's dashboards, so
-/// the JSON files are read in place rather than copied.
+/// A provisioned dashboard with its `runbook_base` constant set to
+/// `runbooks`: Grafana does not expand anything in dashboard JSON, so the
+/// constant is filled here, at provisioning.
+pub fn grafana_dashboard(source: &str, runbooks: &str) -> anyhow::Result<String> {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(source).context("dashboard is not valid JSON")?;
+    let variables = doc["templating"]["list"]
+        .as_array_mut()
+        .context("dashboard has no templating.list")?;
+    let constant = variables
+        .iter_mut()
+        .find(|v| v["name"] == "runbook_base" && v["type"] == "constant")
+        .context("dashboard has no constant variable runbook_base")?;
+    let value = serde_json::Value::String(runbooks.to_owned());
+    constant["query"] = value.clone();
+    constant["current"] = serde_json::json!({"selected": false, "text": value, "value": value});
+    constant["options"] = serde_json::json!([{"selected": true, "text": value, "value": value}]);
+    Ok(serde_json::to_string_pretty(&doc)? + "\n")
+}
+
+/// The dashboard provider file pointed at the derived dashboards.
 pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
     let mut doc: Value =
         serde_yaml::from_str(source).context("dashboard provider file is not valid YAML")?;
@@ -395,10 +431,30 @@ pub fn write(
         grafana.join("datasources/prometheus.yml"),
         grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
     )?;
+    // Copies with the runbook base filled in, at the top of the provider's
+    // path like in the repository: with foldersFromFilesStructure they land
+    // in the General folder, as under docker-compose and NixOS.
+    let dashboards = out.join("grafana/dashboards");
+    std::fs::create_dir_all(&dashboards)?;
+    for file in std::fs::read_dir(assets.dashboards_dir())
+        .with_context(|| format!("cannot list {}", assets.dashboards_dir().display()))?
+    {
+        let path = file?.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let source = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.file_name().context("dashboard without a name")?;
+            std::fs::write(
+                dashboards.join(name),
+                grafana_dashboard(&source, &endpoints.runbooks)
+                    .with_context(|| format!("in {}", path.display()))?,
+            )?;
+        }
+    }
     let provider = assets.read("grafana/provisioning/dashboards/dashboard.yml")?;
     std::fs::write(
         grafana.join("dashboards/dashboard.yml"),
-        grafana_dashboards(&provider, &assets.dashboards_dir())?,
+        grafana_dashboards(&provider, &dashboards)?,
     )?;
     Ok(Written {
         prometheus_yml,
@@ -420,6 +476,7 @@ mod tests {
             ],
             prometheus: "127.0.0.1:19090".parse().unwrap(),
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
+            runbooks: "http://127.0.0.1:15001/runbooks".into(),
         }
     }
 
@@ -562,6 +619,46 @@ mod tests {
         )
         .unwrap();
         assert!(dashboards.contains("path: /repo/dash"), "{dashboards}");
+    }
+
+    #[test]
+    fn the_runbook_base_reaches_prometheus_and_the_dashboards() {
+        let text = prometheus(
+            &repo_file("prometheus/prometheus.yml"),
+            &endpoints(),
+            "/r/*.yml",
+            &Timing::default(),
+        )
+        .unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(
+            doc["global"]["external_labels"]["runbook_base"],
+            "http://127.0.0.1:15001/runbooks"
+        );
+        // The label stays off the alerts that reach Alertmanager.
+        assert_eq!(
+            doc["alerting"]["alert_relabel_configs"][0]["regex"],
+            "runbook_base"
+        );
+        assert_eq!(
+            doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+            "127.0.0.1:19093"
+        );
+        let dashboard = grafana_dashboard(
+            &repo_file("grafana/provisioning/dashboards/predict_api_dashboard.json"),
+            "https://runbooks.example/ml",
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        let constant = doc["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "runbook_base")
+            .unwrap();
+        assert_eq!(constant["query"], "https://runbooks.example/ml");
+        assert_eq!(constant["current"]["value"], "https://runbooks.example/ml");
+        assert!(grafana_dashboard("{\"templating\": {\"list\": []}}", "http://x").is_err());
     }
 
     #[test]

@@ -17,6 +17,11 @@ use super::children::{find_binary, Supervised};
 use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
+use super::runbooks;
+
+/// The rendered runbooks, shared by every request.
+#[derive(Clone)]
+struct RunbookPage(Arc<String>);
 
 /// The Debian/Ubuntu command that installs what the stack needs.
 /// Without recommends: they pull in a few dozen packages nobody asked for.
@@ -84,6 +89,9 @@ pub struct StackConfig {
     pub drift_window: usize,
     /// Start Grafana when a server binary is on PATH.
     pub grafana: bool,
+    /// Base URL of the runbooks for alerts and dashboards; `None` is the
+    /// page the launcher's own HTTP server renders from docs/runbooks.md.
+    pub runbook_url: Option<String>,
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -187,13 +195,19 @@ impl Stack {
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
         let p = &config.ports;
+        let runbook_url = match &config.runbook_url {
+            Some(url) => runbooks::check_url(url)?,
+            None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
+        };
         let endpoints = Endpoints {
             apps: vec![loopback(p.app)],
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
+            runbooks: runbook_url.clone(),
         };
         let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
+        let runbook_page = runbooks::load(&config.assets.root)?;
         let written = config::write(
             &config.assets,
             &state.join("config"),
@@ -204,7 +218,7 @@ impl Stack {
 
         let inbox = AlertInbox::default();
         let (acceptor, _) = crate::listen::bind(loopback(p.webhook)).await?;
-        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone()));
+        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone(), runbook_page));
 
         let mut core = Vec::new();
         core.push(Supervised::spawn(
@@ -236,6 +250,7 @@ impl Stack {
             ),
             ("Prometheus", format!("http://{}", endpoints.prometheus)),
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
+            ("runbooks", runbook_url),
         ];
         if config.grafana {
             if let Some(binary) = &binaries.grafana {
@@ -359,8 +374,14 @@ impl Stack {
     }
 }
 
-async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox) {
-    use poem::{handler, post, web::Data, web::Json, EndpointExt, Route};
+/// The launcher's HTTP server: the Alertmanager webhook (POST /alerts) and
+/// the rendered runbooks (GET /runbooks).
+async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox, page: String) {
+    use poem::{get, handler, post, web::Data, web::Html, web::Json, EndpointExt, Route};
+    #[handler]
+    fn runbook_page(Data(page): Data<&RunbookPage>) -> Html<String> {
+        Html(page.0.as_str().to_owned())
+    }
     #[handler]
     fn alerts(Json(body): Json<Value>, Data(inbox): Data<&AlertInbox>) -> &'static str {
         let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
@@ -375,9 +396,15 @@ async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox)
         "ok"
     }
     let app = Route::new()
-        .at("/alerts", post(alerts))
-        .with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT))
-        .data(inbox);
+        // The body limit guards the webhook only: SizeLimit answers 411 to
+        // a request without Content-Length, which is every GET.
+        .at(
+            "/alerts",
+            post(alerts).with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT)),
+        )
+        .at(runbooks::PATH, get(runbook_page))
+        .data(inbox)
+        .data(RunbookPage(Arc::new(page)));
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
         tracing::error!("alert webhook stopped: {e}");
     }

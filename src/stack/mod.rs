@@ -1,15 +1,17 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
 //! from the repository's own files ([`config`]), the children's command
-//! lines ([`commands`]), supervised child processes ([`children`]), the launcher that runs everything on 127.0.0.1
-//! ([`launcher`]), the state directory a demo may clear ([`state`]) and
-//! `mlwatch up` on top of it ([`up`]). Tests, `mlwatch demo` and `nix run`
-//! use the same code, so there is never a second hand-written copy of a
-//! config or a second way to start the stack.
+//! lines ([`commands`]), supervised child processes ([`children`]), the
+//! launcher that runs everything on 127.0.0.1 ([`launcher`], which also
+//! serves the rendered runbooks, [`runbooks`]), the state directory a demo
+//! may clear ([`state`]) and `mlwatch up` on top of it ([`up`]). Tests,
+//! `mlwatch demo` and `nix run` use the same code, so there is never a second
+//! hand-written copy of a config or a second way to start the stack.
 
 pub(crate) mod children;
 pub mod commands;
 pub mod config;
 pub(crate) mod grafana;
 pub mod launcher;
+pub mod runbooks;
 pub(crate) mod state;
 pub mod up;

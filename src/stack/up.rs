@@ -29,6 +29,11 @@ pub struct UpArgs {
     /// Port of the built-in webhook that prints alerts.
     #[arg(long, default_value_t = 5001)]
     pub webhook_port: u16,
+    /// Base URL of the runbooks (each alert an anchor, e.g. URL#higherrorrate),
+    /// used by the alerts' runbook_url and the dashboards' runbook links
+    /// (default: the page this command serves, http://127.0.0.1:<webhook-port>/runbooks).
+    #[arg(long, env = "MLWATCH_RUNBOOK_URL")]
+    pub runbook_url: Option<String>,
     /// Do not start Grafana even if it is installed.
     #[arg(long)]
     pub no_grafana: bool,
@@ -102,6 +107,7 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         trainer_args,
         drift_window: 1000,
         grafana: !args.no_grafana,
+        runbook_url: args.runbook_url.clone(),
     };
     let mut stack = Stack::start(&config, &binaries).await?;
     print_urls(&stack);

@@ -146,6 +146,8 @@ pub fn substitute_variables(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
+        .replace("${job}", ".*")
+        .replace("$job", ".*")
         .replace("${instance}", ".*")
         .replace("$instance", ".*")
         .replace("${model_version}", ".*")

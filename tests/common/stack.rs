@@ -230,6 +230,9 @@ impl LiveStack {
             trainers: trainer_addresses,
             prometheus: loopback(),
             alertmanager: loopback(),
+            // No runbook server in these tests; the links are checked on a
+            // real `mlwatch up` (tests/runbook_links.rs).
+            runbooks: "http://runbooks.invalid/runbooks".into(),
         };
         let webhook = Webhook::start();
         let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).expect("repository assets");

@@ -171,6 +171,9 @@ fn seal(
     artifact.seal().expect("seal artifact")
 }
 
+/// What `mlwatch serve` logs, just before the bound address, once bound.
+pub const LISTENING: &str = "prediction service listening listen=";
+
 /// A running `mlwatch serve`, killed when dropped.
 pub struct Service {
     pub process: Process,
@@ -192,17 +195,17 @@ impl Service {
     }
 
     pub fn start_in(dir: tempfile::TempDir, model_path: PathBuf, extra_args: &[&str]) -> Self {
-        let port = common::free_port();
-        let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
             "serve",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--model-path",
             model_path.to_str().expect("utf-8 path"),
         ];
         args.extend_from_slice(extra_args);
         let mut process = Process::mlwatch("serve", &args, dir.path());
+        // The service binds (and logs the port) before it loads the model.
+        let listen = common::listening_address(&mut process, LISTENING);
         let base = format!("http://{listen}");
         common::wait_for_status(
             &format!("{base}/health"),

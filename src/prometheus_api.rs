@@ -1,5 +1,6 @@
-//! A small client for the Prometheus HTTP API: range queries, instant
-//! queries and the current alerts.
+//! The one client of the Prometheus HTTP API in mlwatch (the report, the
+//! demo and the tests use it): range queries, instant queries and the
+//! current alerts.
 //!
 //! Every error names the Prometheus URL. A connection that fails is
 //! [`Error::Unreachable`] (the report cannot go on); a query Prometheus
