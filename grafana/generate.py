@@ -399,7 +399,11 @@ def targets_up(what, mappings_down):
     return stat("Targets up",
                 f"up: 1 while Prometheus scrapes the {what}, 0 when the scrape "
                 "fails. An instant query: a dead target shows down within one "
-                "scrape interval.",
+                "scrape interval." + (
+                    " A trainer that finished and exited is down by design; "
+                    "TrainingTargetDown fires only if its last report said it "
+                    "was still training." if what == "trainer" else
+                    " MlApiDown fires after 1 m down."),
                 [q(f"up{{{I}}}", "{{instance}}")],
                 unit="none", w=4, thresholds=steps(("red", None), ("green", 1)),
                 mappings=bool_mapping(mappings_down, "red", "up", "green"),
@@ -1125,6 +1129,31 @@ def folder_layout():
     return problems
 
 
+def set_variable(d, name, value):
+    for v in d["templating"]["list"]:
+        if v["name"] == name:
+            v["query"] = value
+            v["current"] = {"selected": False, "text": value, "value": value}
+            v["options"] = [{"selected": True, "text": value, "value": value}]
+
+
+def write_provisioned(out, runbook_url, mlflow_url):
+    """The dashboards with other provisioning-time values (NixOS module,
+    a compose deployment whose runbooks live elsewhere)."""
+    if not re.match(r"^https?://[^#]+$", runbook_url):
+        print(f"--runbook-url {runbook_url!r} must be an absolute http(s) URL "
+              "without a #fragment", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for filename, build in DASHBOARDS.items():
+        d = build()
+        set_variable(d, "runbook_base", runbook_url.rstrip("/"))
+        set_variable(d, "mlflow_url", mlflow_url.rstrip("/"))
+        (out / filename).write_text(render(d), encoding="utf-8")
+        print(f"wrote {out / filename}")
+    return 0
+
+
 def render(d):
     return json.dumps(d, indent=2, ensure_ascii=False) + "\n"
 
@@ -1135,7 +1164,16 @@ def main():
                     help="write nothing; fail if the committed JSON is stale")
     ap.add_argument("--metrics", action="store_true",
                     help="print the metric and recording-rule names queried")
+    ap.add_argument("--out", type=Path,
+                    help="write the dashboards into this directory instead "
+                         "(for provisioning with other constants)")
+    ap.add_argument("--runbook-url", default=RUNBOOK_DEFAULT,
+                    help="runbook_base constant (with --out; default %(default)s)")
+    ap.add_argument("--mlflow-url", default=MLFLOW_DEFAULT,
+                    help="mlflow_url default (with --out; default %(default)s)")
     args = ap.parse_args()
+    if args.out:
+        return write_provisioned(args.out, args.runbook_url, args.mlflow_url)
 
     failed = False
     used = set()

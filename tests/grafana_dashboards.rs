@@ -7,7 +7,9 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use common::queries::{dashboard_queries, dashboards, panels, parse, repo, substitute_variables};
+use common::queries::{
+    annotation_queries, dashboard_queries, dashboards, panels, parse, repo, substitute_variables,
+};
 use common::stack::{batch_for, eventually, LiveStack, StackOptions};
 use mlwatch::train::Algorithm;
 use serde_json::Value;
@@ -237,6 +239,14 @@ fn every_panel_shows_live_data() {
         }
     }
     assert!(checked >= 40, "queries checked: {checked}");
+    // Annotation queries: Prometheus accepts every one (stack.query asserts
+    // success), and the alert markers have the alert that fired.
+    for query in annotation_queries() {
+        let result = stack.query(&substitute_variables(&query.expr));
+        if query.origin.contains("Firing alerts") && query.origin.starts_with("predict_api") {
+            assert!(!result.is_empty(), "{}: no firing alert", query.origin);
+        }
+    }
     assert!(
         empty.is_empty(),
         "panels that would show \"No data\":\n{}",

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::queries::{dashboard_queries, metric_names, parse, rule_queries};
+use common::queries::{annotation_queries, dashboard_queries, metric_names, parse, rule_queries};
 
 /// Series Prometheus itself provides.
 const BUILT_IN: &[&str] = &[
@@ -39,14 +39,16 @@ fn every_rule_and_dashboard_query_selects_known_metrics() {
     let known = known_metrics();
     let (rules, _) = rule_queries();
     let dashboards = dashboard_queries();
+    let annotations = annotation_queries();
     assert!(rules.len() >= 20, "rules found: {}", rules.len());
+    assert!(annotations.len() >= 8, "annotations: {}", annotations.len());
     assert!(
         dashboards.len() >= 40,
         "dashboard queries found: {}",
         dashboards.len()
     );
     let mut unknown = Vec::new();
-    for query in rules.iter().chain(&dashboards) {
+    for query in rules.iter().chain(&dashboards).chain(&annotations) {
         for name in metric_names(&parse(query)) {
             if !known.contains(&name) {
                 unknown.push(format!("{}: {name}", query.origin));

@@ -293,6 +293,18 @@ pub fn parse(file: &Path, json: &Value) -> anyhow::Result<Dashboard> {
         .iter()
         .map(|v| variable(file, v))
         .collect::<anyhow::Result<_>>()?;
+    // Links as Grafana would open them: `${runbook_base}` and the other
+    // dashboard-wide values filled in (per-row `${__data…}` stays).
+    let variables: Vec<(String, Option<String>)> = variables;
+    for panel in sections.iter_mut().flat_map(|s| s.panels.iter_mut()) {
+        for (_, url) in &mut panel.links {
+            for (name, value) in &variables {
+                if let Some(value) = value {
+                    *url = url.replace(&format!("${{{name}}}"), value);
+                }
+            }
+        }
+    }
     let unsupported: Vec<String> = sections
         .iter()
         .flat_map(|s| &s.panels)
@@ -418,6 +430,29 @@ fn parse_panel(p: &Value) -> Panel {
     }
     // Anything the report would otherwise drop without a word.
     let mut unsupported = Vec::new();
+    if let PanelKind::Other(kind) = &kind {
+        unsupported.push(format!("panel type {kind}"));
+    }
+    for t in p["transformations"].as_array().into_iter().flatten() {
+        let id = t["id"].as_str().unwrap_or("?");
+        if !matches!(id, "organize" | "sortBy") {
+            unsupported.push(format!("transformation {id}"));
+        }
+    }
+    if let Some(calc) = p["options"]["reduceOptions"]["calcs"][0].as_str() {
+        if !matches!(
+            calc,
+            "last" | "lastNotNull" | "mean" | "max" | "min" | "sum" | "first" | "firstNotNull"
+        ) {
+            unsupported.push(format!("reducer {calc}"));
+        }
+    }
+    for m in defaults["mappings"].as_array().into_iter().flatten() {
+        let kind = m["type"].as_str().unwrap_or("?");
+        if !matches!(kind, "value" | "range") {
+            unsupported.push(format!("value mapping of type {kind}"));
+        }
+    }
     let overrides = p["fieldConfig"]["overrides"]
         .as_array()
         .map(Vec::as_slice)
@@ -463,11 +498,13 @@ fn parse_panel(p: &Value) -> Panel {
             })
         })
         .collect();
+    // Panel links, then data links (per row or point, e.g. the MLflow run
+    // of a model_info row): the page lists both, with their URL templates.
     let links = p["links"]
         .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
+        .into_iter()
+        .flatten()
+        .chain(defaults["links"].as_array().into_iter().flatten())
         .filter_map(|l| Some((text(&l["title"]), l["url"].as_str()?.to_owned())))
         .collect();
     Panel {
@@ -755,6 +792,18 @@ mod tests {
                 {"matcher": {"id": "byFrameRefID", "options": "A"}, "properties": []}]}}]});
         let err = parse(Path::new("d.json"), &json).unwrap_err().to_string();
         assert!(err.contains("override matcher byFrameRefID"), "{err}");
+        let json = serde_json::json!({"panels": [{"type": "table", "title": "T",
+            "transformations": [{"id": "merge", "options": {}}],
+            "options": {"reduceOptions": {"calcs": ["range"]}}},
+            {"type": "piechart", "title": "P"}]});
+        let err = parse(Path::new("d.json"), &json).unwrap_err().to_string();
+        for what in [
+            "transformation merge",
+            "reducer range",
+            "panel type piechart",
+        ] {
+            assert!(err.contains(what), "{what}: {err}");
+        }
         let json = serde_json::json!({"panels": [], "templating": {"list": [
             {"type": "adhoc", "name": "filters"}]}});
         let err = parse(Path::new("d.json"), &json).unwrap_err().to_string();

@@ -4,8 +4,8 @@
 //! launcher that runs everything on 127.0.0.1 ([`launcher`], which also
 //! serves the rendered runbooks, [`runbooks`]), the state directory a demo
 //! may clear ([`state`]) and `mlwatch up` on top of it ([`up`]). Tests,
-//! `mlwatch demo` and `nix run` use the same code, so there is never a second
-//! hand-written copy of a config or a second way to start the stack.
+//! `mlwatch demo` and `nix run` use the same code, so there is never a
+//! second hand-written copy of a config or a second way to start the stack.
 
 pub(crate) mod children;
 pub mod commands;

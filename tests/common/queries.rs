@@ -141,6 +141,29 @@ pub fn dashboard_queries() -> Vec<Query> {
     queries
 }
 
+/// The dashboards' annotation queries (markers; may legitimately be empty,
+/// so they are not among the panel queries that must return data).
+pub fn annotation_queries() -> Vec<Query> {
+    let mut queries = Vec::new();
+    for (path, dashboard) in dashboards() {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for a in dashboard["annotations"]["list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if let Some(expr) = a["target"]["expr"].as_str() {
+                queries.push(Query {
+                    origin: format!("{file} annotation {:?}", a["name"]),
+                    expr: expr.to_owned(),
+                    optional_without_gpu: false,
+                });
+            }
+        }
+    }
+    queries
+}
+
 /// Grafana's variables replaced by what they expand to with "All" chosen.
 pub fn substitute_variables(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
