@@ -238,6 +238,26 @@ def nix_eval(expr: str):
     return json.loads(run.stdout), None
 
 
+def check_dashboard_constants() -> None:
+    """nix/lib/dashboard-constants.jq rewrites the dashboards exactly as generate.py --out does."""
+    if shutil.which("jq") is None:
+        check(False, "jq found (Debian package jq)")
+        return
+    import tempfile
+    runbook, mlflow = "https://runbooks.example.org/runbooks", "https://mlflow.example.org"
+    with tempfile.TemporaryDirectory() as out:
+        gen = subprocess.run([sys.executable, str(REPO / "grafana/generate.py"), "--out", out,
+                              "--runbook-url", runbook, "--mlflow-url", mlflow], capture_output=True, text=True)
+        if not check(gen.returncode == 0, f"grafana/generate.py --out writes dashboards ({gen.stderr.strip()[:200]})"):
+            return
+        for path in sorted((REPO / "grafana/provisioning/dashboards").glob("*.json")):
+            run = subprocess.run(["jq", "--arg", "runbook_base", runbook, "--arg", "mlflow_url", mlflow,
+                                  "-f", str(REPO / "nix/lib/dashboard-constants.jq"), str(path)],
+                                 capture_output=True, text=True)
+            ok = run.returncode == 0 and json.loads(run.stdout) == json.loads((Path(out) / path.name).read_text())
+            check(ok, f"nix/lib/dashboard-constants.jq rewrites {path.name} as generate.py --out does")
+
+
 def check_module_eval() -> None:
     """What the module hands nixpkgs' services equals the repo files, with only the named differences."""
     try:
@@ -259,7 +279,8 @@ def check_module_eval() -> None:
             continue
         check(True, f"nix/module.nix evaluates (train.enable = {train})")
         local = {"ml-api": ["127.0.0.1:9000"], "prometheus": ["127.0.0.1:9090"],
-                 "model-training": ["127.0.0.1:8002"] if train else [], "alertmanager": ["127.0.0.1:9093"]}
+                 "model-training": ["127.0.0.1:8002"] if train else [], "alertmanager": ["127.0.0.1:9093"],
+                 "mlflow": ["127.0.0.1:5000"]}
         expected_jobs = []
         for job in prom["scrape_configs"]:
             if not local.get(job["job_name"]):
@@ -268,7 +289,10 @@ def check_module_eval() -> None:
                                   "static_configs": [{"targets": local[job["job_name"]]}]})
         check(got["scrapeConfigs"] == expected_jobs,
               f"module scrape jobs = prometheus.yml's with local targets (train.enable = {train})")
-        check(got["globalConfig"] == prom["global"], "module global config = prometheus.yml's")
+        expected_global = {**prom["global"], "external_labels": {
+            **prom["global"].get("external_labels", {}), "runbook_base": "http://127.0.0.1:5002/runbooks"}}
+        check(got["globalConfig"] == expected_global,
+              "module global config = prometheus.yml's, external label runbook_base = services.mlwatch.runbookUrl")
         check(got["ruleFiles"] == [f"/nix/store/mlwatch-assets/share/mlwatch/prometheus/rules/{r}" for r in rules],
               f"module loads every rule file of prometheus/rules ({rules})")
         check(got["listenAddress"] == "127.0.0.1", "Prometheus listens on 127.0.0.1")
@@ -276,9 +300,14 @@ def check_module_eval() -> None:
         expected_ds = [{**d, "url": "http://127.0.0.1:9090"} for d in datasources["datasources"]]
         check(got["grafanaDatasources"] == expected_ds, "module datasource = grafana's, url -> local Prometheus")
         expected_pv = [{**p, "options": {**p["options"],
-                        "path": "/nix/store/mlwatch-assets/share/mlwatch/grafana/provisioning/dashboards"}}
+                        "path": "/nix/store/mlwatch-dashboards"}}
                        for p in providers["providers"]]
-        check(got["grafanaProviders"] == expected_pv, "module dashboard provider = grafana's, path -> the store")
+        check(got["grafanaProviders"] == expected_pv,
+              "module dashboard provider = grafana's, path -> the dashboards with this host's constants")
+        check("runbooks --assets /nix/store/mlwatch-assets/share/mlwatch --listen 127.0.0.1:5002" in (got["runbooksExec"] or ""),
+              "mlwatch-runbooks serves the assets' runbooks on runbooks.address:port")
+        check(got["trainEnvironment"].get("MLFLOW_TRACKING_URI") == "http://127.0.0.1:5000" if train else True,
+              "with mlflow.enable the trainer logs to the local MLflow server")
         train_units = {"mlwatch-train", "mlwatch-train-initial"}
         check(train_units <= set(got["units"]) if train else not (train_units & set(got["units"])),
               f"training units present iff train.enable ({sorted(got['units'])})")
@@ -296,7 +325,8 @@ def check_module_eval() -> None:
     check(bool(api_job) and api_job["static_configs"] == [{"targets": ["api1:9000", "api2:9000"]}],
           "a monitoring host scrapes prometheus.apiTargets")
     check("model-training" not in {j["job_name"] for j in got["scrapeConfigs"]}, "no trainer targets: no model-training job")
-    check(got["globalConfig"].get("external_labels") == {"replica": "monitor1"}, "prometheus.replica sets the replica external label")
+    check(got["globalConfig"].get("external_labels") == {"runbook_base": "http://127.0.0.1:5002/runbooks", "replica": "monitor1"},
+          "prometheus.replica adds the replica external label beside runbook_base")
     check(got["alertmanagerFlags"] == ["--cluster.listen-address=0.0.0.0:9094", "--cluster.peer=monitor2:9094"],
           f"alertmanager.peers turns gossip on with those peers (found {got['alertmanagerFlags']})")
     check(got["firewall"] == [9094], f"an HA Alertmanager opens only its gossip port (found {got['firewall']})")
@@ -379,6 +409,9 @@ def main() -> int:
         "grafana/provisioning/datasources/prometheus.yml",
         "grafana/provisioning/dashboards/dashboard.yml",
     ])
+
+    print("== nix/lib/dashboard-constants.jq against grafana/generate.py --out")
+    check_dashboard_constants()
 
     print("== nix/module.nix, evaluated without nixpkgs (.ci/module-eval.nix)")
     check_module_eval()

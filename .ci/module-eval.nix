@@ -14,6 +14,7 @@
 , apiTargets ? if serveEnable then [ "127.0.0.1:9000" ] else [ ]
 , peers ? [ ]
 , replica ? null
+, mlflowEnable ? true
 }:
 
 let
@@ -37,6 +38,11 @@ let
     mkMerge = builtins.foldl' merge { };
     optionalString = cond: s: if cond then s else "";
     optionalAttrs = cond: set: if cond then set else { };
+    optionals = cond: xs: if cond then xs else [ ];
+    filterAttrs = pred: set: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })
+      (builtins.filter (name: pred name set.${name}) (builtins.attrNames set)));
+    escapeShellArg = s: "'${s}'";
+    getExe' = p: name: "${p}/bin/${name}";
     toInt = builtins.fromJSON;
     last = list: builtins.elemAt list (builtins.length list - 1);
     mkOption = option: option;
@@ -68,6 +74,18 @@ let
       package = "/nix/store/mlwatch";
       gpu.enable = false;
       openFirewall = true;
+      runbookUrl = "http://127.0.0.1:5002/runbooks";
+      runbooks = { enable = true; address = "127.0.0.1"; port = 5002; };
+      mlflow = {
+        enable = mlflowEnable;
+        package = "/nix/store/mlflow-server";
+        address = "127.0.0.1";
+        port = 5000;
+        experiment = "mlwatch";
+        url = "http://127.0.0.1:5000";
+        exposePrometheus = true;
+        extraArgs = [ ];
+      };
       serve = {
         enable = serveEnable;
         address = "0.0.0.0";
@@ -109,7 +127,13 @@ let
 
   pkgs = {
     coreutils = "/nix/store/coreutils";
+    jq = "/nix/store/jq";
     mlwatch-assets = "/nix/store/mlwatch-assets";
+    runCommand = name: _: _: "/nix/store/${name}";
+    python3Packages = {
+      prometheus-flask-exporter = "/nix/store/prometheus-flask-exporter";
+      makePythonPath = map (p: "${p}/lib/python3/site-packages");
+    };
   };
 
   module = import ../nix/module.nix {
@@ -123,8 +147,11 @@ in
   alertmanagerFlags = module.config.services.prometheus.alertmanager.extraFlags or [ ];
   grafanaDatasources = module.config.services.grafana.provision.datasources.settings.datasources;
   grafanaProviders = module.config.services.grafana.provision.dashboards.settings.providers;
-  units = builtins.attrNames (module.config.systemd.services or { });
+  units = builtins.attrNames (lib.filterAttrs (_: unit: unit != skip) (module.config.systemd.services or { }));
   firewall = orElse [ ] (module.config.networking.firewall.allowedTCPPorts or [ ]);
   trainExec = module.config.systemd.services.mlwatch-train.serviceConfig.ExecStart or null;
   serveExec = module.config.systemd.services.mlwatch-serve.serviceConfig.ExecStart or null;
+  runbooksExec = module.config.systemd.services.mlwatch-runbooks.serviceConfig.ExecStart or null;
+  mlflowExec = module.config.systemd.services.mlwatch-mlflow.serviceConfig.ExecStart or null;
+  trainEnvironment = module.config.systemd.services.mlwatch-train.environment or { };
 }

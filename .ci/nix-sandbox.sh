@@ -14,9 +14,10 @@
 # Each argument LABEL=BINDIR names one generation of the monitoring stack:
 # the whole test suite runs once per generation, with BINDIR first on PATH
 # (an empty BINDIR means the system's own binaries). Arguments after `--`
-# go to `cargo test`.
+# go to `cargo test`. `--path DIR` (repeatable) puts DIR on PATH for every
+# generation, as a nativeCheckInputs entry would (e.g. the MLflow venv).
 #
-#   .ci/nix-sandbox.sh debian-12= nixpkgs-3.x=target/tools/prometheus-3/root/usr/bin
+#   .ci/nix-sandbox.sh --path target/mlflow-venv/bin debian-12= prometheus-3=target/tools/prometheus-3/root/usr/bin
 #
 # Exits non-zero when any generation fails, naming it.
 set -euo pipefail
@@ -24,9 +25,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
 
 generations=()
+extra_path=""
 while (($#)); do
   case "$1" in
   --) shift; break ;;
+  --path) extra_path="$extra_path:$(realpath "$2")"; shift 2 ;;
   *=*) generations+=("$1"); shift ;;
   *) echo "usage: $0 LABEL=BINDIR... [-- cargo test args]" >&2; exit 2 ;;
   esac
@@ -95,7 +98,7 @@ in_sandbox() {
   shift
   local tmp
   tmp="$(mktemp -d "$root/tmp.XXXXXX")"
-  local path="$toolchain_bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+  local path="$toolchain_bin${extra_path}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
   [[ -n $bindir ]] && path="$(realpath "$bindir"):$path"
   local status=0
   unshare -rn sh -c 'ip link set lo up && cd "$0" && exec "$@"' "$src" \

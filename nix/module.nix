@@ -69,6 +69,7 @@ let
   prometheusYml = yaml.readFile ../prometheus/prometheus.yml;
   localTargets = {
     "ml-api" = cfg.prometheus.apiTargets;
+    "mlflow" = optional (cfg.mlflow.enable && cfg.mlflow.exposePrometheus) (listen cfg.mlflow.address cfg.mlflow.port);
     "model-training" = cfg.prometheus.trainTargets;
     "prometheus" = [ "127.0.0.1:${toString config.services.prometheus.port}" ];
     "alertmanager" = optional cfg.alertmanager.enable "127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
@@ -96,8 +97,28 @@ let
     url = "http://127.0.0.1:${toString config.services.prometheus.port}";
   };
   providerOverrides = provider: {
-    options = provider.options // { path = "${assets}/grafana/provisioning/dashboards"; };
+    options = provider.options // { path = "${dashboards}"; };
   };
+
+  # The dashboards with this deployment's runbook base and MLflow URL: the
+  # same rewrite as `grafana/generate.py --out` (CI checks the two agree).
+  dashboards = pkgs.runCommand "mlwatch-dashboards" { nativeBuildInputs = [ pkgs.jq ]; } ''
+    mkdir -p $out
+    for dashboard in ${assets}/grafana/provisioning/dashboards/*.json; do
+      jq --arg runbook_base ${lib.escapeShellArg cfg.runbookUrl} \
+         --arg mlflow_url ${lib.escapeShellArg cfg.mlflow.url} \
+         -f ${./lib/dashboard-constants.jq} "$dashboard" > "$out/$(basename "$dashboard")"
+    done
+  '';
+
+  # prometheus.yml's external labels, with the runbook base every alert's
+  # runbook_url is built from, and the HA replica label when set.
+  externalLabels = (prometheusYml.global.external_labels or { })
+    // { runbook_base = cfg.runbookUrl; }
+    // lib.optionalAttrs (cfg.prometheus.replica != null) { inherit (cfg.prometheus) replica; };
+
+  mlflowDir = "/var/lib/mlwatch-mlflow";
+  mlflowUri = "http://${listen cfg.mlflow.address cfg.mlflow.port}";
 
   exe = lib.getExe cfg.package;
 
@@ -178,6 +199,90 @@ in
       GPU metrics: the units may open the NVIDIA device nodes (for NVML).
       Needs the NVIDIA driver (`hardware.nvidia`); the binary finds
       `libnvidia-ml.so` in /run/opengl-driver/lib'';
+
+    runbookUrl = mkOption {
+      type = types.str;
+      default = "http://${listen cfg.runbooks.address cfg.runbooks.port}/runbooks";
+      defaultText = lib.literalExpression ''"http://''${config.services.mlwatch.runbooks.address}:''${toString config.services.mlwatch.runbooks.port}/runbooks"'';
+      example = "https://monitoring.example.org/runbooks";
+      description = ''
+        Base URL of the runbooks: every alert's `runbook_url` and every
+        dashboard runbook link is this URL plus `#<alert name>`. The default
+        is the page {option}`services.mlwatch.runbooks` serves on this host,
+        reachable from this host only; set a URL the people on call can open
+        (e.g. that page behind the reverse proxy in front of Grafana).
+      '';
+    };
+
+    runbooks = {
+      enable = mkOption {
+        type = types.bool;
+        default = cfg.prometheus.enable || cfg.grafana.enable;
+        defaultText = lib.literalExpression "config.services.mlwatch.prometheus.enable || config.services.mlwatch.grafana.enable";
+        description = "Serve docs/runbooks.md rendered as HTML at `/runbooks` (`mlwatch-runbooks.service`).";
+      };
+
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        description = "Address the runbook page listens on.";
+      };
+
+      port = mkOption {
+        type = types.port;
+        default = 5002;
+        description = "Port of the runbook page.";
+      };
+    };
+
+    mlflow = {
+      enable = mkEnableOption ''
+        an MLflow tracking server (nixpkgs' `mlflow-server`, on 127.0.0.1, sqlite
+        store and proxied artifacts in /var/lib/mlwatch-mlflow) that the trainer
+        logs every run to; the dashboards link the served model to its run'';
+
+      package = mkPackageOption pkgs "mlflow-server" { };
+
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        description = "Address the MLflow server listens on.";
+      };
+
+      port = mkOption {
+        type = types.port;
+        default = 5000;
+        description = "Port of the MLflow server (REST API, artifact proxy and UI).";
+      };
+
+      experiment = mkOption {
+        type = types.str;
+        default = "mlwatch";
+        description = "MLflow experiment the trainer logs its runs to (created if missing).";
+      };
+
+      url = mkOption {
+        type = types.str;
+        default = mlflowUri;
+        defaultText = lib.literalExpression ''"http://''${config.services.mlwatch.mlflow.address}:''${toString config.services.mlwatch.mlflow.port}"'';
+        example = "https://mlflow.example.org";
+        description = "MLflow's UI as browsers reach it: the dashboards' `mlflow_url`, the target of their links from a served model to its run.";
+      };
+
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "--allowed-hosts" "mlflow.example.org" ];
+        description = "Extra arguments for `mlflow server` (MLflow 3 refuses `Host` headers it does not know: list the names browsers use).";
+      };
+
+      exposePrometheus = mkOption {
+        type = types.bool;
+        default = cfg.prometheus.enable;
+        defaultText = lib.literalExpression "config.services.mlwatch.prometheus.enable";
+        description = "Export MLflow's own metrics (`--expose-prometheus`) and scrape them as job `mlflow`.";
+      };
+    };
 
     serve = {
       enable = mkOption {
@@ -465,6 +570,8 @@ in
           Type = "oneshot";
           ExecStart = utils.escapeSystemdExecArgs
             ([ exe "train" "--listen" (listen cfg.train.address cfg.train.port) "--output" cfg.serve.modelPath ]
+              # At boot the MLflow server (Python) may take a while to listen.
+              ++ lib.optionals cfg.mlflow.enable [ "--mlflow-startup-wait" "120s" ]
               ++ cfg.train.args);
         };
       };
@@ -496,14 +603,93 @@ in
       };
     })
 
+    (mkIf cfg.runbooks.enable {
+      systemd.services.mlwatch-runbooks = {
+        description = "mlwatch runbooks (docs/runbooks.md as HTML)";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        serviceConfig = hardening // {
+          Type = "exec";
+          ExecStart = utils.escapeSystemdExecArgs
+            [ exe "runbooks" "--assets" assets "--listen" (listen cfg.runbooks.address cfg.runbooks.port) ];
+          Restart = "on-failure";
+          RestartSec = "5s";
+        };
+      };
+    })
+
+    (mkIf cfg.mlflow.enable {
+      systemd.services.mlwatch-mlflow = {
+        description = "MLflow tracking server for mlwatch";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        environment = {
+          # MLflow and gunicorn keep caches under $HOME.
+          HOME = mlflowDir;
+          MLFLOW_DISABLE_TELEMETRY = "true";
+          DO_NOT_TRACK = "true";
+        } // lib.optionalAttrs cfg.mlflow.exposePrometheus {
+          # `--expose-prometheus` imports prometheus_flask_exporter, an MLflow
+          # extra that the mlflow-server package need not bring.
+          PYTHONPATH = pkgs.python3Packages.makePythonPath [ pkgs.python3Packages.prometheus-flask-exporter ];
+        };
+        serviceConfig = {
+          Type = "exec";
+          DynamicUser = true;
+          StateDirectory = "mlwatch-mlflow";
+          StateDirectoryMode = "0750";
+          WorkingDirectory = mlflowDir;
+          ExecStart = utils.escapeSystemdExecArgs ([
+            (lib.getExe' cfg.mlflow.package "mlflow")
+            "server"
+            "--host"
+            cfg.mlflow.address
+            "--port"
+            (toString cfg.mlflow.port)
+            "--backend-store-uri"
+            "sqlite:///${mlflowDir}/mlflow.db"
+            "--artifacts-destination"
+            "${mlflowDir}/artifacts"
+            "--serve-artifacts"
+            "--workers"
+            "1"
+          ] ++ lib.optionals cfg.mlflow.exposePrometheus [ "--expose-prometheus" "${mlflowDir}/prometheus-metrics" ]
+          ++ cfg.mlflow.extraArgs);
+          Restart = "on-failure";
+          RestartSec = "5s";
+          CapabilityBoundingSet = "";
+          NoNewPrivileges = true;
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectControlGroups = true;
+          RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+          RestrictNamespaces = true;
+          LockPersonality = true;
+          SystemCallArchitectures = "native";
+        };
+      };
+
+      # The trainer logs every run to it (MLflow's own variables).
+      systemd.services.mlwatch-train = mkIf cfg.train.enable {
+        wants = [ "mlwatch-mlflow.service" ];
+        after = [ "mlwatch-mlflow.service" ];
+        environment = {
+          MLFLOW_TRACKING_URI = mlflowUri;
+          MLFLOW_EXPERIMENT_NAME = cfg.mlflow.experiment;
+        };
+      };
+    })
+
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = true;
         listenAddress = mkDefault "127.0.0.1";
-        globalConfig = lib.mapAttrs (_: mkDefault) prometheusYml.global
-          // lib.optionalAttrs (cfg.prometheus.replica != null) {
-          external_labels.replica = cfg.prometheus.replica;
-        };
+        globalConfig = lib.mapAttrs (_: mkDefault) (removeAttrs prometheusYml.global [ "external_labels" ])
+          // { external_labels = externalLabels; };
         inherit scrapeConfigs ruleFiles;
         alertmanagers = mkIf (cfg.prometheus.alertmanagerTargets != [ ]) [{
           static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];

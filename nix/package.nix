@@ -15,6 +15,8 @@
 , prometheus-alertmanager
 , prometheus-pushgateway
 , procps
+, mlflow-server
+, python3Packages
 }:
 
 let
@@ -41,15 +43,24 @@ rustPlatform.buildRustPackage {
   # `cargo test` runs in the build (doCheck defaults to true). The integration
   # tests drive real processes found on PATH: Prometheus and promtool
   # (prometheus.cli), Alertmanager and amtool, the Pushgateway (binary
-  # `pushgateway`), and `kill` to signal the processes they spawn (procps).
-  # Loopback networking is available inside the Linux build sandbox.
+  # `pushgateway`), `kill` to signal the processes they spawn (procps), and
+  # an MLflow tracking server (tests/mlflow_*.rs). Loopback networking is
+  # available inside the Linux build sandbox.
   nativeCheckInputs = [
     prometheus
     prometheus.cli
     prometheus-alertmanager
     prometheus-pushgateway
     procps
+    mlflow-server
   ];
+
+  # `mlflow server --expose-prometheus` (tests/mlflow_up.rs) imports
+  # prometheus_flask_exporter, an MLflow extra mlflow-server does not bring.
+  preCheck = ''
+    export PYTHONPATH=${python3Packages.makePythonPath [ python3Packages.prometheus-flask-exporter ]}''${PYTHONPATH:+:$PYTHONPATH}
+    export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+  '';
 
   # Tests are run single-threaded: several of them start servers and external
   # processes, and the sandbox's builder may have few cores.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde_json::Value;
 
 use crate::shutdown::Shutdown;
 use crate::stack::config::{Assets, Timing};
@@ -44,8 +43,8 @@ pub struct DemoArgs {
 }
 
 /// Finds Prometheus and Alertmanager; with `--install`, installs them first
-/// through apt-get (as root, without recommends, as a child process that a
-/// Ctrl-C stops); otherwise says how.
+/// through apt-get (as root, without recommends, as a child process awaited
+/// off the runtime's threads); otherwise says how.
 async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries> {
     let missing = match Binaries::locate() {
         Ok(b) => return Ok(b),
@@ -63,15 +62,22 @@ async fn binaries(install: bool, shutdown: &Shutdown) -> anyhow::Result<Binaries
         bail!("--install needs apt-get (Debian/Ubuntu); install Prometheus and Alertmanager another way (Nix: `nix run`)");
     }
     println!("installing Prometheus and Alertmanager: {INSTALL_HINT} -y");
-    let mut apt = tokio::process::Command::new("apt-get");
-    apt.args(install_args())
+    let mut apt = tokio::process::Command::new("apt-get")
+        .args(install_args())
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .kill_on_drop(true);
-    let status = shutdown
-        .guard("apt-get install", async {
-            apt.status().await.context("cannot run apt-get")
-        })
-        .await?;
+        .spawn()
+        .context("cannot run apt-get")?;
+    // apt-get is not killed on a stop request: an interrupted dpkg leaves
+    // packages half-configured. The demo stops once it is done (a second
+    // Ctrl-C still forces the exit).
+    let status = tokio::select! {
+        status = apt.wait() => status.context("cannot wait for apt-get")?,
+        _ = shutdown.requested() => {
+            println!("stopping once apt-get has finished (interrupting dpkg can break packages)");
+            let _ = apt.wait().await;
+            bail!("interrupted during apt-get install");
+        }
+    };
     if !status.success() {
         bail!("apt-get install failed ({status}); run `sudo {INSTALL_HINT}` yourself");
     }
@@ -140,32 +146,12 @@ where
     })
 }
 
-/// The `data` of a Prometheus API answer; an error for a failed request,
-/// a non-2xx status or `status` other than `success`.
-async fn prometheus_data(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request.send().await.context("Prometheus did not answer")?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("Prometheus answered {status} without JSON"))?;
-    anyhow::ensure!(
-        status.is_success() && body["status"] == "success",
-        "Prometheus answered {status}: {}",
-        body["error"].as_str().unwrap_or("no error message")
-    );
-    Ok(body["data"].clone())
-}
-
-async fn firing_alerts(client: &reqwest::Client, prometheus: &str) -> anyhow::Result<Vec<Value>> {
-    let data = prometheus_data(client.get(format!("{prometheus}/api/v1/alerts"))).await?;
-    Ok(data["alerts"]
-        .as_array()
-        .cloned()
+/// Unix seconds now, for instant queries.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-        .into_iter()
-        .filter(|a| a["state"] == "firing")
-        .collect())
 }
 
 #[derive(Parser)]
@@ -313,19 +299,15 @@ async fn story(
     // rate() needs a sample of the new model's counters from before the
     // traffic: a series whose first sample already holds the burst shows
     // no increase at all.
-    let scraped = format!("{prometheus}/api/v1/query");
+    let api = &crate::prometheus_api::Client::new(&prometheus)?;
     during(
         stack,
         shutdown,
         "training",
-        wait_until("Prometheus to scrape the loaded model twice", Duration::from_secs(60), || {
-            let client = client.clone();
-            let url = scraped.clone();
-            async move {
-                let query = [("query", "count_over_time(model_prediction_requests_total{status=\"success\",model_version!=\"none\"}[1m]) >= 2")];
-                let data = prometheus_data(client.post(&url).form(&query)).await?;
-                Ok(data["result"].as_array().filter(|r| !r.is_empty()).map(|_| ()))
-            }
+        wait_until("Prometheus to scrape the loaded model twice", Duration::from_secs(60), || async move {
+            let expr = "count_over_time(model_prediction_requests_total{status=\"success\",model_version!=\"none\"}[1m]) >= 2";
+            let samples = api.query(expr, now()).await?;
+            Ok((!samples.is_empty()).then_some(()))
         }),
     )
     .await?;
@@ -383,18 +365,16 @@ async fn story(
         wait_until(
             "DataDrift and InvalidInputSurge firing in Prometheus",
             limit,
-            || {
-                let client = client.clone();
-                let prometheus = prometheus.clone();
-                async move {
-                    let firing = firing_alerts(&client, &prometheus).await?;
-                    let names: Vec<&str> = firing
-                        .iter()
-                        .filter_map(|a| a["labels"]["alertname"].as_str())
-                        .collect();
-                    let all = EXPECTED_ALERTS.iter().all(|e| names.contains(e));
-                    Ok(all.then_some(firing))
-                }
+            || async move {
+                let firing: Vec<_> = api
+                    .alerts()
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.state == "firing")
+                    .collect();
+                let names: Vec<String> = firing.iter().map(|a| a.name()).collect();
+                let all = EXPECTED_ALERTS.iter().all(|e| names.iter().any(|n| n == e));
+                Ok(all.then_some(firing))
             },
         ),
     )
@@ -403,11 +383,11 @@ async fn story(
     for alert in &firing {
         println!(
             "  {:<20} {:<8} {}\n  {:<20} runbook: {}",
-            alert["labels"]["alertname"].as_str().unwrap_or("?"),
-            alert["labels"]["severity"].as_str().unwrap_or(""),
-            alert["annotations"]["description"].as_str().unwrap_or(""),
+            alert.name(),
+            alert.labels.get("severity").map_or("", String::as_str),
+            alert.annotation("description"),
             "",
-            alert["annotations"]["runbook_url"].as_str().unwrap_or("")
+            alert.annotation("runbook_url")
         );
     }
     println!("[5/5] writing the report");

@@ -65,7 +65,7 @@ fn alerts_fire_through_prometheus_and_alertmanager() {
         stack
             .prometheus_alerts("firing")
             .iter()
-            .any(|a| a["labels"]["alertname"] == "InvalidInputSurge")
+            .any(|a| a.name() == "InvalidInputSurge")
             .then_some(())
     });
     eventually("InvalidInputSurge at the webhook", WAIT, || {
@@ -84,8 +84,8 @@ fn alerts_fire_through_prometheus_and_alertmanager() {
         let firing: Vec<String> = stack
             .prometheus_alerts("firing")
             .iter()
-            .filter(|a| a["labels"]["alertname"] == "DataDrift")
-            .map(|a| a["labels"]["feature"].as_str().unwrap_or("").to_owned())
+            .filter(|a| a.name() == "DataDrift")
+            .map(|a| a.labels.get("feature").cloned().unwrap_or_default())
             .collect();
         (!firing.is_empty()).then_some(firing)
     });

@@ -20,7 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::stack::{batch_for, eventually, LiveStack, StackOptions};
+use common::stack::{batch_for, eventually, prometheus_query, LiveStack, StackOptions};
 use mlwatch::model::{Artifact, BinReference};
 use mlwatch::train::Algorithm;
 use ndarray::Array2;
@@ -118,6 +118,11 @@ fn psi_bounds(bins: &BinReference, per_replica: &[Vec<u64>], delta: f64) -> (f64
     (exact, low - 1e-9, high + 1e-9)
 }
 
+/// Instant query as JSON samples (`metric`, `value`).
+fn query(stack: &LiveStack, promql: &str) -> Vec<Value> {
+    prometheus_query(&stack.prometheus_url, promql, None)
+}
+
 fn number(sample: &Value) -> f64 {
     sample["value"][1]
         .as_str()
@@ -127,8 +132,7 @@ fn number(sample: &Value) -> f64 {
 
 /// `label` value → sample value of an instant query.
 fn by_label(stack: &LiveStack, promql: &str, label: &str) -> BTreeMap<String, f64> {
-    stack
-        .query(promql)
+    query(stack, promql)
         .iter()
         .map(|s| {
             (
@@ -167,7 +171,7 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
     // so each counter's first sample in the window is 0 and increase()
     // does not extrapolate backwards.
     eventually("bin counters of all replicas in Prometheus", WAIT, || {
-        let n = stack.query("count(model_input_drift_bin_samples_total)");
+        let n = query(&stack, "count(model_input_drift_bin_samples_total)");
         (n.first().map(number) == Some((REPLICAS * bins_per_feature) as f64)).then_some(())
     });
     let first_scrape = Instant::now() - Duration::from_secs_f64(SCRAPE_INTERVAL_S);
@@ -205,7 +209,7 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
 
     // The fleet window has seen all of it once its count reaches the total.
     eventually("fleet window holds every row", WAIT, || {
-        let n = stack.query(&format!(
+        let n = query(&stack, &format!(
             "job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"
         ));
         (n.first().map(number).unwrap_or(0.0) >= total as f64).then_some(())
@@ -281,12 +285,14 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
         .collect();
     let (exact, low, high) = psi_bounds(bins, &per_replica, delta);
     let got = number(
-        stack
-            .query(&format!(
+        query(
+            &stack,
+            &format!(
                 "job_model_version:model_prediction_drift_psi:10m{{model_version=\"{version}\"}}"
-            ))
-            .first()
-            .expect("fleet prediction PSI"),
+            ),
+        )
+        .first()
+        .expect("fleet prediction PSI"),
     );
     assert!(
         got >= low && got <= high,

@@ -283,11 +283,8 @@ fn panel_by_title(file: &str, title: &str) -> Value {
 }
 
 /// The value of an instant-query sample.
-fn value_of(sample: &Value) -> f64 {
-    sample["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("not a sample: {sample}"))
+fn value_of(sample: &common::stack::Sample) -> f64 {
+    sample.value
 }
 
 /// The default of the dashboard's single-select `job` variable.

@@ -114,7 +114,7 @@ fn drive_until_an_alert_fires(stack: &LiveStack) -> BTreeSet<String> {
             let firing: BTreeSet<String> = stack
                 .query("ALERTS{alertstate=\"firing\"}")
                 .iter()
-                .filter_map(|a| a["metric"]["alertname"].as_str().map(str::to_owned))
+                .filter_map(|a| a.labels.get("alertname").cloned())
                 .collect();
             let recorded = !stack
                 .query("job_model_version:model_prediction_duration_seconds:p95_5m")

@@ -74,7 +74,8 @@ in
       imports = [ nixosModule ];
 
       virtualisation = {
-        memorySize = 2048;
+        # MLflow's server (Python) needs about 400 MB of its own.
+        memorySize = 3072;
         cores = 2;
       };
 
@@ -103,6 +104,7 @@ in
           args = [ "--linger" "30m" ];
         };
         prometheus.enable = true;
+        mlflow.enable = true;
         alertmanager = {
           enable = true;
           # Differs from prometheus/alertmanager.yml's placeholder URL, so the
@@ -187,6 +189,28 @@ in
         result = machine.succeed("systemctl show -p ConditionResult --value mlwatch-train-initial.service").strip()
         assert result == "no", f"mlwatch-train-initial ran although a model exists (ConditionResult={result})"
 
+    with subtest("the boot-time training run is in MLflow, and the service serves its model"):
+        machine.wait_for_unit("mlwatch-mlflow.service")
+        machine.wait_for_open_port(5000)
+        experiment = machine.wait_until_succeeds(
+            "curl -sf 'http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlwatch'"
+            " | jq -er .experiment.experiment_id",
+            timeout=300,
+        ).strip()
+        runs = json.loads(machine.wait_until_succeeds(
+            "curl -sf -X POST -H 'Content-Type: application/json'"
+            f" -d '{{\"experiment_ids\": [\"{experiment}\"]}}'"
+            " http://127.0.0.1:5000/api/2.0/mlflow/runs/search"
+            " | jq -e '.runs | length >= 1'  >/dev/null && curl -sf -X POST -H 'Content-Type: application/json'"
+            f" -d '{{\"experiment_ids\": [\"{experiment}\"]}}'"
+            " http://127.0.0.1:5000/api/2.0/mlflow/runs/search",
+            timeout=300,
+        ))["runs"]
+        run_ids = {run["info"]["run_id"] for run in runs}
+        served = json.loads(machine.succeed("curl -sf http://127.0.0.1:9000/model"))
+        served_run = (served.get("mlflow") or {}).get("run_id")
+        assert served_run in run_ids, f"/model names run {served_run}, MLflow has {sorted(run_ids)}"
+
     with subtest("the admin token reaches the service through LoadCredential"):
         status = http_status("POST", "http://127.0.0.1:9000/admin/reload")
         assert not status.startswith("2"), f"/admin/reload without a token answered {status}"
@@ -201,7 +225,7 @@ in
         machine.wait_until_succeeds(
             "curl -sf http://127.0.0.1:9090/api/v1/targets | jq -e '"
             "[.data.activeTargets[].labels.job] | sort"
-            " == [\"alertmanager\", \"ml-api\", \"model-training\", \"prometheus\"]'",
+            " == [\"alertmanager\", \"ml-api\", \"mlflow\", \"model-training\", \"prometheus\"]'",
             timeout=120,
         )
         machine.wait_until_succeeds(
@@ -226,6 +250,18 @@ in
             if rule["type"] == "alerting"
         }
         assert alerts == alert_names, f"alerts {sorted(alerts)}, expected {sorted(alert_names)}"
+
+    with subtest("every alert's runbook_url opens the runbook page at the alert's anchor"):
+        machine.wait_for_unit("mlwatch-runbooks.service")
+        page = machine.wait_until_succeeds("curl -sf http://127.0.0.1:5002/runbooks", timeout=60)
+        for name in sorted(alert_names):
+            assert f'id="{name.lower()}"' in page, f"no anchor for {name} in the runbook page"
+        machine.wait_until_succeeds(
+            "curl -sf http://127.0.0.1:9090/api/v1/rules | jq -e '"
+            "[.data.groups[].rules[] | select(.type == \"alerting\") | .annotations.runbook_url]"
+            " | all(startswith(\"http://127.0.0.1:5002/runbooks#\"))'",
+            timeout=60,
+        )
 
     with subtest("Grafana provisions the datasource and both dashboards"):
         machine.wait_until_succeeds("curl -sf http://127.0.0.1:3000/api/health", timeout=120)

@@ -136,6 +136,13 @@ pub struct GrafanaConfig {
 /// secrets, so the ini itself is not sensitive.
 pub fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Result<GrafanaConfig> {
     let dir = state.join("grafana");
+    // Grafana's expander reads `$__file{PATH}` up to the first `}`.
+    if dir.display().to_string().contains(['{', '}']) {
+        bail!(
+            "the state directory {} contains a brace, which grafana.ini's $__file{{…}} cannot name; choose another --state-dir",
+            state.display()
+        );
+    }
     private_dir(&dir)?;
     std::fs::create_dir_all(dir.join("data"))?;
     let password_file = dir.join("admin-password");
@@ -214,6 +221,18 @@ mod tests {
             second.admin_password, first.admin_password,
             "password survives restarts"
         );
+    }
+
+    #[test]
+    fn a_path_grafana_cannot_expand_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("odd}dir");
+        let error = write_config(&state, Path::new("/p"), 3000)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("brace"), "{error}");
+        assert!(!state.exists(), "nothing written before refusing");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{free_port, listening_address, wait_for_status, Process};
+pub use mlwatch::prometheus_api::{Alert, Sample};
 use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
 
@@ -167,8 +168,29 @@ pub struct LiveStack {
     pub prometheus_url: String,
     pub alertmanager_url: String,
     pub artifact: mlwatch::model::Artifact,
+    client: PrometheusClient,
     // Last: the directory goes after every process has been killed.
     pub dir: tempfile::TempDir,
+}
+
+/// mlwatch's async Prometheus client with a runtime of its own, for the
+/// tests' blocking code; the runtime lives as long as the client's pooled
+/// connections.
+struct PrometheusClient {
+    api: mlwatch::prometheus_api::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl PrometheusClient {
+    fn new(url: &str) -> Self {
+        Self {
+            api: mlwatch::prometheus_api::Client::new(url).expect("Prometheus URL"),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the Prometheus client"),
+        }
+    }
 }
 
 fn loopback() -> SocketAddr {
@@ -299,6 +321,7 @@ impl LiveStack {
             wait_for_status(&format!("http://{address}/health"), 200, startup, trainer);
         }
         Self {
+            client: PrometheusClient::new(&prometheus_url),
             webhook,
             trainers,
             trainer_addresses: endpoints.trainers.clone(),
@@ -316,7 +339,8 @@ impl LiveStack {
         }
     }
 
-    /// GET a Prometheus API path and return `data`.
+    /// GET a Prometheus API path that mlwatch's client has no call for
+    /// (targets, rules) and return `data`.
     pub fn api(&self, path_and_query: &str) -> Value {
         let url = format!("{}{path_and_query}", self.prometheus_url);
         let body: Value = super::agent()
@@ -329,19 +353,27 @@ impl LiveStack {
         body["data"].clone()
     }
 
-    /// Instant query result vector.
-    pub fn query(&self, promql: &str) -> Vec<Value> {
-        prometheus_query(&self.prometheus_url, promql, None)
+    /// Instant query, now, through mlwatch's own Prometheus client (the one
+    /// the report and the demo use).
+    pub fn query(&self, promql: &str) -> Vec<Sample> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64();
+        self.client
+            .runtime
+            .block_on(self.client.api.query(promql, now))
+            .unwrap_or_else(|e| panic!("query {promql}: {e}"))
     }
 
     /// Alerts Prometheus holds in `state` ("firing" or "pending").
-    pub fn prometheus_alerts(&self, state: &str) -> Vec<Value> {
-        self.api("/api/v1/alerts")["alerts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    pub fn prometheus_alerts(&self, state: &str) -> Vec<Alert> {
+        self.client
+            .runtime
+            .block_on(self.client.api.alerts())
+            .unwrap_or_else(|e| panic!("alerts: {e}"))
             .into_iter()
-            .filter(|a| a["state"] == state)
+            .filter(|a| a.state == state)
             .collect()
     }
 
