@@ -47,8 +47,9 @@ COMPOSE_PORTS = {
     "alertmanager": 9093,
     "grafana": 3000,
     "mlflow": 5000,
+    "runbooks": 5001,
 }
-COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer"}
+COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer", "runbooks": "mlwatch-service"}
 DATASOURCE_UID = "mlwatch-prometheus"
 DASHBOARD_UIDS = {"mlwatch-training", "mlwatch-predict-api"}
 
@@ -372,6 +373,18 @@ def main() -> int:
         re.search(r"^\.env$", read(".gitignore"), re.M) is not None and (REPO / ".env.example").is_file(),
         ".env is git-ignored and .env.example exists",
     )
+
+    # The default runbook base (dashboards' constant, MLWATCH_RUNBOOK_URL) is
+    # the page the compose service `runbooks` publishes.
+    dashboard_base = None
+    for path in sorted((REPO / "grafana/provisioning/dashboards").glob("*.json")):
+        for var in json.loads(path.read_text(encoding="utf-8")).get("templating", {}).get("list", []):
+            if var.get("name") == "runbook_base":
+                dashboard_base = var.get("query")
+    check(dashboard_base == "http://127.0.0.1:5001/runbooks"
+          and "${MLWATCH_RUNBOOK_URL:-http://127.0.0.1:5001/runbooks}" in compose_text
+          and '"127.0.0.1:5001:5001"' in compose_text,
+          f"compose serves the runbooks where the default runbook base points ({dashboard_base})")
 
     print("== grafana/")
     ds_text = read("grafana/provisioning/datasources/prometheus.yml")
