@@ -870,11 +870,26 @@ def predict_api():
     psi = above(PSI_ALERT, watch=PSI_WATCH)
     drift = row(
         "Drift", "Do recent inputs and predictions still look like the training data?",
-        timeseries("Input drift (PSI) by feature",
-                   "model_input_drift_psi: population stability index of the "
-                   "recent-request window against the training reference, per "
-                   "feature. Orange from 0.1 (watch), red from 0.2: DataDrift "
-                   "fires after 10 m above 0.2 once the window is full.",
+        timeseries("Fleet drift (PSI, all replicas, 10 m)",
+                   "PSI of the last 10 minutes of traffic to every instance of the "
+                   "job together, per feature and for the predictions "
+                   "(prometheus/rules/ml_fleet.yml, from the bins every replica "
+                   "counts). This is what DataDrift and PredictionDrift fire on "
+                   "after 10 m above 0.2; the per-instance panels below drill "
+                   "down with $instance.",
+                   [q('job_model_version_feature:model_input_drift_psi:10m'
+                      '{job=~"$job", model_version=~"$model_version"}',
+                      "{{feature}} · {{model_version}}"),
+                    q('job_model_version:model_prediction_drift_psi:10m'
+                      '{job=~"$job", model_version=~"$model_version"}',
+                      "predictions · {{model_version}}")],
+                   unit="none", w=24, min_=0, thresholds=psi,
+                   alerts=["DataDrift", "PredictionDrift"]),
+        timeseries("Input drift (PSI) by feature, per instance",
+                   "model_input_drift_psi: population stability index of each "
+                   "replica's recent-request window (--drift-window samples) "
+                   "against the training reference, per feature. Orange from 0.1 "
+                   "(watch), red from 0.2. The alerts use the fleet PSI above.",
                    [q(f"model_input_drift_psi{{{I}}}", "{{feature}} · {{instance}}")],
                    unit="none", min_=0, thresholds=psi, alerts=["DataDrift"]),
         bargauge("Current input PSI by feature",
@@ -895,16 +910,15 @@ def predict_api():
                    unit="short", w=8, min_=0),
         timeseries("Prediction drift (PSI)",
                    "model_prediction_drift_psi: PSI of recent predictions against "
-                   "the reference predictions. Orange from 0.1 (watch), red from "
-                   "0.2: PredictionDrift fires after 10 m above 0.2 once the "
-                   "window is full.",
+                   "the reference predictions, per instance. Orange from 0.1 "
+                   "(watch), red from 0.2. PredictionDrift uses the fleet PSI.",
                    [q(f"model_prediction_drift_psi{{{I}}}", "{{instance}}")],
                    unit="none", w=8, min_=0, thresholds=psi,
                    alerts=["PredictionDrift"]),
         timeseries("Drift window fill",
                    "model_drift_window_fill against model_drift_window_capacity "
-                   "(--drift-window). The drift alerts wait until the window is "
-                   "full: a thin window gives noisy PSI.",
+                   "(--drift-window). A thin window gives noisy per-instance PSI; "
+                   "the fleet alerts need 200 samples in 10 m instead.",
                    [q(f"model_drift_window_fill{{{I}}}", "fill · {{instance}}"),
                     q(f"model_drift_window_capacity{{{I}}}", "capacity · {{instance}}")],
                    unit="short", w=8, min_=0,

@@ -230,6 +230,8 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         drift_window: if quick { 200 } else { 300 },
         runbook_url: None,
         grafana: !quick,
+        replicas: 1,
+        ha: false,
         // The story is timed; MLflow's slow boot would only delay it.
         mlflow: false,
     };

@@ -67,12 +67,21 @@ pub struct Driven {
 /// Shared state of one drive.
 struct Shared {
     client: reqwest::Client,
-    url: String,
+    /// One /predict URL per replica, taken in turn.
+    urls: Vec<String>,
+    turn: AtomicU64,
     generator: Mutex<Generator>,
     tally: Mutex<Tally>,
 }
 
 impl Shared {
+    /// The next replica's URL (round robin).
+    fn url(&self) -> &str {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let index = usize::try_from(turn % self.urls.len().max(1) as u64).unwrap_or(0);
+        self.urls.get(index).map_or("", String::as_str)
+    }
+
     fn next_request(&self) -> PlannedRequest {
         self.generator
             .lock()
@@ -93,11 +102,11 @@ impl Shared {
     }
 }
 
-/// Sends the generator's requests to `url` until `stop`, or until
+/// Sends the generator's requests to `urls` in turn until `stop`, or until
 /// `interrupt` turns true.
 pub async fn drive(
     client: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     generator: Generator,
     pace: Pace,
     stop: Stop,
@@ -105,7 +114,8 @@ pub async fn drive(
 ) -> Driven {
     let shared = Arc::new(Shared {
         client,
-        url,
+        urls,
+        turn: AtomicU64::new(0),
         generator: Mutex::new(generator),
         tally: Mutex::new(Tally::default()),
     });
@@ -152,7 +162,7 @@ async fn closed_loop(
                 }
                 let request = shared.next_request();
                 let sent = Instant::now();
-                let result = send(&shared.client, &shared.url, &request).await;
+                let result = send(&shared.client, shared.url(), &request).await;
                 shared.record(&request, result, sent.elapsed());
             }
         });
@@ -195,7 +205,7 @@ async fn open_loop(
         let shared = Arc::clone(shared);
         in_flight.spawn(async move {
             let sent = Instant::now();
-            let result = send(&shared.client, &shared.url, &request).await;
+            let result = send(&shared.client, shared.url(), &request).await;
             let latency = sent.elapsed();
             let mut tally = shared.tally.lock().unwrap_or_else(PoisonError::into_inner);
             tally.record(&request, result, latency);

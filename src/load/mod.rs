@@ -45,9 +45,10 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Base URL of the prediction service.
-    #[arg(long, default_value = "http://127.0.0.1:9000")]
-    pub target: String,
+    /// Base URL of the prediction service; repeat for several replicas of
+    /// one model, which then get the requests in turn (round robin).
+    #[arg(long = "target", default_value = "http://127.0.0.1:9000")]
+    pub targets: Vec<String>,
     /// Open loop: start this many requests per second, however slowly the
     /// service answers.
     #[arg(long, conflicts_with = "concurrency")]
@@ -105,8 +106,9 @@ pub struct LoadArgs {
 /// Everything a load run needs; [`LoadConfig::new`] gives the CLI's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
-    /// Base URL of the service, without a trailing slash.
-    pub target: String,
+    /// Base URLs of the service's replicas (at least one), each serving the
+    /// same model; requests go to them in turn.
+    pub targets: Vec<String>,
     pub pace: Pace,
     pub stop: Stop,
     pub mix: Mix,
@@ -128,7 +130,7 @@ pub struct LoadConfig {
 impl LoadConfig {
     pub fn new(target: impl Into<String>) -> Self {
         Self {
-            target: target.into(),
+            targets: vec![target.into()],
             pace: Pace::Concurrency(DEFAULT_CONCURRENCY),
             stop: Stop::Duration(DEFAULT_DURATION),
             mix: Mix::default(),
@@ -145,13 +147,15 @@ impl LoadConfig {
 
     /// Checks what can be checked before contacting the service.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.target)
-            .with_context(|| format!("--target {:?} is not a URL", self.target))?;
-        anyhow::ensure!(
-            url.scheme() == "http",
-            "--target {}: only http:// is supported (this build has no TLS)",
-            self.target
-        );
+        anyhow::ensure!(!self.targets.is_empty(), "--target is required");
+        for target in &self.targets {
+            let url = reqwest::Url::parse(target)
+                .with_context(|| format!("--target {target:?} is not a URL"))?;
+            anyhow::ensure!(
+                url.scheme() == "http",
+                "--target {target}: only http:// is supported (this build has no TLS)"
+            );
+        }
         match self.pace {
             Pace::Rate(r) => {
                 anyhow::ensure!(
@@ -180,8 +184,11 @@ impl LoadConfig {
         Ok(())
     }
 
-    fn base(&self) -> &str {
-        self.target.trim_end_matches('/')
+    fn bases(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .map(|t| t.trim_end_matches('/').to_owned())
+            .collect()
     }
 }
 
@@ -190,7 +197,7 @@ impl TryFrom<LoadArgs> for LoadConfig {
 
     fn try_from(args: LoadArgs) -> anyhow::Result<Self> {
         let config = LoadConfig {
-            target: args.target,
+            targets: args.targets,
             pace: match args.rate {
                 Some(rate) => Pace::Rate(rate),
                 None => Pace::Concurrency(args.concurrency.unwrap_or(DEFAULT_CONCURRENCY)),
@@ -232,7 +239,8 @@ pub async fn generate_until(
     interrupt: impl Future<Output = ()>,
 ) -> anyhow::Result<LoadSummary> {
     config.validate()?;
-    let base = config.base().to_owned();
+    let bases = config.bases();
+    let base = bases.first().cloned().context("--target is required")?;
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
@@ -240,6 +248,16 @@ pub async fn generate_until(
         .context("cannot build the HTTP client")?;
 
     let info = target::model_info(&client, &base).await?;
+    // Round robin over replicas is only one traffic profile when they all
+    // serve the model the profile was built from.
+    for other in &bases[1..] {
+        let version = target::model_info(&client, other).await?.model_version;
+        anyhow::ensure!(
+            version == info.model_version,
+            "--target {other} serves model {version}, but {base} serves {}: every target must serve the same model",
+            info.model_version
+        );
+    }
     let (profile, source) = target::profile(&info, config.artifact.as_deref())?;
     let drift_features = drift_indices(&config.drift_features, &profile.feature_names)?;
     for &i in &drift_features {
@@ -268,7 +286,7 @@ pub async fn generate_until(
         .collect();
 
     let before = if config.reconcile {
-        Some(reconcile::scrape(&client, &base).await.context(
+        Some(reconcile::scrape_all(&client, &bases).await.context(
             "reconciliation needs the service's /metrics; pass --no-reconcile to send without it",
         )?)
     } else {
@@ -276,7 +294,7 @@ pub async fn generate_until(
     };
 
     tracing::info!(
-        target = %base,
+        targets = %bases.join(", "),
         model_version = %model_version,
         pace = %config.pace,
         mix = %config.mix,
@@ -285,7 +303,7 @@ pub async fn generate_until(
     let (stop_tx, stop_rx) = watch::channel(false);
     let drive = driver::drive(
         client.clone(),
-        format!("{base}/predict"),
+        bases.iter().map(|b| format!("{b}/predict")).collect(),
         generator,
         config.pace,
         config.stop,
@@ -304,13 +322,13 @@ pub async fn generate_until(
 
     let reconciliation = match before {
         Some(before) => {
-            let after = reconcile::scrape(&client, &base).await;
+            let after = reconcile::scrape_all(&client, &bases).await;
             Some(reconcile_counts(&driven.tally, &before, after))
         }
         None => None,
     };
     let info = RunInfo {
-        target: base,
+        target: bases.join(", "),
         model_version,
         reference: source.to_string(),
         pace: config.pace.to_string(),
@@ -417,6 +435,15 @@ mod tests {
             config.mix.to_string(),
             "valid=100,invalid=0,drifted=0,batch=0"
         );
+    }
+
+    #[test]
+    fn several_targets_are_kept_in_order_and_each_is_validated() {
+        let config = parse(&["--target", "http://a:1", "--target", "http://b:2/"]).unwrap();
+        assert_eq!(config.targets, ["http://a:1", "http://b:2/"]);
+        assert_eq!(config.bases(), ["http://a:1", "http://b:2"]);
+        let error = parse(&["--target", "http://a:1", "--target", "https://b"]).unwrap_err();
+        assert!(error.contains("--target https://b"), "{error}");
     }
 
     #[test]

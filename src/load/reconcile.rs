@@ -104,6 +104,23 @@ pub async fn scrape(client: &reqwest::Client, target: &str) -> anyhow::Result<Re
     Ok(RequestCounts::from_samples(&scrape))
 }
 
+/// [`scrape`] of every target, summed: replicas behind one round robin
+/// together saw what the tool sent.
+pub async fn scrape_all(
+    client: &reqwest::Client,
+    targets: &[String],
+) -> anyhow::Result<RequestCounts> {
+    let mut total = RequestCounts::default();
+    for target in targets {
+        let counts = scrape(client, target).await?;
+        total.present |= counts.present;
+        for (status, value) in counts.by_status {
+            *total.by_status.entry(status).or_insert(0.0) += value;
+        }
+    }
+    Ok(total)
+}
+
 /// The tool's tally key for a 405: the service does not count a wrong
 /// method as a prediction request (docs/service.md).
 pub const NOT_COUNTED: &str = "not_counted";

@@ -12,6 +12,13 @@
 //! 10 µs for 1000 samples × 10 features), and compare the shares with the
 //! artifact's reference as a PSI. A scrape racing a write may see a slot
 //! half-updated, which PSI over hundreds of samples does not notice.
+//!
+//! Beside the ring, one monotonic counter per track and bin counts every
+//! sample ever recorded (`model_*_drift_bin_samples_total`). PSI values of
+//! several replicas cannot be combined, but these counts add up: the fleet
+//! rules (prometheus/rules/ml_fleet.yml) sum them over a time window. A
+//! request adds its bins locally first, so a batch costs one relaxed
+//! `fetch_add` per touched bin, a single row one per track.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -21,6 +28,13 @@ use crate::model::{BinReference, DriftReference, Prediction};
 
 /// A slot byte that has not held a sample yet.
 const EMPTY: u8 = u8::MAX;
+
+/// Cumulative bin counts of one track and the reference shares of its bins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinTotals<'a> {
+    pub counts: Vec<u64>,
+    pub proportions: &'a [f64],
+}
 
 /// The window for one model.
 #[derive(Debug)]
@@ -32,6 +46,9 @@ pub struct DriftWindow {
     references: Vec<Option<BinReference>>,
     /// `capacity` slots of `references.len()` bin bytes each.
     slots: Box<[AtomicU8]>,
+    /// Samples ever recorded per bin: track t's bins start at `offsets[t]`.
+    totals: Box<[AtomicU64]>,
+    offsets: Vec<usize>,
 }
 
 impl DriftWindow {
@@ -61,11 +78,22 @@ impl DriftWindow {
         let slots = (0..capacity * references.len())
             .map(|_| AtomicU8::new(EMPTY))
             .collect();
+        let mut offsets = Vec::with_capacity(references.len() + 1);
+        offsets.push(0);
+        for reference in &references {
+            let bins = reference.as_ref().map_or(0, BinReference::bins);
+            offsets.push(offsets.last().copied().unwrap_or(0) + bins);
+        }
+        let totals = (0..offsets.last().copied().unwrap_or(0))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Self {
             capacity,
             sequence: AtomicU64::new(0),
             references,
             slots,
+            totals,
+            offsets,
         }
     }
 
@@ -75,6 +103,8 @@ impl DriftWindow {
         let first = self
             .sequence
             .fetch_add(rows.nrows() as u64, Ordering::Relaxed);
+        // Bin counts of this request, added to the shared totals once.
+        let mut added = vec![0u64; self.totals.len()];
         for (offset, (row, prediction)) in rows.rows().into_iter().zip(predictions).enumerate() {
             let slot = ((first + offset as u64) % self.capacity as u64) as usize;
             let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
@@ -84,14 +114,25 @@ impl DriftWindow {
                 .iter()
                 .copied()
                 .chain(std::iter::once(prediction.as_number()));
-            for ((byte, reference), value) in bytes.iter().zip(&self.references).zip(values) {
+            for (((byte, reference), value), offset) in bytes
+                .iter()
+                .zip(&self.references)
+                .zip(values)
+                .zip(&self.offsets)
+            {
                 if let Some(reference) = reference {
                     // Below EMPTY by construction (checked in `new`).
-                    byte.store(
-                        reference.bin(value).min(usize::from(EMPTY - 1)) as u8,
-                        Ordering::Relaxed,
-                    );
+                    let bin = reference.bin(value).min(usize::from(EMPTY - 1));
+                    byte.store(bin as u8, Ordering::Relaxed);
+                    if let Some(count) = added.get_mut(offset + bin) {
+                        *count += 1;
+                    }
                 }
+            }
+        }
+        for (total, count) in self.totals.iter().zip(added) {
+            if count > 0 {
+                total.fetch_add(count, Ordering::Relaxed);
             }
         }
     }
@@ -115,6 +156,29 @@ impl DriftWindow {
 
     pub fn prediction_psi(&self) -> Option<f64> {
         self.psi(self.references.len() - 1)
+    }
+
+    /// Samples ever recorded in each bin of each feature, in feature order,
+    /// with the reference share of each bin; `None` for an untracked feature.
+    pub fn feature_totals(&self) -> Vec<Option<BinTotals<'_>>> {
+        let features = self.references.len() - 1;
+        (0..features)
+            .map(|track| self.track_totals(track))
+            .collect()
+    }
+
+    pub fn prediction_totals(&self) -> Option<BinTotals<'_>> {
+        self.track_totals(self.references.len() - 1)
+    }
+
+    fn track_totals(&self, track: usize) -> Option<BinTotals<'_>> {
+        let reference = self.references.get(track)?.as_ref()?;
+        let start = *self.offsets.get(track)?;
+        let counts = self.totals.get(start..start + reference.bins())?;
+        Some(BinTotals {
+            counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            proportions: &reference.proportions,
+        })
     }
 
     fn psi(&self, track: usize) -> Option<f64> {
@@ -204,6 +268,27 @@ mod tests {
     }
 
     #[test]
+    fn bin_totals_count_every_sample_ever_recorded() {
+        let window = DriftWindow::new(&reference(), 10);
+        // 25 samples through a 10-sample ring: the totals keep all of them.
+        let (r, p) = rows((0..25).map(|i| (if i < 20 { 0.05 } else { 0.95 }, 0.5)));
+        window.record(r.view(), &p);
+        let (one, _) = rows(std::iter::once((0.95, 0.5)));
+        window.record(one.view(), &[Prediction::Value(0.95)]);
+        let features = window.feature_totals();
+        let a = features[0].as_ref().unwrap();
+        assert_eq!(a.counts.iter().sum::<u64>(), 26);
+        assert_eq!((a.counts[0], a.counts[9]), (20, 6), "{:?}", a.counts);
+        assert_eq!(a.proportions.len(), 10);
+        let b = features[1].as_ref().unwrap();
+        assert_eq!(b.counts[4], 26, "0.5 is the fifth decile: {:?}", b.counts);
+        let prediction = window.prediction_totals().unwrap();
+        assert_eq!((prediction.counts[0], prediction.counts[9]), (20, 6));
+        // The ring itself still holds only its capacity.
+        assert_eq!(total(&window, 0), 10);
+    }
+
+    #[test]
     fn a_partly_filled_window_counts_only_its_samples() {
         let window = DriftWindow::new(&reference(), 100);
         let (r, p) = rows((0..30).map(|i| (f64::from(i) / 30.0, 0.5)));
@@ -235,6 +320,9 @@ mod tests {
         assert_eq!(window.fill(), 64);
         for track in 0..3 {
             assert_eq!(total(&window, track), 64);
+        }
+        for totals in window.feature_totals() {
+            assert_eq!(totals.unwrap().counts.iter().sum::<u64>(), 8000);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The service's model metrics (docs/metrics.md, "Service"): prediction
 //! counts and latency, the prediction distribution, reloads, unauthorized
 //! admin calls, out-of-range inputs, and the gauges read from the current
-//! model at scrape time (model_info, model_loaded, drift PSI and window).
+//! model at scrape time (model_info, model_loaded, drift PSI and window,
+//! drift bin counts and reference shares).
 //!
 //! Label sets are built once per loaded model ([`ModelLabels`]) from the
 //! artifact, never from a request. Counters are touched with 0 when a model
@@ -357,7 +358,81 @@ impl ServiceMetrics {
                 }
             })
             .build();
+        observe_bins(&self.meter, store);
     }
+}
+
+/// The drift series that add up across replicas: per bin, the samples ever
+/// seen (a counter) and the reference share (a gauge), both read from the
+/// current model's window at scrape time. `bin` is the bin index ("0" is
+/// the lowest), bounded by the reference's bin count (10 for deciles).
+fn observe_bins(meter: &Meter, store: &Arc<Store>) {
+    fn labels(m: &LoadedModel, feature: Option<&[KeyValue; 1]>, bin: usize) -> Vec<KeyValue> {
+        let mut labels = vec![m.labels.version[0].clone()];
+        labels.extend(feature.map(|f| f[0].clone()));
+        labels.push(KeyValue::new("bin", bin.to_string()));
+        labels
+    }
+    let s = Arc::clone(store);
+    meter
+        .u64_observable_counter("model_input_drift_bin_samples")
+        .with_unit("{sample}")
+        .with_description("Feature values seen per reference bin since the model loaded")
+        .with_callback(move |o| {
+            let Some(m) = s.model() else { return };
+            let Some(window) = &m.drift else { return };
+            for (totals, feature) in window.feature_totals().iter().zip(&m.labels.features) {
+                for (bin, count) in totals.iter().flat_map(|t| t.counts.iter().enumerate()) {
+                    o.observe(*count, &labels(&m, Some(feature), bin));
+                }
+            }
+        })
+        .build();
+    let s = Arc::clone(store);
+    meter
+        .u64_observable_counter("model_prediction_drift_bin_samples")
+        .with_unit("{sample}")
+        .with_description("Predictions seen per reference bin since the model loaded")
+        .with_callback(move |o| {
+            let Some(m) = s.model() else { return };
+            let Some(totals) = m.drift.as_ref().and_then(|w| w.prediction_totals()) else {
+                return;
+            };
+            for (bin, count) in totals.counts.iter().enumerate() {
+                o.observe(*count, &labels(&m, None, bin));
+            }
+        })
+        .build();
+    let s = Arc::clone(store);
+    meter
+        .f64_observable_gauge("model_input_drift_reference_ratio")
+        .with_unit("1")
+        .with_description("Share of the training reference in each feature bin")
+        .with_callback(move |o| {
+            let Some(m) = s.model() else { return };
+            let Some(window) = &m.drift else { return };
+            for (totals, feature) in window.feature_totals().iter().zip(&m.labels.features) {
+                for (bin, share) in totals.iter().flat_map(|t| t.proportions.iter().enumerate()) {
+                    o.observe(*share, &labels(&m, Some(feature), bin));
+                }
+            }
+        })
+        .build();
+    let s = Arc::clone(store);
+    meter
+        .f64_observable_gauge("model_prediction_drift_reference_ratio")
+        .with_unit("1")
+        .with_description("Share of the reference predictions in each bin")
+        .with_callback(move |o| {
+            let Some(m) = s.model() else { return };
+            let Some(totals) = m.drift.as_ref().and_then(|w| w.prediction_totals()) else {
+                return;
+            };
+            for (bin, share) in totals.proportions.iter().enumerate() {
+                o.observe(*share, &labels(&m, None, bin));
+            }
+        })
+        .build();
 }
 
 #[cfg(test)]

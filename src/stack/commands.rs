@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// Alertmanager on `listen`, alone (no gossip), with its data in `storage`.
 pub fn alertmanager(config: &Path, storage: &Path, listen: SocketAddr) -> Vec<String> {
@@ -17,6 +18,35 @@ pub fn alertmanager(config: &Path, storage: &Path, listen: SocketAddr) -> Vec<St
         // has no peers, and the default port may be taken.
         "--cluster.listen-address=".into(),
     ]
+}
+
+/// Alertmanager on `listen` as one member of a gossip cluster: gossip on
+/// `gossip`, the other members' gossip addresses in `peers`. The members
+/// share silences and the notification log, so a group's notification goes
+/// out once however many members received its alerts. `peer_timeout` is
+/// how long a member waits, per position in the cluster, for an earlier
+/// member to notify (None: Alertmanager's 15s).
+pub fn clustered_alertmanager(
+    config: &Path,
+    storage: &Path,
+    listen: SocketAddr,
+    gossip: SocketAddr,
+    peers: &[SocketAddr],
+    peer_timeout: Option<Duration>,
+) -> Vec<String> {
+    let mut args = alertmanager(config, storage, listen);
+    args.retain(|a| !a.starts_with("--cluster."));
+    args.extend([
+        format!("--cluster.listen-address={gossip}"),
+        // Loopback is not a "private" address: say which one to announce.
+        format!("--cluster.advertise-address={gossip}"),
+    ]);
+    args.extend(peers.iter().map(|p| format!("--cluster.peer={p}")));
+    if let Some(timeout) = peer_timeout {
+        // Go durations: milliseconds always parse.
+        args.push(format!("--cluster.peer-timeout={}ms", timeout.as_millis()));
+    }
+    args
 }
 
 /// Prometheus on `listen` with its TSDB in `storage`.
@@ -73,6 +103,18 @@ mod tests {
         let parsed = <Serve as clap::Parser>::try_parse_from(&serve).unwrap();
         assert_eq!(parsed.args.listen, listen);
         assert_eq!(parsed.args.drift_window, 77);
+        let clustered = clustered_alertmanager(
+            Path::new("/a.yml"),
+            Path::new("/d"),
+            listen,
+            "127.0.0.1:9094".parse().unwrap(),
+            &["127.0.0.1:9096".parse().unwrap()],
+            Some(Duration::from_millis(500)),
+        );
+        assert!(clustered.contains(&"--cluster.listen-address=127.0.0.1:9094".to_owned()));
+        assert!(clustered.contains(&"--cluster.peer=127.0.0.1:9096".to_owned()));
+        assert!(clustered.contains(&"--cluster.peer-timeout=500ms".to_owned()));
+        assert!(!clustered.contains(&"--cluster.listen-address=".to_owned()));
         let train = trainer(listen, Path::new("/t.json"));
         let parsed = <Train as clap::Parser>::try_parse_from(&train).unwrap();
         assert_eq!(parsed.args.output, Path::new("/t.json"));

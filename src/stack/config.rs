@@ -59,6 +59,20 @@ pub struct Timing {
     pub alert_grouping: Option<Duration>,
 }
 
+impl Timing {
+    /// The timings of the tests and `mlwatch demo --quick`: 1s scrapes and
+    /// evaluations, 3s `for:`, 1s Alertmanager grouping.
+    pub fn quick() -> Self {
+        let seconds = |s| Some(Duration::from_secs(s));
+        Self {
+            scrape_interval: seconds(1),
+            evaluation_interval: seconds(1),
+            alert_for: seconds(3),
+            alert_grouping: seconds(1),
+        }
+    }
+}
+
 fn duration(d: Duration) -> Value {
     let ms = d.as_millis();
     Value::String(if ms.is_multiple_of(1000) {
@@ -147,6 +161,9 @@ pub fn prometheus(
 
 /// One job's targets and timing.
 fn place(job: &mut Mapping, targets: Vec<String>, timing: &Timing) -> anyhow::Result<()> {
+    // The placed targets are all of them: compose's replica file
+    // (/etc/prometheus/targets) does not exist here.
+    job.remove(key("file_sd_configs"));
     job.insert(
         key("static_configs"),
         Value::Sequence(vec![serde_yaml::to_value(
@@ -161,6 +178,94 @@ fn place(job: &mut Mapping, targets: Vec<String>, timing: &Timing) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// The job whose targets come from a file (`file_sd_configs`): the
+/// prediction API, the one job that runs as several replicas.
+pub const DISCOVERED_JOB: &str = "ml-api";
+
+/// A derived prometheus.yml where `job` finds its targets in `targets_file`
+/// (`file_sd_configs`) instead of a static list. Prometheus watches the
+/// file, so a launcher that rewrites it changes the targets without a
+/// reload. prometheus/prometheus.yml itself keeps its static target, which
+/// docker-compose's DNS resolves.
+pub fn discover_from_file(source: &str, job: &str, targets_file: &Path) -> anyhow::Result<String> {
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
+    let jobs = doc
+        .get_mut("scrape_configs")
+        .and_then(Value::as_sequence_mut)
+        .context("prometheus.yml has no scrape_configs list")?;
+    let config = jobs
+        .iter_mut()
+        .filter_map(Value::as_mapping_mut)
+        .find(|j| j.get(key("job_name")).and_then(Value::as_str) == Some(job))
+        .with_context(|| format!("prometheus.yml has no job {job:?} to discover"))?;
+    config.remove(key("static_configs"));
+    config.insert(
+        key("file_sd_configs"),
+        serde_yaml::to_value(serde_json::json!([{
+            "files": [targets_file.display().to_string()],
+            // Prometheus also watches the file; this is the fallback re-read.
+            "refresh_interval": "30s",
+        }]))?,
+    );
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// The `file_sd` JSON listing `targets` (one group, no extra labels).
+pub fn targets_file(targets: &[SocketAddr]) -> anyhow::Result<String> {
+    let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    Ok(serde_json::to_string_pretty(
+        &serde_json::json!([{ "targets": targets, "labels": {} }]),
+    )?)
+}
+
+/// One member of a highly available Prometheus pair: a derived
+/// prometheus.yml with its own external label `replica` (so the members'
+/// series stay apart wherever they meet: federation, remote write, Thanos)
+/// and every Alertmanager of the cluster as an alerting target. The label
+/// is dropped from alerts, so both members send identical alerts and the
+/// Alertmanagers deduplicate them (docs/fleet.md, "HA pair").
+pub fn ha_member(
+    source: &str,
+    replica: &str,
+    alertmanagers: &[SocketAddr],
+) -> anyhow::Result<String> {
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
+    let root = mapping_mut(&mut doc, "prometheus.yml")?;
+    let global = root
+        .entry(key("global"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let labels = mapping_mut(global, "global")?
+        .entry(key("external_labels"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    mapping_mut(labels, "external_labels")?
+        .insert(key("replica"), Value::String(replica.to_owned()));
+    let targets: Vec<String> = alertmanagers.iter().map(ToString::to_string).collect();
+    let alerting = mapping_mut(
+        root.entry(key("alerting"))
+            .or_insert_with(|| Value::Mapping(Mapping::new())),
+        "alerting",
+    )?;
+    alerting.insert(
+        key("alertmanagers"),
+        serde_yaml::to_value(serde_json::json!([{"static_configs": [{"targets": targets}]}]))?,
+    );
+    // Alertmanager deduplicates the pair's alerts only if it does not see
+    // them as different: `replica` is dropped before sending, after the
+    // file's own relabelling.
+    let relabel = alerting
+        .entry(key("alert_relabel_configs"))
+        .or_insert_with(|| Value::Sequence(Vec::new()));
+    relabel
+        .as_sequence_mut()
+        .context("alerting.alert_relabel_configs is not a list")?
+        .push(serde_yaml::to_value(
+            serde_json::json!({"regex": "replica", "action": "labeldrop"}),
+        )?);
+    Ok(serde_yaml::to_string(&doc)?)
 }
 
 /// A rule file with every alert's `for:` replaced, when asked.
@@ -389,6 +494,8 @@ impl Assets {
 #[derive(Debug, Clone)]
 pub struct Written {
     pub prometheus_yml: PathBuf,
+    /// The `file_sd` targets of [`DISCOVERED_JOB`].
+    pub app_targets: PathBuf,
     pub alertmanager_yml: PathBuf,
     pub grafana_provisioning: PathBuf,
 }
@@ -419,14 +526,18 @@ pub fn write(
     }
     let prometheus_yml = out.join("prometheus/prometheus.yml");
     let glob = format!("{}/*.yml", rules_dir.display());
+    let app_targets = out.join(format!("prometheus/targets/{DISCOVERED_JOB}.json"));
+    std::fs::create_dir_all(out.join("prometheus/targets"))?;
+    std::fs::write(&app_targets, targets_file(&endpoints.apps)?)?;
+    let derived = prometheus(
+        &assets.read("prometheus/prometheus.yml")?,
+        endpoints,
+        &glob,
+        timing,
+    )?;
     std::fs::write(
         &prometheus_yml,
-        prometheus(
-            &assets.read("prometheus/prometheus.yml")?,
-            endpoints,
-            &glob,
-            timing,
-        )?,
+        discover_from_file(&derived, DISCOVERED_JOB, &app_targets)?,
     )?;
     let alertmanager_yml = out.join("alertmanager/alertmanager.yml");
     std::fs::create_dir_all(out.join("alertmanager"))?;
@@ -475,6 +586,7 @@ pub fn write(
     )?;
     Ok(Written {
         prometheus_yml,
+        app_targets,
         alertmanager_yml,
         grafana_provisioning: grafana,
     })
@@ -538,6 +650,62 @@ mod tests {
 
     fn repo_file(path: &str) -> String {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    }
+
+    #[test]
+    fn the_api_job_is_discovered_from_a_targets_file() {
+        let derived = prometheus(
+            &repo_file("prometheus/prometheus.yml"),
+            &endpoints(),
+            "/tmp/rules/*.yml",
+            &Timing::default(),
+        )
+        .unwrap();
+        let text = discover_from_file(&derived, "ml-api", Path::new("/s/ml-api.json")).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let jobs = doc["scrape_configs"].as_sequence().unwrap();
+        let api = jobs.iter().find(|j| j["job_name"] == "ml-api").unwrap();
+        assert!(api.get("static_configs").is_none(), "{text}");
+        assert_eq!(api["file_sd_configs"][0]["files"][0], "/s/ml-api.json");
+        let trainer = jobs
+            .iter()
+            .find(|j| j["job_name"] == "model-training")
+            .unwrap();
+        assert!(
+            trainer.get("static_configs").is_some(),
+            "other jobs stay static"
+        );
+        assert!(discover_from_file(&derived, "nope", Path::new("/x")).is_err());
+        let file: serde_json::Value = serde_json::from_str(
+            &targets_file(&[
+                "127.0.0.1:9000".parse().unwrap(),
+                "127.0.0.1:9001".parse().unwrap(),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            file[0]["targets"],
+            serde_json::json!(["127.0.0.1:9000", "127.0.0.1:9001"])
+        );
+    }
+
+    #[test]
+    fn an_ha_member_has_its_replica_label_and_every_alertmanager() {
+        let ams: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
+        let text = ha_member(&repo_file("prometheus/prometheus.yml"), "b", &ams).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["global"]["external_labels"]["replica"], "b");
+        assert_eq!(doc["global"]["scrape_interval"], "15s", "the rest stays");
+        let targets = &doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"];
+        assert_eq!(targets.as_sequence().unwrap().len(), 2);
+        assert_eq!(
+            doc["alerting"]["alert_relabel_configs"][0]["action"],
+            "labeldrop"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The launcher behind `mlwatch up`, `mlwatch demo` and `nix run`: starts
-//! Alertmanager, Prometheus, the service, a trainer and (when installed)
-//! Grafana and an MLflow tracking server on 127.0.0.1 with configs derived into a state directory, relays
-//! alerts from Alertmanager to the terminal through a built-in webhook, and
-//! reloads the service whenever the trainer writes a new artifact.
+//! Alertmanager, Prometheus (two of each with `--ha`), the service (one or
+//! several replicas on consecutive ports, discovered by Prometheus from a
+//! targets file), a trainer and (when installed) Grafana and an MLflow
+//! tracking server on 127.0.0.1 with configs derived into a state
+//! directory, relays alerts from Alertmanager to the terminal through a
+//! built-in webhook, and reloads every replica whenever the trainer writes
+//! a new artifact.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -94,6 +97,92 @@ pub struct StackConfig {
     /// Base URL of the runbooks for alerts and dashboards; `None` is the
     /// page the launcher's own HTTP server renders from docs/runbooks.md.
     pub runbook_url: Option<String>,
+    /// Prediction service replicas, on ports `ports.app`, `ports.app + 1`, ...
+    pub replicas: usize,
+    /// Two Prometheus (`ports.prometheus`, `+ 1`) and two clustered
+    /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
+    /// `+ 3`) instead of one of each ([`ha_ports`]).
+    pub ha: bool,
+}
+
+/// The second members of an HA pair and the Alertmanagers' gossip ports.
+#[derive(Debug, Clone, Copy)]
+pub struct HaPorts {
+    pub prometheus_b: SocketAddr,
+    pub alertmanager_b: SocketAddr,
+    pub gossip_a: SocketAddr,
+    pub gossip_b: SocketAddr,
+}
+
+/// The HA pair's extra ports next to `ports`, none of them another
+/// component's or a replica's.
+pub fn ha_ports(ports: &Ports, replicas: usize) -> anyhow::Result<HaPorts> {
+    let next = |port: u16, by: u16, flag: &str| {
+        port.checked_add(by)
+            .with_context(|| format!("--ha needs {flag} + {by} to be a port"))
+    };
+    let ha = HaPorts {
+        prometheus_b: loopback(next(ports.prometheus, 1, "--prometheus-port")?),
+        gossip_a: loopback(next(ports.alertmanager, 1, "--alertmanager-port")?),
+        alertmanager_b: loopback(next(ports.alertmanager, 2, "--alertmanager-port")?),
+        gossip_b: loopback(next(ports.alertmanager, 3, "--alertmanager-port")?),
+    };
+    let mut taken: Vec<u16> = vec![
+        ports.trainer,
+        ports.prometheus,
+        ports.alertmanager,
+        ports.grafana,
+        ports.webhook,
+    ];
+    taken.extend(
+        replica_addresses(ports, replicas)?
+            .iter()
+            .map(SocketAddr::port),
+    );
+    for extra in [ha.prometheus_b, ha.gossip_a, ha.alertmanager_b, ha.gossip_b] {
+        if taken.contains(&extra.port()) {
+            bail!(
+                "--ha puts the second Prometheus on --prometheus-port + 1 and the Alertmanagers on \
+                 --alertmanager-port .. + 3, but port {} is already another component's",
+                extra.port()
+            );
+        }
+        taken.push(extra.port());
+    }
+    Ok(ha)
+}
+
+/// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
+/// the `instance` label's cardinality.
+pub const MAX_REPLICAS: usize = 32;
+
+/// The replicas' addresses: `count` consecutive ports from `ports.app`,
+/// none of them another component's port.
+pub fn replica_addresses(ports: &Ports, count: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    if count == 0 || count > MAX_REPLICAS {
+        bail!("--replicas must be between 1 and {MAX_REPLICAS}, got {count}");
+    }
+    let last = usize::from(ports.app) + count - 1;
+    let Ok(last) = u16::try_from(last) else {
+        bail!(
+            "--replicas {count} from --app-port {} runs past port 65535",
+            ports.app
+        );
+    };
+    let others = [
+        ("--trainer-port", ports.trainer),
+        ("--prometheus-port", ports.prometheus),
+        ("--alertmanager-port", ports.alertmanager),
+        ("--grafana-port", ports.grafana),
+        ("--webhook-port", ports.webhook),
+    ];
+    if let Some((flag, port)) = others.iter().find(|(_, p)| (ports.app..=last).contains(p)) {
+        bail!(
+            "{flag} {port} lies in the replicas' ports {}..={last}; move one of them",
+            ports.app
+        );
+    }
+    Ok((ports.app..=last).map(loopback).collect())
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -166,13 +255,17 @@ impl AlertInbox {
 pub struct Stack {
     pub urls: Vec<(&'static str, String)>,
     pub prometheus_url: String,
+    /// The first replica's URL; `app_urls` holds all of them.
     pub app_url: String,
+    pub app_urls: Vec<String>,
     pub model_path: PathBuf,
     pub inbox: AlertInbox,
     pub grafana_password: Option<String>,
     /// The MLflow server's URL, when one runs.
     pub mlflow_url: Option<String>,
-    service: Supervised,
+    /// The live replicas; one that dies is dropped with a warning while
+    /// others still serve.
+    services: Vec<Supervised>,
     trainer: Option<Supervised>,
     core: Vec<Supervised>,
     webhook: tokio::task::JoinHandle<()>,
@@ -211,7 +304,7 @@ impl Stack {
             None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
         };
         let endpoints = Endpoints {
-            apps: vec![loopback(p.app)],
+            apps: replica_addresses(p, config.replicas)?,
             trainers: vec![loopback(p.trainer)],
             prometheus: loopback(p.prometheus),
             alertmanager: loopback(p.alertmanager),
@@ -235,29 +328,113 @@ impl Stack {
         let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone(), runbook_page));
 
         let mut core = Vec::new();
-        core.push(Supervised::spawn(
-            "alertmanager",
-            &binaries.alertmanager,
-            &commands::alertmanager(
-                &written.alertmanager_yml,
-                &state.join("alertmanager"),
-                endpoints.alertmanager,
-            ),
-            &logs,
-        )?);
-        core.push(Supervised::spawn(
-            "prometheus",
-            &binaries.prometheus,
-            &commands::prometheus(
-                &written.prometheus_yml,
-                &state.join("prometheus"),
-                endpoints.prometheus,
-            ),
-            &logs,
-        )?);
+        let ha = config
+            .ha
+            .then(|| ha_ports(p, config.replicas))
+            .transpose()?;
+        let mut ha_urls = Vec::new();
+        if let Some(ha) = ha {
+            // Pairs (docs/fleet.md, "HA pair"): identical rules, distinct
+            // `replica` labels, both Prometheus alerting both Alertmanagers.
+            let derived = std::fs::read_to_string(&written.prometheus_yml)
+                .with_context(|| format!("cannot read {}", written.prometheus_yml.display()))?;
+            let alertmanagers = [endpoints.alertmanager, ha.alertmanager_b];
+            let members = [
+                (
+                    "alertmanager",
+                    endpoints.alertmanager,
+                    ha.gossip_a,
+                    ha.gossip_b,
+                    state.join("alertmanager"),
+                ),
+                (
+                    "alertmanager-b",
+                    ha.alertmanager_b,
+                    ha.gossip_b,
+                    ha.gossip_a,
+                    state.join("ha/alertmanager-b"),
+                ),
+            ];
+            for (name, web, gossip, peer, storage) in members {
+                core.push(Supervised::spawn(
+                    name,
+                    &binaries.alertmanager,
+                    &commands::clustered_alertmanager(
+                        &written.alertmanager_yml,
+                        &storage,
+                        web,
+                        gossip,
+                        &[peer],
+                        None,
+                    ),
+                    &logs,
+                )?);
+            }
+            let members = [
+                (
+                    "prometheus",
+                    "a",
+                    endpoints.prometheus,
+                    state.join("prometheus"),
+                ),
+                (
+                    "prometheus-b",
+                    "b",
+                    ha.prometheus_b,
+                    state.join("ha/prometheus-b"),
+                ),
+            ];
+            for (name, replica, listen, storage) in members {
+                let file = written
+                    .prometheus_yml
+                    .with_file_name(format!("prometheus-{replica}.yml"));
+                std::fs::write(&file, config::ha_member(&derived, replica, &alertmanagers)?)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                core.push(Supervised::spawn(
+                    name,
+                    &binaries.prometheus,
+                    &commands::prometheus(&file, &storage, listen),
+                    &logs,
+                )?);
+            }
+            ha_urls.push((
+                "Prometheus (replica b)",
+                format!("http://{}", ha.prometheus_b),
+            ));
+            ha_urls.push(("Alertmanager b", format!("http://{}", ha.alertmanager_b)));
+        } else {
+            core.push(Supervised::spawn(
+                "alertmanager",
+                &binaries.alertmanager,
+                &commands::alertmanager(
+                    &written.alertmanager_yml,
+                    &state.join("alertmanager"),
+                    endpoints.alertmanager,
+                ),
+                &logs,
+            )?);
+            core.push(Supervised::spawn(
+                "prometheus",
+                &binaries.prometheus,
+                &commands::prometheus(
+                    &written.prometheus_yml,
+                    &state.join("prometheus"),
+                    endpoints.prometheus,
+                ),
+                &logs,
+            )?);
+        }
         let mut grafana_password = None;
         let mut urls = vec![
-            ("prediction API", format!("http://{}", endpoints.apps[0])),
+            (
+                "prediction API",
+                endpoints
+                    .apps
+                    .iter()
+                    .map(|a| format!("http://{a}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             (
                 "trainer metrics",
                 format!("http://{}/metrics", endpoints.trainers[0]),
@@ -266,6 +443,7 @@ impl Stack {
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
             ("runbooks", runbook_url),
         ];
+        urls.extend(ha_urls);
         if config.grafana {
             if let Some(binary) = &binaries.grafana {
                 let settings =
@@ -304,12 +482,25 @@ impl Stack {
 
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
         let model_path = state.join("model.json");
-        let service = Supervised::spawn(
-            "service",
-            &exe,
-            &commands::service(endpoints.apps[0], &model_path, config.drift_window),
-            &logs,
-        )?;
+        let mut services = Vec::new();
+        for (i, address) in endpoints.apps.iter().enumerate() {
+            let name = if endpoints.apps.len() == 1 {
+                "service".to_owned()
+            } else {
+                format!("service-{i}")
+            };
+            services.push(Supervised::spawn(
+                &name,
+                &exe,
+                &commands::service(*address, &model_path, config.drift_window),
+                &logs,
+            )?);
+        }
+        let app_urls: Vec<String> = endpoints
+            .apps
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect();
         let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
         if let Some(url) = &mlflow_url {
             // The server boots while the trainer starts, in 7 s on an idle
@@ -327,13 +518,14 @@ impl Stack {
         Ok(Self {
             urls,
             prometheus_url: format!("http://{}", endpoints.prometheus),
-            app_url: format!("http://{}", endpoints.apps[0]),
+            app_url: app_urls[0].clone(),
+            app_urls,
             model_seen: modified(&model_path),
             model_path,
             inbox,
             grafana_password,
             mlflow_url,
-            service,
+            services,
             trainer: Some(trainer),
             core,
             webhook,
@@ -347,10 +539,13 @@ impl Stack {
         if current.is_some() && current != self.model_seen {
             self.model_seen = current;
             tracing::info!(
-                "new model artifact at {}; reloading the service",
-                self.model_path.display()
+                "new model artifact at {}; reloading {} service replica(s)",
+                self.model_path.display(),
+                self.services.len()
             );
-            self.service.signal(nix::sys::signal::Signal::SIGHUP);
+            for service in &self.services {
+                service.signal(nix::sys::signal::Signal::SIGHUP);
+            }
         }
         if let Some(trainer) = &mut self.trainer {
             if let Some(status) = trainer.exited() {
@@ -365,7 +560,26 @@ impl Stack {
                 self.trainer = None;
             }
         }
-        for child in std::iter::once(&mut self.service).chain(self.core.iter_mut()) {
+        // A replica that dies leaves the others serving (Prometheus reports
+        // it as MlApiDown); the stack gives up only when none is left.
+        if self.services.len() > 1 {
+            let mut i = 0;
+            while i < self.services.len() && self.services.len() > 1 {
+                if let Some(status) = self.services[i].exited() {
+                    let dead = self.services.remove(i);
+                    tracing::warn!(
+                        "{} exited with {status}; {} replica(s) still serve; last log lines of {}:\n{}",
+                        dead.name,
+                        self.services.len(),
+                        dead.log.display(),
+                        dead.tail(20)
+                    );
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for child in self.services.iter_mut().chain(self.core.iter_mut()) {
             if let Some(status) = child.exited() {
                 bail!(
                     "{} exited with {status}; last log lines of {}:\n{}",
@@ -395,7 +609,8 @@ impl Stack {
 
     /// Process ids of every running child (tests check they are gone).
     pub fn pids(&self) -> Vec<u32> {
-        std::iter::once(&self.service)
+        self.services
+            .iter()
             .chain(self.trainer.as_ref())
             .chain(self.core.iter())
             .filter_map(Supervised::pid)
@@ -407,7 +622,9 @@ impl Stack {
         if let Some(trainer) = &mut self.trainer {
             trainer.stop().await;
         }
-        self.service.stop().await;
+        for service in &mut self.services {
+            service.stop().await;
+        }
         for child in self.core.iter_mut().rev() {
             child.stop().await;
         }

@@ -14,8 +14,9 @@ pub const MARKER: &str = ".mlwatch-state";
 
 /// What the launcher and the demo write into a state directory; the only
 /// names a clear removes.
-pub const ENTRIES: [&str; 8] = [
+pub const ENTRIES: [&str; 9] = [
     "config",
+    "ha",
     "logs",
     "prometheus",
     "alertmanager",

@@ -16,8 +16,13 @@ pub struct UpArgs {
     /// Directory holding prometheus/ and grafana/ (default: this repository, or the installed share/mlwatch).
     #[arg(long, env = "MLWATCH_ASSETS")]
     pub assets: Option<PathBuf>,
+    /// Port of the prediction API; replicas take the ports after it.
     #[arg(long, default_value_t = 9000)]
     pub app_port: u16,
+    /// Prediction API replicas on consecutive ports from --app-port, all
+    /// scraped as job ml-api (docs/fleet.md).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     #[arg(long, default_value_t = 8002)]
     pub trainer_port: u16,
     #[arg(long, default_value_t = 9090)]
@@ -48,6 +53,15 @@ pub struct UpArgs {
     /// Trainer pace per iteration, so that progress is visible.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub pace: Duration,
+    /// Highly available alerting: a second Prometheus on the port after
+    /// --prometheus-port and two Alertmanagers in one gossip cluster (web on
+    /// --alertmanager-port and the port 2 above, gossip on the ports 1 and
+    /// 3 above); docs/fleet.md.
+    #[arg(long)]
+    pub ha: bool,
+    /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
+    #[arg(long, hide = true)]
+    pub test_timing: bool,
 }
 
 impl UpArgs {
@@ -117,10 +131,16 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         assets,
         state_dir: args.state_dir.clone().unwrap_or_else(default_state_dir),
         ports: args.ports(),
-        timing: Timing::default(),
+        timing: if args.test_timing {
+            Timing::quick()
+        } else {
+            Timing::default()
+        },
         trainer_args,
         drift_window: 1000,
         grafana: !args.no_grafana,
+        replicas: args.replicas,
+        ha: args.ha,
         mlflow: !args.no_mlflow,
         runbook_url: args.runbook_url.clone(),
     };

@@ -73,6 +73,21 @@ pub fn poll<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// The first of `count` consecutive ports that are all free right now
+/// (`mlwatch up --replicas` and `--ha` take ports in a row).
+pub fn free_ports_in_a_row(count: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        let held: Vec<_> = (0..count)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
 /// A child process killed and reaped on drop. Its stdout/stderr go to files
 /// so that a failing test can print them.
 pub struct Process {

@@ -70,6 +70,11 @@ impl Webhook {
         Self { url, received }
     }
 
+    /// Every notification (POST body) received so far, in order.
+    pub fn notifications(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
     /// (alertname, status, labels) of every alert received so far.
     pub fn alerts(&self) -> Vec<(String, String, Value)> {
         self.received
@@ -427,6 +432,28 @@ pub fn batch_for(
         })
         .collect();
     serde_json::json!({ "instances": instances }).to_string()
+}
+
+/// Instant query result vector from the Prometheus at `prometheus_url`,
+/// evaluated now or at `time` (Unix seconds).
+pub fn prometheus_query(prometheus_url: &str, promql: &str, time: Option<f64>) -> Vec<Value> {
+    let url = format!("{prometheus_url}/api/v1/query");
+    let time = time.map(|t| format!("{t:.3}"));
+    let mut form = vec![("query", promql)];
+    if let Some(t) = &time {
+        form.push(("time", t.as_str()));
+    }
+    let body: Value = super::agent()
+        .post(&url)
+        .send_form(&form)
+        .unwrap_or_else(|e| panic!("query {promql}: {e}"))
+        .into_json()
+        .expect("json");
+    assert_eq!(body["status"], "success", "{promql}: {body}");
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Polls `check` every 250 ms (checks here query Prometheus, which only
