@@ -286,7 +286,7 @@ def check_module_eval() -> None:
         for job in prom["scrape_configs"]:
             if not local.get(job["job_name"]):
                 continue
-            expected_jobs.append({**{k: v for k, v in job.items() if k != "static_configs"},
+            expected_jobs.append({**{k: v for k, v in job.items() if k not in ("static_configs", "file_sd_configs")},
                                   "static_configs": [{"targets": local[job["job_name"]]}]})
         check(got["scrapeConfigs"] == expected_jobs,
               f"module scrape jobs = prometheus.yml's with local targets (train.enable = {train})")

@@ -80,7 +80,9 @@ let
       nix/module.nix does not know how to point at this host; add it to localTargets.
     '');
   scrapeConfigs = builtins.filter (job: job.static_configs != [ ]) (map
-    (job: (removeAttrs job [ "static_configs" ]) // {
+    # Compose's file_sd targets file does not exist here: the targets of
+    # every job are this host's (apiTargets, trainTargets, ...).
+    (job: (removeAttrs job [ "static_configs" "file_sd_configs" ]) // {
       static_configs = optional (targetsOf job != [ ]) { targets = targetsOf job; };
     })
     prometheusYml.scrape_configs);
