@@ -218,14 +218,10 @@ def check_yaml_reader(files: list[str]) -> None:
         check(False, "nix-instantiate found (Debian package nix-bin)")
         return
     for rel in files:
-        expr = f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}"
-        run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
-            check(False, f"nix/lib/yaml.nix reads {rel} ({errors.strip()[:300]})")
+        nix_value, error = nix_eval(f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}")
+        if error is not None:
+            check(False, f"nix/lib/yaml.nix reads {rel} ({error[:300]})")
             continue
-        nix_value = json.loads(run.stdout)
         py_value = yaml.safe_load((REPO / rel).read_text(encoding="utf-8"))
         check(nix_value == py_value, f"nix/lib/yaml.nix reads {rel} exactly as PyYAML does")
 
