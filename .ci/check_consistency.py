@@ -47,8 +47,9 @@ COMPOSE_PORTS = {
     "alertmanager": 9093,
     "grafana": 3000,
     "mlflow": 5000,
+    "runbooks": 5001,
 }
-COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer"}
+COMPOSE_IMAGES = {"app": "mlwatch-service", "training-metrics": "mlwatch-trainer", "runbooks": "mlwatch-service"}
 DATASOURCE_UID = "mlwatch-prometheus"
 DASHBOARD_UIDS = {"mlwatch-training", "mlwatch-predict-api"}
 
@@ -217,14 +218,10 @@ def check_yaml_reader(files: list[str]) -> None:
         check(False, "nix-instantiate found (Debian package nix-bin)")
         return
     for rel in files:
-        expr = f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}"
-        run = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            errors = "\n".join(l for l in run.stderr.splitlines() if "nixbld" not in l)
-            check(False, f"nix/lib/yaml.nix reads {rel} ({errors.strip()[:300]})")
+        nix_value, error = nix_eval(f"(import {REPO}/nix/lib/yaml.nix).readFile {REPO}/{rel}")
+        if error is not None:
+            check(False, f"nix/lib/yaml.nix reads {rel} ({error[:300]})")
             continue
-        nix_value = json.loads(run.stdout)
         py_value = yaml.safe_load((REPO / rel).read_text(encoding="utf-8"))
         check(nix_value == py_value, f"nix/lib/yaml.nix reads {rel} exactly as PyYAML does")
 
@@ -285,7 +282,7 @@ def check_module_eval() -> None:
         for job in prom["scrape_configs"]:
             if not local.get(job["job_name"]):
                 continue
-            expected_jobs.append({**{k: v for k, v in job.items() if k != "static_configs"},
+            expected_jobs.append({**{k: v for k, v in job.items() if k not in ("static_configs", "file_sd_configs")},
                                   "static_configs": [{"targets": local[job["job_name"]]}]})
         check(got["scrapeConfigs"] == expected_jobs,
               f"module scrape jobs = prometheus.yml's with local targets (train.enable = {train})")
@@ -372,6 +369,18 @@ def main() -> int:
         re.search(r"^\.env$", read(".gitignore"), re.M) is not None and (REPO / ".env.example").is_file(),
         ".env is git-ignored and .env.example exists",
     )
+
+    # The default runbook base (dashboards' constant, MLWATCH_RUNBOOK_URL) is
+    # the page the compose service `runbooks` publishes.
+    dashboard_base = None
+    for path in sorted((REPO / "grafana/provisioning/dashboards").glob("*.json")):
+        for var in json.loads(path.read_text(encoding="utf-8")).get("templating", {}).get("list", []):
+            if var.get("name") == "runbook_base":
+                dashboard_base = var.get("query")
+    check(dashboard_base == "http://127.0.0.1:5001/runbooks"
+          and "${MLWATCH_RUNBOOK_URL:-http://127.0.0.1:5001/runbooks}" in compose_text
+          and '"127.0.0.1:5001:5001"' in compose_text,
+          f"compose serves the runbooks where the default runbook base points ({dashboard_base})")
 
     print("== grafana/")
     ds_text = read("grafana/provisioning/datasources/prometheus.yml")

@@ -20,7 +20,9 @@ let
       inherit name;
       # docker-compose.yml refers to `${name}:latest`.
       tag = "latest";
-      contents = [ cacert ];
+      # mlwatch in /bin too, so that compose can run other subcommands
+      # (`mlwatch runbooks` in docker-compose.yml) by name.
+      contents = [ cacert mlwatch ];
       # A named volume mounted on /models is seeded with this directory's
       # ownership, so the non-root user can write the model into it.
       fakeRootCommands = ''
@@ -33,6 +35,7 @@ let
         User = "65534:65534";
         WorkingDir = "/models";
         Env = [
+          "PATH=/bin"
           "SSL_CERT_FILE=${cacert}/etc/ssl/certs/ca-bundle.crt"
           "MLWATCH_MODEL_PATH=${modelPath}"
         ];

@@ -80,7 +80,9 @@ let
       nix/module.nix does not know how to point at this host; add it to localTargets.
     '');
   scrapeConfigs = builtins.filter (job: job.static_configs != [ ]) (map
-    (job: (removeAttrs job [ "static_configs" ]) // {
+    # Compose's file_sd targets file does not exist here: the targets of
+    # every job are this host's (apiTargets, trainTargets, ...).
+    (job: (removeAttrs job [ "static_configs" "file_sd_configs" ]) // {
       static_configs = optional (targetsOf job != [ ]) { targets = targetsOf job; };
     })
     prometheusYml.scrape_configs);
@@ -130,7 +132,7 @@ let
   # /var/lib/private/mlwatch) without a static account in /etc/passwd, which
   # is what nixpkgs prefers for services that own nothing outside their state
   # directory.
-  hardening = {
+  hardening = sandboxing // {
     DynamicUser = true;
     User = "mlwatch";
     Group = "mlwatch";
@@ -138,7 +140,18 @@ let
     StateDirectoryMode = "0750";
     WorkingDirectory = stateDir;
     UMask = "0027";
+  } // (if cfg.gpu.enable then {
+    # NVML needs the NVIDIA control and GPU device nodes; everything else
+    # stays hidden. PrivateDevices= would hide these too.
+    PrivateDevices = false;
+    DevicePolicy = "closed";
+    DeviceAllow = [ "char-nvidiactl" "char-nvidia-frontend" "char-nvidia-uvm" "char-nvidia-caps" ];
+  } else {
+    PrivateDevices = true;
+  });
 
+  # The sandbox of every unit this module runs (mlwatch's and MLflow's).
+  sandboxing = {
     CapabilityBoundingSet = "";
     AmbientCapabilities = "";
     NoNewPrivileges = true;
@@ -162,15 +175,7 @@ let
     RemoveIPC = true;
     SystemCallArchitectures = "native";
     SystemCallFilter = [ "@system-service" "~@privileged" ];
-  } // (if cfg.gpu.enable then {
-    # NVML needs the NVIDIA control and GPU device nodes; everything else
-    # stays hidden. PrivateDevices= would hide these too.
-    PrivateDevices = false;
-    DevicePolicy = "closed";
-    DeviceAllow = [ "char-nvidiactl" "char-nvidia-frontend" "char-nvidia-uvm" "char-nvidia-caps" ];
-  } else {
-    PrivateDevices = true;
-  });
+  };
 
   listen = address: port: "${address}:${toString port}";
 
@@ -633,7 +638,10 @@ in
           # extra that the mlflow-server package need not bring.
           PYTHONPATH = pkgs.python3Packages.makePythonPath [ pkgs.python3Packages.prometheus-flask-exporter ];
         };
-        serviceConfig = {
+        # Python needs writable-executable memory for ctypes/cffi callbacks.
+        serviceConfig = sandboxing // {
+          MemoryDenyWriteExecute = false;
+          PrivateDevices = true;
           Type = "exec";
           DynamicUser = true;
           StateDirectory = "mlwatch-mlflow";
@@ -657,19 +665,6 @@ in
           ++ cfg.mlflow.extraArgs);
           Restart = "on-failure";
           RestartSec = "5s";
-          CapabilityBoundingSet = "";
-          NoNewPrivileges = true;
-          ProtectSystem = "strict";
-          ProtectHome = true;
-          PrivateTmp = true;
-          PrivateDevices = true;
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectControlGroups = true;
-          RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-          RestrictNamespaces = true;
-          LockPersonality = true;
-          SystemCallArchitectures = "native";
         };
       };
 

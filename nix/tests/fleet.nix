@@ -32,25 +32,8 @@ in
     api2 = apiHost;
 
     monitor = { pkgs, ... }:
-      let
-        webhookLogger = pkgs.writeText "webhook-logger.py" ''
-          import http.server
-
-
-          class Handler(http.server.BaseHTTPRequestHandler):
-              def do_POST(self):
-                  body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                  with open("/var/lib/webhook-logger/alerts.jsonl", "ab") as log:
-                      log.write(body.replace(b"\n", b" ") + b"\n")
-                  self.send_response(200)
-                  self.end_headers()
-
-
-          http.server.HTTPServer(("127.0.0.1", 5099), Handler).serve_forever()
-        '';
-      in
       {
-        imports = [ nixosModule ];
+        imports = [ nixosModule ./webhook-logger.nix ];
         virtualisation.memorySize = 1536;
         environment.systemPackages = [ pkgs.curl pkgs.jq ];
         services.mlwatch = {
@@ -63,14 +46,6 @@ in
           alertmanager = {
             enable = true;
             webhookUrl = "http://127.0.0.1:5099/fleet";
-          };
-        };
-        systemd.services.webhook-logger = {
-          wantedBy = [ "multi-user.target" ];
-          serviceConfig = {
-            DynamicUser = true;
-            StateDirectory = "webhook-logger";
-            ExecStart = "${pkgs.python3.interpreter} ${webhookLogger}";
           };
         };
       };

@@ -29,24 +29,6 @@ in
     let
       api = "http://127.0.0.1:9000";
 
-      # Records every Alertmanager notification as one JSON line.
-      webhookLogger = pkgs.writeText "webhook-logger.py" ''
-        import http.server
-
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                with open("/var/lib/webhook-logger/alerts.jsonl", "ab") as log:
-                    log.write(body + b"\n")
-                self.send_response(200)
-                self.end_headers()
-
-
-        http.server.HTTPServer(("127.0.0.1", 5099), Handler).serve_forever()
-      '';
-
       # Keeps the invalid share of /predict far above 20 % at ~2 req/s for
       # longer than the alert's `for: 2m`, then stops by itself.
       invalidTraffic = pkgs.writeShellApplication {
@@ -71,7 +53,7 @@ in
       };
     in
     {
-      imports = [ nixosModule ];
+      imports = [ nixosModule ./webhook-logger.nix ];
 
       virtualisation = {
         # MLflow's server (Python) needs about 400 MB of its own.
@@ -129,15 +111,6 @@ in
         check_for_updates = false;
       };
 
-      systemd.services.webhook-logger = {
-        description = "Alertmanager webhook receiver that logs to a file";
-        wantedBy = [ "multi-user.target" ];
-        serviceConfig = {
-          DynamicUser = true;
-          StateDirectory = "webhook-logger";
-          ExecStart = "${pkgs.python3.interpreter} ${webhookLogger}";
-        };
-      };
     };
 
   testScript = ''
