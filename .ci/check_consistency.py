@@ -294,6 +294,9 @@ def check_module_eval() -> None:
               f"module loads every rule file of prometheus/rules ({rules})")
         check(got["listenAddress"] == "127.0.0.1", "Prometheus listens on 127.0.0.1")
         check(got["alertmanagerFlags"] == ["--cluster.listen-address="], "Alertmanager gossip is off")
+        check(got["alertmanagers"] == [{"static_configs": [{"targets": ["127.0.0.1:9093"]}],
+                                         "alert_relabel_configs": prom["alerting"].get("alert_relabel_configs", [])}],
+              "alerts go to the local Alertmanager with prometheus.yml's alert relabelling")
         expected_ds = [{**d, "url": "http://127.0.0.1:9090"} for d in datasources["datasources"]]
         check(got["grafanaDatasources"] == expected_ds, "module datasource = grafana's, url -> local Prometheus")
         expected_pv = [{**p, "options": {**p["options"],
@@ -324,6 +327,8 @@ def check_module_eval() -> None:
     check("model-training" not in {j["job_name"] for j in got["scrapeConfigs"]}, "no trainer targets: no model-training job")
     check(got["globalConfig"].get("external_labels") == {"runbook_base": "http://127.0.0.1:5002/runbooks", "replica": "monitor1"},
           "prometheus.replica adds the replica external label beside runbook_base")
+    check(got["alertmanagers"][0]["alert_relabel_configs"][-1:] == [{"action": "labeldrop", "regex": "replica"}],
+          "an HA member drops its replica label from the alerts it sends (Alertmanager dedups identical label sets)")
     check(got["alertmanagerFlags"] == ["--cluster.listen-address=0.0.0.0:9094", "--cluster.peer=monitor2:9094"],
           f"alertmanager.peers turns gossip on with those peers (found {got['alertmanagerFlags']})")
     check(got["firewall"] == [9094], f"an HA Alertmanager opens only its gossip port (found {got['firewall']})")

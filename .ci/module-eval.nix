@@ -113,6 +113,7 @@ let
         enable = alertmanagerEnable;
         webhookUrl = null;
         inherit peers;
+        advertiseAddress = null;
         clusterAddress = "0.0.0.0:9094";
       };
       grafana = {

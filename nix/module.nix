@@ -119,6 +119,9 @@ let
     // { runbook_base = cfg.runbookUrl; }
     // lib.optionalAttrs (cfg.prometheus.replica != null) { inherit (cfg.prometheus) replica; };
 
+  alertRelabelling = (prometheusYml.alerting.alert_relabel_configs or [ ])
+    ++ optional (cfg.prometheus.replica != null) { action = "labeldrop"; regex = "replica"; };
+
   mlflowDir = "/var/lib/mlwatch-mlflow";
   mlflowUri = "http://${listen cfg.mlflow.address cfg.mlflow.port}";
 
@@ -473,6 +476,16 @@ in
         '';
       };
 
+      advertiseAddress = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.11:9094";
+        description = ''
+          `address:port` the peers reach this Alertmanager at. `null`: Alertmanager
+          picks a private address of the host and refuses to start without one.
+        '';
+      };
+
       clusterAddress = mkOption {
         type = types.str;
         default = "0.0.0.0:9094";
@@ -688,6 +701,12 @@ in
         inherit scrapeConfigs ruleFiles;
         alertmanagers = mkIf (cfg.prometheus.alertmanagerTargets != [ ]) [{
           static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];
+          # prometheus.yml's alert relabelling (runbook_base is for annotation
+          # templates only), plus dropping an HA pair's `replica` label:
+          # Alertmanager deduplicates identical label sets only. Set per
+          # Alertmanager (Prometheus >= 2.51): nixpkgs has no option for the
+          # global alerting.alert_relabel_configs.
+          alert_relabel_configs = alertRelabelling;
         }];
       };
     })
@@ -709,6 +728,7 @@ in
           if cfg.alertmanager.peers == [ ]
           then [ "--cluster.listen-address=" ]
           else [ "--cluster.listen-address=${cfg.alertmanager.clusterAddress}" ]
+            ++ lib.optional (cfg.alertmanager.advertiseAddress != null) "--cluster.advertise-address=${cfg.alertmanager.advertiseAddress}"
             ++ map (peer: "--cluster.peer=${peer}") cfg.alertmanager.peers;
       };
 
