@@ -154,6 +154,14 @@ fn bodies_beyond_the_in_flight_cap_get_a_counted_503() {
     let artifact = linear_artifact(1);
     let service = Service::start(Some(&artifact), &["--max-inflight-bodies", "2"]);
     let version = artifact.model_version.as_str();
+    // The port is bound before the model is loaded: until then /predict
+    // answers 503 "no model loaded" at once and the uploads would hold
+    // nothing. Wait for the model first.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while service.get_json("/ready").0 != 200 {
+        assert!(Instant::now() < ready_by, "the service never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Two slow uploads hold both slots.
     let mut holders: Vec<TcpStream> = (0..2)
         .map(|_| {
