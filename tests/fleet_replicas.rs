@@ -204,8 +204,12 @@ fn three_replicas_are_discovered_add_up_and_fail_alone() {
         per_instance.iter().all(|s| number(s) > 0.0),
         "every replica gets traffic: {per_instance:?}"
     );
+    // The rule's sample carries its evaluation time, which timestamp()
+    // rounds to the millisecond; rate() at that rounded instant may see the
+    // window's edge a millisecond apart (seen: 0.28881 vs 0.28863). 1 %
+    // still tells "the sum over replicas" from "one replica" (a third).
     assert!(
-        (fleet_rate - sum).abs() <= 1e-9 * sum.max(1.0),
+        (fleet_rate - sum).abs() <= 0.01 * sum.max(1e-9),
         "fleet {fleet_rate} = sum over replicas {sum}"
     );
 
