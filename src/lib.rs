@@ -9,6 +9,7 @@
 //! - [`model`]: the artifact, the predictor, the drift reference.
 //! - [`train`]: the training loop, its metrics, the Pushgateway push.
 //! - [`serve`]: the prediction API, its middleware and drift window.
+//! - [`free_ports`]: port numbers for children that take a number.
 //! - `listen`: binding a listener up front (crate-internal).
 //! - [`load`]: `mlwatch load`, the traffic generator and reconciliation.
 //! - [`report`]: `mlwatch report`, dashboards rendered to static HTML.
@@ -22,6 +23,7 @@
 //! benchmarks need them.
 
 pub mod demo;
+pub mod free_ports;
 pub(crate) mod listen;
 pub mod load;
 pub mod mlflow;

@@ -149,6 +149,47 @@ fn a_body_slower_than_the_body_timeout_is_a_counted_408() {
     assert_eq!(refused(&service, "body_timeout"), 1.0);
 }
 
+/// What a slow upload sends of its 200-byte body before it stalls.
+const UPLOAD_START: &str = "{\"features\":";
+
+/// A `/predict` upload that sent its header and the start of its body.
+struct SlowUpload {
+    stream: TcpStream,
+    received: Vec<u8>,
+}
+
+impl SlowUpload {
+    fn start(address: &str) -> Self {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{UPLOAD_START}"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        stream.set_nonblocking(true).unwrap();
+        Self {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    /// Whatever the server answered so far, without waiting.
+    fn answer(&mut self) -> Option<&str> {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = self.stream.read(&mut buf) {
+            self.received.extend_from_slice(&buf[..n]);
+        }
+        (!self.received.is_empty()).then(|| self.text())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.received).unwrap_or("<not utf-8>")
+    }
+}
+
 #[test]
 fn bodies_beyond_the_in_flight_cap_get_a_counted_503() {
     let artifact = linear_artifact(1);
@@ -162,52 +203,74 @@ fn bodies_beyond_the_in_flight_cap_get_a_counted_503() {
         assert!(Instant::now() < ready_by, "the service never became ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Two slow uploads hold both slots.
-    let mut holders: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut stream = TcpStream::connect(address(&service)).unwrap();
-            stream
-                .write_all(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"features\":")
-                .unwrap();
-            stream
-        })
-        .collect();
-    // The server admits them as they arrive; give it a moment, by polling
-    // until a third request is refused.
-    let body = json!({"features": vec![0.0; 10]}).to_string();
+    // Slow uploads, opened one by one until the service refuses one: the
+    // server takes connections in no fixed order, so only uploads (which
+    // never finish on their own) may compete for the slots. Exactly two
+    // must then be held open, unanswered.
+    let mut uploads: Vec<SlowUpload> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (status, text) = loop {
-        let (status, text) = service.request(
-            "POST",
-            "/predict",
-            Some("application/json"),
-            body.as_bytes(),
-            &[],
+    while !uploads.iter_mut().any(|u| u.answer().is_some()) {
+        assert!(
+            Instant::now() < deadline && uploads.len() < 10,
+            "no upload refused with 2 slots: {} open",
+            uploads.len()
         );
-        if status == 503 || Instant::now() > deadline {
-            break (status, text);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        uploads.push(SlowUpload::start(&address(&service)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Late answers to uploads opened last.
+    std::thread::sleep(Duration::from_millis(300));
+    for upload in &mut uploads {
+        upload.answer();
+    }
+    let (answered, mut holders): (Vec<_>, Vec<_>) =
+        uploads.into_iter().partition(|u| !u.received.is_empty());
+    assert_eq!(
+        holders.len(),
+        2,
+        "uploads held open with --max-inflight-bodies 2"
+    );
+    for upload in &answered {
+        assert!(
+            upload.text().starts_with("HTTP/1.1 503 "),
+            "{}",
+            upload.text()
+        );
+    }
+    // With both slots held, a whole request is refused at once.
+    let body = json!({"features": vec![0.0; 10]}).to_string();
+    let (status, text) = service.request(
+        "POST",
+        "/predict",
+        Some("application/json"),
+        body.as_bytes(),
+        &[],
+    );
     assert_eq!(status, 503, "{text}");
     let answer = serve_support::parse_json(&text);
     assert_eq!(answer["error"], "too many requests in flight");
-    assert!(refused(&service, "busy") >= 1.0);
+    assert_eq!(
+        refused(&service, "busy"),
+        (answered.len() + 1) as f64,
+        "every refused body counted once"
+    );
     assert!(
         requests(&service.scrape(), version, "error") >= 1.0,
         "a saturated service is a server-side failure"
     );
     // Finishing the uploads frees the slots.
     let rest = format!("{}{}", json!(vec![0.0; 10]), "}");
-    for stream in &mut holders {
-        let padding = 200 - "{\"features\":".len() - rest.len();
-        stream
+    for upload in &mut holders {
+        let padding = 200 - UPLOAD_START.len() - rest.len();
+        upload
+            .stream
             .write_all(format!("{rest}{}", " ".repeat(padding)).as_bytes())
             .unwrap();
     }
-    for stream in &mut holders {
+    for upload in &mut holders {
         let mut first = [0u8; 12];
-        stream.read_exact(&mut first).unwrap();
+        upload.stream.set_nonblocking(false).unwrap();
+        upload.stream.read_exact(&mut first).unwrap();
         assert_eq!(&first, b"HTTP/1.1 200");
     }
     let (status, _) = service.predict(&body);

@@ -39,21 +39,12 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Seven distinct ports that are free right now. The OS picks each by a
-    /// bind to `:0`; all seven are held at once so none repeats. Prometheus
-    /// and Alertmanager take a port number, not a socket, so the choice is
-    /// released before they bind: another process could take one in
-    /// between, which shows as a child that dies with "address in use".
+    /// Seven distinct ports that are free right now ([`crate::free_ports`]:
+    /// drawn below the ephemeral range, so no outgoing connection can take
+    /// one before the child binds it).
     pub fn free() -> anyhow::Result<Self> {
-        let held = (0..7)
-            .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("cannot find free ports on 127.0.0.1")?;
-        let ports = held
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("cannot read a bound port")?;
+        let ports =
+            crate::free_ports::distinct(7).context("cannot find free ports on 127.0.0.1")?;
         Ok(Self {
             app: ports[0],
             trainer: ports[1],

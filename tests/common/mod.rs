@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,27 +16,12 @@ pub mod stack;
 pub use prometheus_parse::{Sample, Scrape, Value};
 
 /// A port nobody listens on right now, never handed out twice in this test
-/// binary. Prefer `--listen 127.0.0.1:0` and [`listening_address`] where
-/// the program reports what it bound; this is for programs that need a
-/// number up front (Prometheus, Alertmanager, the launcher's flags). The OS
-/// picks the port; it is released before the program binds it, so another
-/// process could still take it in between.
+/// binary ([`mlwatch::free_ports`]). Prefer `--listen 127.0.0.1:0` and
+/// [`listening_address`] where the program reports what it bound; this is
+/// for programs that need a number up front (Prometheus, Alertmanager, the
+/// launcher's flags).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Held until the loop ends, so a port the OS offers again is skipped.
-    let mut held = Vec::new();
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("no free port on 127.0.0.1");
-        let port = listener.local_addr().expect("bound address").port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-        held.push(listener);
-    }
+    free_ports_in_a_row(1)
 }
 
 /// The address a process reports after binding `--listen 127.0.0.1:0`: the
@@ -76,16 +60,7 @@ pub fn poll<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
 /// The first of `count` consecutive ports that are all free right now
 /// (`mlwatch up --replicas` and `--ha` take ports in a row).
 pub fn free_ports_in_a_row(count: u16) -> u16 {
-    for _ in 0..50 {
-        let base = free_port();
-        let held: Vec<_> = (0..count)
-            .map_while(|i| TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
-            .collect();
-        if held.len() == usize::from(count) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
+    mlwatch::free_ports::run_of(count).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A child process killed and reaped on drop. Its stdout/stderr go to files
