@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mlflow::MlflowServer;
-use common::{free_port, samples, scalar, scrape, value, wait_for_status, Process, Scrape};
+use common::mlflow::{start_tracked_trainer, MlflowServer};
+use common::{free_port, samples, scalar, scrape, value, Process, Scrape};
 use mlwatch::model::Artifact;
 
 fn errors(s: &Scrape) -> f64 {
@@ -35,43 +35,22 @@ fn mlflow_warnings(log: &str) -> usize {
 fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
     let server = MlflowServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("http://{listen}/metrics");
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (mut trainer, metrics) = start_tracked_trainer(
+        dir.path(),
+        &server.url,
         &[
-            "train",
             "--model",
             "linear",
             "--iterations",
             "30",
             "--pace",
             "400ms",
-            "--listen",
-            &listen,
-            "--linger",
-            "60s",
-            "--output",
-            "model.json",
-            "--mlflow-tracking-uri",
-            &server.url,
             "--mlflow-timeout",
             "2s",
         ],
-        dir.path(),
-    );
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
     );
     // Mid-run: the run exists and has iterations in it.
-    common::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
-        let runs = server.runs("mlwatch");
-        let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
-        (server.history(&run_id, "validation_loss").len() >= 2).then_some(())
-    });
+    server.wait_for_logged_iterations("mlwatch", 2);
     let before = value(&scrape(&metrics), "training_epochs_total", &[]).unwrap();
     assert!(before < 30.0, "killed mid-run, after {before} iterations");
     assert_eq!(
@@ -128,45 +107,24 @@ fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
 fn a_hung_mlflow_server_never_slows_training() {
     let server = MlflowServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("http://{listen}/metrics");
     let experiment = "hung";
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (trainer, metrics) = start_tracked_trainer(
+        dir.path(),
+        &server.url,
         &[
-            "train",
             "--model",
             "linear",
             "--iterations",
             "30",
             "--pace",
             "300ms",
-            "--listen",
-            &listen,
-            "--linger",
-            "60s",
-            "--output",
-            "model.json",
-            "--mlflow-tracking-uri",
-            &server.url,
             "--mlflow-experiment",
             experiment,
             "--mlflow-timeout",
             "1s",
         ],
-        dir.path(),
     );
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
-    );
-    common::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
-        let runs = server.runs(experiment);
-        let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
-        (server.history(&run_id, "validation_loss").len() >= 2).then_some(())
-    });
+    server.wait_for_logged_iterations(experiment, 2);
     let before = value(&scrape(&metrics), "training_epochs_total", &[]).unwrap();
     assert!(before < 30.0, "frozen mid-run, after {before} iterations");
     // Every request from now on hangs until the client's timeout.
@@ -194,36 +152,19 @@ fn a_hung_mlflow_server_never_slows_training() {
 #[test]
 fn unreachable_mlflow_at_start_still_trains_and_counts_the_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("http://{listen}/metrics");
     // Nothing listens on this port.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (trainer, metrics) = start_tracked_trainer(
+        dir.path(),
+        &nowhere,
         &[
-            "train",
             "--model",
             "tree",
             "--iterations",
             "4",
-            "--listen",
-            &listen,
-            "--linger",
-            "60s",
-            "--output",
-            "model.json",
-            "--mlflow-tracking-uri",
-            &nowhere,
             "--mlflow-startup-wait",
             "2s",
         ],
-        dir.path(),
-    );
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
     );
     let done = finished(&metrics, Duration::from_secs(30));
     let artifact = Artifact::load(&dir.path().join("model.json")).expect("valid artifact");

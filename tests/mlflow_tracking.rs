@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::mlflow::{params, tags, MlflowServer};
+use common::mlflow::{params, start_tracked_trainer, tags, MlflowServer};
 use common::{free_port, scrape, value, wait_for_status, Process, Scrape};
 use mlwatch::model::Artifact;
 
@@ -99,33 +99,11 @@ struct Trained {
 }
 
 fn train(server: &MlflowServer, dir: &Path, experiment: &str, extra: &[&str]) -> Trained {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "train",
-        "--listen",
-        &listen,
-        "--linger",
-        "60s",
-        "--output",
-        "model.json",
-        "--mlflow-tracking-uri",
-        &server.url,
-        "--mlflow-experiment",
-        experiment,
-    ];
-    args.extend_from_slice(extra);
     let started_ms = now_ms();
-    let mut trainer = Process::mlwatch("trainer", &args, dir);
-    wait_for_status(
-        &format!("http://{listen}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut trainer,
-    );
-    let seen = watch_training(
-        &format!("http://{listen}/metrics"),
-        Duration::from_secs(120),
-    );
+    let mut args = vec!["--mlflow-experiment", experiment];
+    args.extend_from_slice(extra);
+    let (trainer, metrics) = start_tracked_trainer(dir, &server.url, &args);
+    let seen = watch_training(&metrics, Duration::from_secs(120));
     let ended_ms = now_ms();
     let path = dir.join("model.json");
     let artifact = Artifact::load(&path).expect("the trainer wrote a valid artifact");
@@ -361,37 +339,21 @@ fn sigint_marks_the_run_killed() {
     let server = MlflowServer::shared();
     let dir = tempfile::tempdir().unwrap();
     let experiment = unique("interrupted");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut trainer = Process::mlwatch(
-        "trainer",
+    let (mut trainer, _) = start_tracked_trainer(
+        dir.path(),
+        &server.url,
         &[
-            "train",
             "--model",
             "linear",
             "--iterations",
             "200",
             "--pace",
             "300ms",
-            "--listen",
-            &listen,
-            "--output",
-            "model.json",
-            "--mlflow-tracking-uri",
-            &server.url,
             "--mlflow-experiment",
             &experiment,
         ],
-        dir.path(),
     );
-    let run_id = common::stack::eventually(
-        "the run exists and iterations are logged",
-        Duration::from_secs(60),
-        || {
-            let runs = server.runs(&experiment);
-            let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
-            (server.history(&run_id, "validation_loss").len() >= 2).then_some(run_id)
-        },
-    );
+    let run_id = server.wait_for_logged_iterations(&experiment, 2);
     trainer.signal("INT");
     let status = trainer
         .wait_exit(Duration::from_secs(30))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{free_port, get};
+use super::{free_port, get, wait_for_status, Process};
 
 /// The version `.ci/install-mlflow.sh` pins.
 pub const MLFLOW_VERSION: &str = "3.14.0";
@@ -253,6 +253,17 @@ impl Api {
         bytes
     }
 
+    /// Waits until the experiment's first run has logged `count` points
+    /// of validation_loss (the trainer is mid-run and MLflow is taking
+    /// it); returns the run's id.
+    pub fn wait_for_logged_iterations(&self, experiment: &str, count: usize) -> String {
+        super::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
+            let runs = self.runs(experiment);
+            let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
+            (self.history(&run_id, "validation_loss").len() >= count).then_some(run_id)
+        })
+    }
+
     /// The runs of an experiment (`runs/search`), none while it does not exist.
     pub fn runs(&self, experiment: &str) -> Vec<Value> {
         let Some((200, body)) = get(&self.api(&format!(
@@ -304,6 +315,34 @@ fn kill_group(group: i32) {
 
 fn signal_group(group: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), signal);
+}
+
+/// `mlwatch train` on a free port, tracked to `tracking_uri`, writing
+/// `model.json` in `dir` and lingering 60 s after training so that its
+/// /metrics can be read; `extra` adds flags (model, pace, experiment...).
+/// Returns once its /health answers, with its /metrics URL.
+pub fn start_tracked_trainer(dir: &Path, tracking_uri: &str, extra: &[&str]) -> (Process, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "train",
+        "--listen",
+        &listen,
+        "--linger",
+        "60s",
+        "--output",
+        "model.json",
+        "--mlflow-tracking-uri",
+        tracking_uri,
+    ];
+    args.extend_from_slice(extra);
+    let mut trainer = Process::mlwatch("trainer", &args, dir);
+    wait_for_status(
+        &format!("http://{listen}/health"),
+        200,
+        Duration::from_secs(30),
+        &mut trainer,
+    );
+    (trainer, format!("http://{listen}/metrics"))
 }
 
 /// Tags of a run as a map.
