@@ -26,14 +26,10 @@ repo="$(pwd)"
 
 generations=()
 extra_path=""
-# TEST_BINARY:TEST_NAME pairs run outside the sandbox (same build, same
-# PATH, normal network and environment) after each generation.
-outside=()
 while (($#)); do
   case "$1" in
   --) shift; break ;;
   --path) extra_path="$extra_path:$(realpath "$2")"; shift 2 ;;
-  --outside) outside+=("$2"); shift 2 ;;
   *=*) generations+=("$1"); shift ;;
   *) echo "usage: $0 LABEL=BINDIR... [-- cargo test args]" >&2; exit 2 ;;
   esac
@@ -137,17 +133,6 @@ for generation in "${generations[@]}"; do
     echo "FAIL: cargo test against generation $label ($versions)" >&2
     failed+=("$label")
   fi
-  for test in "${outside[@]}"; do
-    echo "== outside the sandbox: ${test#*:} (tests/${test%%:*}.rs), generation $label"
-    if (cd "$src" && PATH="${bindir:+$(realpath "$bindir"):}${extra_path#:}:$PATH" \
-      CARGO_HOME="$cargo_home" CARGO_TARGET_DIR="$target" \
-      cargo test --offline --locked --test "${test%%:*}" -- --exact "${test#*:}"); then
-      echo "ok:   ${test#*:} outside the sandbox, generation $label"
-    else
-      echo "FAIL: ${test#*:} outside the sandbox, generation $label" >&2
-      failed+=("$label:${test#*:}")
-    fi
-  done
 done
 
 # `nix run`: the launcher with nothing but the assets derivation's files,
