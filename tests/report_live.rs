@@ -1,8 +1,9 @@
-//! `mlwatch report` against a live stack: two trainers, two services (a
-//! regressor and a classifier), real Prometheus and Alertmanager, mixed
-//! traffic until an alert fires. The real binary writes the report; the
-//! test checks it against the dashboard JSON, the alerts Prometheus fired
-//! and the served artifacts.
+//! The dashboards and `mlwatch report` against one live stack: two
+//! trainers, two services (a regressor and a classifier), real Prometheus
+//! and Alertmanager, mixed traffic until an alert fires. Every panel query
+//! of every dashboard returns data (what Grafana would show); then the real
+//! binary writes the report, checked against the dashboard JSON, the alerts
+//! Prometheus fired and the served artifacts.
 
 mod common;
 
@@ -12,8 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::queries::{dashboards, is_gpu_panel, panels, repo};
-use common::stack::{batch_for, eventually, LiveStack, StackOptions};
-use mlwatch::train::Algorithm;
+use common::stack::{assert_every_panel_has_data, drive_until_an_alert_fires, two_model_stack};
 use serde_json::Value;
 
 fn escape(text: &str) -> String {
@@ -62,71 +62,6 @@ fn figures(html: &str) -> Vec<Figure> {
         .collect()
 }
 
-fn two_model_stack() -> LiveStack {
-    LiveStack::start(StackOptions {
-        services: vec![Algorithm::Linear, Algorithm::Boost],
-        trainers: vec![
-            // Finished and lingering: regression values and training_model_info.
-            ["--model", "linear", "--iterations", "6", "--linger", "600s"]
-                .map(String::from)
-                .to_vec(),
-            // Still training: live classification and tree values.
-            [
-                "--model",
-                "boost",
-                "--pace",
-                "300ms",
-                "--iterations",
-                "2000",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ],
-        drift_window: 100,
-        ..StackOptions::default()
-    })
-}
-
-/// Valid, drifted and invalid traffic on every service until the recording
-/// rules have samples and an alert fires; returns the firing alert names.
-fn drive_until_an_alert_fires(stack: &LiveStack) -> BTreeSet<String> {
-    eventually(
-        "both trainers and both services scraped",
-        Duration::from_secs(60),
-        || (stack.query("up == 1").len() == 6).then_some(()),
-    );
-    let mut round = 0;
-    eventually(
-        "traffic recorded and an alert firing",
-        Duration::from_secs(120),
-        || {
-            for (url, artifact) in stack.app_urls.iter().zip(&stack.artifacts) {
-                let feature = artifact.feature_names[2].clone();
-                let valid = batch_for(artifact, round * 20, 20, None);
-                let drifted = batch_for(artifact, round * 20, 20, Some((&feature, 3.0)));
-                assert_eq!(stack.post_predict_to(url, &valid), 200);
-                assert_eq!(stack.post_predict_to(url, &drifted), 200);
-                for _ in 0..10 {
-                    assert_eq!(stack.post_predict_to(url, "[1, 2"), 400);
-                }
-            }
-            round += 1;
-            let firing: BTreeSet<String> = stack
-                .query("ALERTS{alertstate=\"firing\"}")
-                .iter()
-                .filter_map(|a| a.labels.get("alertname").cloned())
-                .collect();
-            let recorded = !stack
-                .query("job_model_version:model_prediction_duration_seconds:p95_5m")
-                .is_empty()
-                && !stack
-                    .query("job:model_prediction_invalid_input:ratio_rate5m")
-                    .is_empty();
-            (recorded && !firing.is_empty()).then_some(firing)
-        },
-    )
-}
-
 /// With MLWATCH_KEEP_REPORT=DIR, copies the report and its SVGs there to
 /// look at (the stack and its temp dir are gone once the test ends).
 fn keep_for_inspection(html: &Path, svg_dir: &Path) {
@@ -149,9 +84,11 @@ fn keep_for_inspection(html: &Path, svg_dir: &Path) {
 }
 
 #[test]
-fn report_draws_every_dashboard_panel_with_alerts_and_model() {
+fn every_panel_has_live_data_and_the_report_draws_it_with_alerts_and_model() {
     let stack = two_model_stack();
     let firing = drive_until_an_alert_fires(&stack);
+    // What Grafana would show: no panel without data.
+    assert_every_panel_has_data(&stack);
     // One more scrape and rule evaluation so the last traffic is in range.
     std::thread::sleep(Duration::from_secs(2));
 

@@ -11,6 +11,7 @@
 //! the stack is dropped, also when an assertion fails.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -462,4 +463,125 @@ pub fn prometheus_query(prometheus_url: &str, promql: &str, time: Option<f64>) -
 pub fn eventually<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
     mlwatch::poll::blocking(Duration::from_millis(250), timeout, check)
         .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+}
+
+/// Two trainers (one finished and lingering, one still training) and two
+/// services (a regressor and a classifier): every dashboard panel has
+/// something to show.
+pub fn two_model_stack() -> LiveStack {
+    LiveStack::start(StackOptions {
+        services: vec![
+            mlwatch::train::Algorithm::Linear,
+            mlwatch::train::Algorithm::Boost,
+        ],
+        trainers: vec![
+            // Finished and lingering: regression values and training_model_info.
+            ["--model", "linear", "--iterations", "6", "--linger", "600s"]
+                .map(String::from)
+                .to_vec(),
+            // Still training: live classification and tree values.
+            [
+                "--model",
+                "boost",
+                "--pace",
+                "300ms",
+                "--iterations",
+                "2000",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ],
+        drift_window: 100,
+        ..StackOptions::default()
+    })
+}
+
+/// Valid, drifted and invalid traffic on every service until the recording
+/// rules have samples and an alert fires; returns the firing alert names.
+pub fn drive_until_an_alert_fires(stack: &LiveStack) -> BTreeSet<String> {
+    eventually(
+        "both trainers and both services scraped",
+        Duration::from_secs(60),
+        || (stack.query("up == 1").len() == 6).then_some(()),
+    );
+    let mut round = 0;
+    eventually(
+        "traffic recorded and an alert firing",
+        Duration::from_secs(120),
+        || {
+            for (url, artifact) in stack.app_urls.iter().zip(&stack.artifacts) {
+                let feature = artifact.feature_names[2].clone();
+                let valid = batch_for(artifact, round * 20, 20, None);
+                let drifted = batch_for(artifact, round * 20, 20, Some((&feature, 3.0)));
+                assert_eq!(stack.post_predict_to(url, &valid), 200);
+                assert_eq!(stack.post_predict_to(url, &drifted), 200);
+                for _ in 0..10 {
+                    assert_eq!(stack.post_predict_to(url, "[1, 2"), 400);
+                }
+            }
+            round += 1;
+            let firing: BTreeSet<String> = stack
+                .query("ALERTS{alertstate=\"firing\"}")
+                .iter()
+                .filter_map(|a| a.labels.get("alertname").cloned())
+                .collect();
+            let recorded = !stack
+                .query("job_model_version:model_prediction_duration_seconds:p95_5m")
+                .is_empty()
+                && !stack
+                    .query("job:model_prediction_invalid_input:ratio_rate5m")
+                    .is_empty();
+            (recorded && !firing.is_empty()).then_some(firing)
+        },
+    )
+}
+
+/// Every dashboard panel query returns data on `stack` (GPU panels only
+/// where a GPU is), the annotation queries run and the alert markers show
+/// the firing alert: what an on-call engineer would see in Grafana.
+pub fn assert_every_panel_has_data(stack: &LiveStack) {
+    use super::queries::{
+        annotation_queries, dashboard_queries, dashboards, panels, substitute_variables,
+    };
+    let gpu_present = !stack.query("training_gpu_utilization_percent").is_empty();
+    let mut empty = BTreeSet::new();
+    let mut checked = 0;
+    for query in dashboard_queries() {
+        if query.optional_without_gpu && !gpu_present {
+            continue;
+        }
+        let promql = substitute_variables(&query.expr);
+        checked += 1;
+        if stack.query(&promql).is_empty() {
+            empty.insert(format!("{}: {promql}", query.origin));
+        }
+    }
+    assert!(checked >= 40, "queries checked: {checked}");
+    // Annotation queries: Prometheus accepts every one (stack.query asserts
+    // success), and the alert markers have the alert that fired.
+    for query in annotation_queries() {
+        let result = stack.query(&substitute_variables(&query.expr));
+        if query.origin.contains("Firing alerts") && query.origin.starts_with("predict_api") {
+            assert!(!result.is_empty(), "{}: no firing alert", query.origin);
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "panels that would show \"No data\":\n{}",
+        empty.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    // The exemption is for GPU panels only, and only without a GPU.
+    let exempt: Vec<Value> = dashboards()
+        .iter()
+        .flat_map(|(_, d)| panels(d))
+        .filter(super::queries::is_gpu_panel)
+        .collect();
+    assert!(
+        exempt.iter().all(|p| p["title"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("gpu")),
+        "only GPU panels are exempt"
+    );
 }
