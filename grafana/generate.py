@@ -750,6 +750,21 @@ def predict_api():
                    [q(ratio("error", "model_version"), "{{model_version}}")],
                    unit="percentunit", min_=0, no_value=NO_TRAFFIC,
                    thresholds=above(ERROR_RATIO), alerts=["HighErrorRate"]),
+        # The service's self-protection: without this panel a slowloris or
+        # a saturated in-flight cap shows only as vague errors.
+        timeseries("Refused requests by reason",
+                   "http_server_refused_requests_total per second over 5 m, by "
+                   "reason: header_timeout (a request header slower than "
+                   "--header-read-timeout, 408), body_timeout (a body slower "
+                   "than --body-read-timeout, 408), busy (--max-inflight-bodies "
+                   "bodies already being read, 503; also counted as "
+                   "status=\"error\"). Flat at 0 is healthy.",
+                   [q("sum by (reason) (rate(http_server_refused_requests_total"
+                      f"{{{I}}}[5m]))", "{{reason}}")],
+                   unit="reqps", min_=0, w=24,
+                   overrides=[by_name("busy", color=color("red")),
+                              by_name("header_timeout", color=color("orange")),
+                              by_name("body_timeout", color=color("yellow"))]),
     )
 
     latency = row(

@@ -106,9 +106,6 @@ fn every_documented_metric_is_used_or_deliberately_unqueried() {
         "admin_unauthorized_requests_total",
         // Until the training dashboard gains its MLflow panel (issue 13).
         "training_mlflow_errors_total",
-        // Protection counter (header/body timeouts, in-flight cap); no
-        // dashboard panel or alert reads it yet.
-        "http_server_refused_requests_total",
         "app_gpu_utilization_percent",
         "app_gpu_memory_used_bytes",
         "app_gpu_memory_total_bytes",
