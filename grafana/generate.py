@@ -579,6 +579,31 @@ def training():
                    unit="bytes", w=8, min_=0),
     )
 
+    # Tracking failures never stop training (the trainer only counts them),
+    # so without a panel a run silently goes missing from MLflow.
+    tracking = row(
+        "Experiment tracking (MLflow)",
+        "Did every run reach the MLflow tracking server?",
+        stat("MLflow calls failed in range",
+             "increase(training_mlflow_errors_total) over the selected range: "
+             "MLflow calls that failed after their retries. Training goes on "
+             "without MLflow, so a failure means a run that is missing or "
+             "incomplete in MLflow while the local artifact is complete. "
+             "Orange from 1. 0 also when the trainer runs without MLflow.",
+             [q("round(sum(increase(training_mlflow_errors_total"
+                f"{{{I}}}{RANGE}))) or on() vector(0)", "failed calls")],
+             unit="short", w=8, decimals=0,
+             thresholds=steps(("green", None), ("orange", 1))),
+        timeseries("MLflow failures by operation",
+                   "increase(training_mlflow_errors_total) over 5 m by "
+                   "operation (experiment, create_run, log_batch, update_run, "
+                   "upload_artifact, register_model): which part of the run "
+                   "MLflow did not take.",
+                   [q("sum by (operation) (increase(training_mlflow_errors_total"
+                      f"{{{I}}}[5m]))", "{{operation}}")],
+                   unit="short", w=16, min_=0),
+    )
+
     gpus = row(
         "GPU (only with an NVIDIA GPU)",
         "GPU load of the trainer, read through NVML. Empty on CPU-only hosts.",
@@ -595,7 +620,7 @@ def training():
          variable("instance", "Trainer",
                   'label_values(training_in_progress{job=~"$job"}, instance)',
                   "Trainer instance(s) to show")],
-        [status, progress, structure, importance, resources, gpus],
+        [status, progress, structure, importance, tracking, resources, gpus],
         [alert_annotation("$job"),
          annotation("Training started", "blue",
                     f"(training_in_progress{{{I}}} == 1) unless on (job, instance) "

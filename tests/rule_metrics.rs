@@ -104,8 +104,6 @@ fn every_documented_metric_is_used_or_deliberately_unqueried() {
         .collect();
     let allowed = [
         "admin_unauthorized_requests_total",
-        // Until the training dashboard gains its MLflow panel (issue 13).
-        "training_mlflow_errors_total",
         "app_gpu_utilization_percent",
         "app_gpu_memory_used_bytes",
         "app_gpu_memory_total_bytes",
