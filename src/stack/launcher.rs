@@ -7,20 +7,18 @@
 //! built-in webhook, and reloads every replica whenever the trainer writes
 //! a new artifact.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use serde_json::Value;
 
 use super::children::{find_binary, Supervised};
 use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
 use super::runbooks;
+use super::webhook::{self, AlertInbox};
 
 /// The Debian/Ubuntu command that installs what the stack needs.
 /// Without recommends: they pull in a few dozen packages nobody asked for.
@@ -212,37 +210,6 @@ impl Binaries {
     }
 }
 
-/// How many alerts the inbox keeps: Alertmanager re-sends every firing
-/// alert each repeat interval, so a stack left up for days would otherwise
-/// grow without end.
-const INBOX_CAPACITY: usize = 1000;
-
-/// The largest notification the webhook accepts (Alertmanager's are a few
-/// KiB per alert).
-const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
-
-/// The most recent alerts received by the built-in webhook, newest last.
-#[derive(Clone, Default)]
-pub struct AlertInbox(Arc<Mutex<VecDeque<Value>>>);
-
-impl AlertInbox {
-    pub fn alerts(&self) -> Vec<Value> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    fn push(&self, alerts: Vec<Value>) {
-        let mut inbox = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        inbox.extend(alerts);
-        let excess = inbox.len().saturating_sub(INBOX_CAPACITY);
-        inbox.drain(..excess);
-    }
-}
-
 pub struct Stack {
     pub urls: Vec<(&'static str, String)>,
     pub prometheus_url: String,
@@ -304,7 +271,7 @@ impl Stack {
                 .map(|_| loopback(p.mlflow)),
             runbooks: runbook_url.clone(),
         };
-        let webhook_url = format!("http://{}/alerts", loopback(p.webhook));
+        let webhook_url = format!("http://{}{}", loopback(p.webhook), webhook::PATH);
         let runbook_page = runbooks::load(&config.assets.root)?;
         let written = config::write(
             &config.assets,
@@ -315,8 +282,8 @@ impl Stack {
         )?;
 
         let inbox = AlertInbox::default();
-        let (acceptor, _) = crate::listen::bind(loopback(p.webhook)).await?;
-        let webhook = tokio::spawn(serve_webhook(acceptor, inbox.clone(), runbook_page));
+        let (_, webhook) =
+            webhook::start(loopback(p.webhook), inbox.clone(), Some(runbook_page)).await?;
 
         let mut core = Vec::new();
         let ha = config
@@ -620,57 +587,5 @@ impl Stack {
             child.stop().await;
         }
         self.webhook.abort();
-    }
-}
-
-/// The launcher's HTTP server: the Alertmanager webhook (POST /alerts) and
-/// the rendered runbooks (GET /runbooks).
-async fn serve_webhook(acceptor: poem::listener::TcpAcceptor, inbox: AlertInbox, page: String) {
-    use poem::{handler, post, web::Data, web::Json, EndpointExt, Route};
-    #[handler]
-    fn alerts(Json(body): Json<Value>, Data(inbox): Data<&AlertInbox>) -> &'static str {
-        let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
-        for alert in &alerts {
-            let name = alert["labels"]["alertname"].as_str().unwrap_or("?");
-            let status = alert["status"].as_str().unwrap_or("?");
-            let summary = alert["annotations"]["summary"].as_str().unwrap_or("");
-            let runbook = alert["annotations"]["runbook_url"].as_str().unwrap_or("");
-            println!("ALERT {status:>8} {name}: {summary} (runbook: {runbook})");
-        }
-        inbox.push(alerts);
-        "ok"
-    }
-    let app = Route::new()
-        // The body limit guards the webhook only: SizeLimit answers 411 to
-        // a request without Content-Length, which is every GET.
-        .at(
-            "/alerts",
-            post(alerts).with(poem::middleware::SizeLimit::new(WEBHOOK_BODY_LIMIT)),
-        )
-        .at(runbooks::PATH, runbooks::endpoint(page))
-        .data(inbox);
-    if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
-        tracing::error!("alert webhook stopped: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_alert_inbox_keeps_only_the_newest_alerts() {
-        let inbox = AlertInbox::default();
-        for i in 0..3 {
-            inbox.push(
-                (0..INBOX_CAPACITY)
-                    .map(|j| serde_json::json!({ "n": i * INBOX_CAPACITY + j }))
-                    .collect(),
-            );
-        }
-        let alerts = inbox.alerts();
-        assert_eq!(alerts.len(), INBOX_CAPACITY);
-        assert_eq!(alerts[0]["n"], 2 * INBOX_CAPACITY);
-        assert_eq!(alerts[INBOX_CAPACITY - 1]["n"], 3 * INBOX_CAPACITY - 1);
     }
 }

@@ -1,8 +1,9 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
 //! from the repository's own files ([`config`]), the children's command
 //! lines ([`commands`]), supervised child processes ([`children`]), the
-//! launcher that runs everything on 127.0.0.1 ([`launcher`], which also
-//! serves the rendered runbooks, [`runbooks`]), the optional MLflow server
+//! launcher that runs everything on 127.0.0.1 ([`launcher`]), its HTTP
+//! server for Alertmanager's notifications and the rendered runbooks
+//! ([`webhook`], [`runbooks`]), the optional MLflow server
 //! ([`mlflow`]), the state directory a demo may clear ([`state`]) and
 //! `mlwatch up` on top of it ([`up`]). Tests, `mlwatch demo` and `nix run`
 //! use the same code, so there is never a second hand-written copy of a
@@ -17,3 +18,4 @@ pub mod mlflow;
 pub mod runbooks;
 pub(crate) mod state;
 pub mod up;
+pub mod webhook;

@@ -12,10 +12,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,6 +22,7 @@ use super::{free_port, listening_address, wait_for_status, Process};
 pub use mlwatch::prometheus_api::{Alert, Sample};
 use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::webhook::{self, AlertInbox};
 
 /// A binary from PATH, or a panic that names the Debian package.
 pub fn require_binary(names: &[&str], package: &str) -> PathBuf {
@@ -39,50 +38,43 @@ pub fn require_binary(names: &[&str], package: &str) -> PathBuf {
     panic!("none of {names:?} on PATH: install the Debian package {package} (apt-get install -y {package})");
 }
 
-/// Records every POST body it receives.
+/// The launcher's own webhook receiver ([`mlwatch::stack::webhook`]) on a
+/// free port, on a runtime of its own: records every notification.
 pub struct Webhook {
     pub url: String,
-    received: Arc<Mutex<Vec<Value>>>,
+    inbox: AlertInbox,
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Webhook {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook");
-        let url = format!(
-            "http://{}/alerts",
-            listener.local_addr().expect("webhook address")
-        );
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                if let Some(body) = read_request_body(&stream) {
-                    if let Ok(json) = serde_json::from_slice::<Value>(&body) {
-                        sink.lock().unwrap().push(json);
-                    }
-                }
-                let mut stream = stream;
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        Self { url, received }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("webhook runtime");
+        let inbox = AlertInbox::default();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (address, _) = runtime
+            .block_on(webhook::start(loopback, inbox.clone(), None))
+            .expect("start the webhook receiver");
+        Self {
+            url: format!("http://{address}{}", webhook::PATH),
+            inbox,
+            _runtime: runtime,
+        }
     }
 
     /// Every notification (POST body) received so far, in order.
     pub fn notifications(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
+        self.inbox.notifications()
     }
 
     /// (alertname, status, labels) of every alert received so far.
     pub fn alerts(&self) -> Vec<(String, String, Value)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        self.inbox
+            .alerts()
+            .into_iter()
             .map(|a| {
                 (
                     a["labels"]["alertname"].as_str().unwrap_or("").to_owned(),
@@ -98,29 +90,6 @@ impl Webhook {
             .iter()
             .any(|(name, status, _)| name == alertname && status == "firing")
     }
-}
-
-fn read_request_body(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
-    let mut reader = BufReader::new(stream);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(body)
 }
 
 /// What to start.
@@ -260,7 +229,7 @@ impl LiveStack {
             alertmanager: loopback(),
             mlflow: None,
             // No runbook server in these tests; the links are checked on a
-            // real `mlwatch up` (tests/runbook_links.rs).
+            // real `mlwatch up` (tests/grafana_dashboards.rs).
             runbooks: "http://runbooks.invalid/runbooks".into(),
         };
         let webhook = Webhook::start();
