@@ -298,7 +298,7 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
 /// and b, both Prometheus alerting both Alertmanagers, one gossip cluster)
 /// and stops all of them on Ctrl-C.
 #[test]
-fn up_ha_starts_both_pairs_and_stops_them() {
+fn up_ha_starts_both_pairs_survives_losing_one_of_each_and_stops_them() {
     require_binary(&["prometheus"], "prometheus");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -354,6 +354,42 @@ fn up_ha_starts_both_pairs_and_stops_them() {
         "{}",
         up.log_text()
     );
+
+    // Losing one member of each pair is what the pairs are for: the
+    // launcher warns and goes on; the surviving members still answer.
+    for member in ["ha/prometheus-b", "ha/alertmanager-b"] {
+        let needle = state.join(member).display().to_string();
+        let pids: Vec<String> = common::processes_mentioning(&needle)
+            .iter()
+            .filter_map(|p| p.split(':').next().map(str::to_owned))
+            .collect();
+        assert_eq!(pids.len(), 1, "one process for {member}: {pids:?}");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pids[0]])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+    eventually("the launcher reports both losses", WAIT, || {
+        let log = up.log_text();
+        (log.contains("prometheus-b exited") && log.contains("alertmanager-b exited"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        up.try_exit().is_none(),
+        "the stack stopped after losing one member of each pair:\n{}",
+        up.log_text()
+    );
+    assert_eq!(
+        common::get(&format!("http://127.0.0.1:{prometheus}/-/ready")).map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        common::get(&format!("http://127.0.0.1:{alertmanager}/-/ready")).map(|r| r.0),
+        Some(200)
+    );
+
     up.signal("INT");
     let status = up.wait_exit(WAIT).expect("Ctrl-C stops the launcher");
     assert!(status.success(), "{}", up.log_text());

@@ -225,7 +225,9 @@ pub struct Stack {
     /// others still serve.
     services: Vec<Supervised>,
     trainer: Option<Supervised>,
-    core: Vec<Supervised>,
+    /// Every other child, in start order; an HA pair is one group of two,
+    /// any other child a group of one.
+    core: Vec<Vec<Supervised>>,
     webhook: tokio::task::JoinHandle<()>,
     model_seen: Option<SystemTime>,
 }
@@ -313,8 +315,9 @@ impl Stack {
                     state.join("ha/alertmanager-b"),
                 ),
             ];
+            let mut pair = Vec::new();
             for (name, web, gossip, peer, storage) in members {
-                core.push(Supervised::spawn(
+                pair.push(Supervised::spawn(
                     name,
                     &binaries.alertmanager,
                     &commands::clustered_alertmanager(
@@ -328,6 +331,7 @@ impl Stack {
                     &logs,
                 )?);
             }
+            core.push(pair);
             let members = [
                 (
                     "prometheus",
@@ -342,26 +346,28 @@ impl Stack {
                     state.join("ha/prometheus-b"),
                 ),
             ];
+            let mut pair = Vec::new();
             for (name, replica, listen, storage) in members {
                 let file = written
                     .prometheus_yml
                     .with_file_name(format!("prometheus-{replica}.yml"));
                 std::fs::write(&file, config::ha_member(&derived, replica, &alertmanagers)?)
                     .with_context(|| format!("cannot write {}", file.display()))?;
-                core.push(Supervised::spawn(
+                pair.push(Supervised::spawn(
                     name,
                     &binaries.prometheus,
                     &commands::prometheus(&file, &storage, listen),
                     &logs,
                 )?);
             }
+            core.push(pair);
             ha_urls.push((
                 "Prometheus (replica b)",
                 format!("http://{}", ha.prometheus_b),
             ));
             ha_urls.push(("Alertmanager b", format!("http://{}", ha.alertmanager_b)));
         } else {
-            core.push(Supervised::spawn(
+            core.push(vec![Supervised::spawn(
                 "alertmanager",
                 &binaries.alertmanager,
                 &commands::alertmanager(
@@ -370,8 +376,8 @@ impl Stack {
                     endpoints.alertmanager,
                 ),
                 &logs,
-            )?);
-            core.push(Supervised::spawn(
+            )?]);
+            core.push(vec![Supervised::spawn(
                 "prometheus",
                 &binaries.prometheus,
                 &commands::prometheus(
@@ -380,7 +386,7 @@ impl Stack {
                     endpoints.prometheus,
                 ),
                 &logs,
-            )?);
+            )?]);
         }
         let mut grafana_password = None;
         let mut urls = vec![
@@ -414,7 +420,12 @@ impl Stack {
                     format!("--homepath={}", binary.home.display()),
                     format!("--config={}", settings.ini.display()),
                 ]);
-                core.push(Supervised::spawn("grafana", &binary.program, &args, &logs)?);
+                core.push(vec![Supervised::spawn(
+                    "grafana",
+                    &binary.program,
+                    &args,
+                    &logs,
+                )?]);
                 urls.push((
                     "Grafana (user admin)",
                     format!("http://{}", loopback(p.grafana)),
@@ -426,13 +437,13 @@ impl Stack {
         let mut mlflow_url = None;
         if let Some((binary, metrics)) = mlflow {
             let address = loopback(p.mlflow);
-            core.push(Supervised::spawn_with_env(
+            core.push(vec![Supervised::spawn_with_env(
                 "mlflow",
                 binary,
                 &super::mlflow::server_args(state, address, metrics),
                 &super::mlflow::ENV,
                 &logs,
-            )?);
+            )?]);
             let url = format!("http://{address}");
             urls.push(("MLflow", url.clone()));
             mlflow_url = Some(url);
@@ -519,25 +530,17 @@ impl Stack {
             }
         }
         // A replica that dies leaves the others serving (Prometheus reports
-        // it as MlApiDown); the stack gives up only when none is left.
-        if self.services.len() > 1 {
-            let mut i = 0;
-            while i < self.services.len() && self.services.len() > 1 {
-                if let Some(status) = self.services[i].exited() {
-                    let dead = self.services.remove(i);
-                    tracing::warn!(
-                        "{} exited with {status}; {} replica(s) still serve; last log lines of {}:\n{}",
-                        dead.name,
-                        self.services.len(),
-                        dead.log.display(),
-                        dead.tail(20)
-                    );
-                } else {
-                    i += 1;
-                }
-            }
+        // it as MlApiDown), and an HA member its partner; the stack gives up
+        // only when a group has no member left.
+        drop_exited_members(&mut self.services, "replica(s) still serve");
+        for pair in &mut self.core {
+            drop_exited_members(pair, "member(s) of its pair still run");
         }
-        for child in self.services.iter_mut().chain(self.core.iter_mut()) {
+        for child in self
+            .services
+            .iter_mut()
+            .chain(self.core.iter_mut().flatten())
+        {
             if let Some(status) = child.exited() {
                 bail!(
                     "{} exited with {status}; last log lines of {}:\n{}",
@@ -570,7 +573,7 @@ impl Stack {
         self.services
             .iter()
             .chain(self.trainer.as_ref())
-            .chain(self.core.iter())
+            .chain(self.core.iter().flatten())
             .filter_map(Supervised::pid)
             .collect()
     }
@@ -583,9 +586,35 @@ impl Stack {
         for service in &mut self.services {
             service.stop().await;
         }
-        for child in self.core.iter_mut().rev() {
+        for child in self
+            .core
+            .iter_mut()
+            .rev()
+            .flat_map(|group| group.iter_mut().rev())
+        {
             child.stop().await;
         }
         self.webhook.abort();
+    }
+}
+
+/// Members of a redundant group (API replicas, an HA pair) that exited are
+/// dropped with a warning while another member still runs; the last one is
+/// kept, so that its exit ends the stack like any single child's.
+fn drop_exited_members(group: &mut Vec<Supervised>, still: &str) {
+    let mut i = 0;
+    while i < group.len() && group.len() > 1 {
+        if let Some(status) = group[i].exited() {
+            let dead = group.remove(i);
+            tracing::warn!(
+                "{} exited with {status}; {} {still}; last log lines of {}:\n{}",
+                dead.name,
+                group.len(),
+                dead.log.display(),
+                dead.tail(20)
+            );
+        } else {
+            i += 1;
+        }
     }
 }
