@@ -101,6 +101,46 @@ fn quick_demo_fires_both_alerts_writes_the_report_and_cleans_up() {
     );
 }
 
+/// Waits until `process`'s log shows `marker`, reading only what was
+/// appended, every millisecond: the signal must land in the step the marker
+/// opens, and the last step (the report) takes well under a second.
+fn wait_for_line(process: &mut Process, marker: &str, timeout: Duration) {
+    use std::io::{Read, Seek, SeekFrom};
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    let mut offset = 0u64;
+    loop {
+        if let Ok(mut file) = std::fs::File::open(&process.log) {
+            let mut fresh = Vec::new();
+            if file.seek(SeekFrom::Start(offset)).is_ok() && file.read_to_end(&mut fresh).is_ok() {
+                offset += fresh.len() as u64;
+                seen.push_str(&String::from_utf8_lossy(&fresh));
+                if seen.contains(marker) {
+                    return;
+                }
+                // Keep only what a marker split across reads could need.
+                let keep = seen.len().saturating_sub(marker.len());
+                let keep = (keep..=seen.len())
+                    .find(|&i| seen.is_char_boundary(i))
+                    .unwrap_or(0);
+                seen.drain(..keep);
+            }
+        }
+        if let Some(status) = process.try_exit() {
+            panic!(
+                "demo ended ({status}) before {marker:?}:\n{}",
+                process.log_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not reach {marker:?} in {timeout:?}:\n{}",
+            process.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Starts `mlwatch demo --quick`, waits until its log shows `marker`,
 /// sends `signal`, and asserts that the demo and every child are gone
 /// within seconds.
@@ -115,19 +155,7 @@ fn signal_at(marker: &str, signal: &str) {
         dir.path(),
     );
     if !marker.is_empty() {
-        common::poll(
-            &format!("the demo to reach {marker:?}"),
-            Duration::from_secs(120),
-            || {
-                if let Some(status) = demo.try_exit() {
-                    panic!(
-                        "demo ended ({status}) before {marker:?}:\n{}",
-                        demo.log_text()
-                    );
-                }
-                demo.log_text().contains(marker).then_some(())
-            },
-        );
+        wait_for_line(&mut demo, marker, Duration::from_secs(120));
     }
     let sent = Instant::now();
     demo.signal(signal);
@@ -177,6 +205,11 @@ fn ctrl_c_during_bad_traffic_stops_everything() {
 #[test]
 fn ctrl_c_during_the_alert_wait_stops_everything() {
     signal_at("[4/5]", "INT");
+}
+
+#[test]
+fn ctrl_c_while_writing_the_report_stops_everything() {
+    signal_at("[5/5]", "INT");
 }
 
 #[test]

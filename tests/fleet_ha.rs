@@ -372,8 +372,7 @@ fn up_ha_starts_both_pairs_survives_losing_one_of_each_and_stops_them() {
     }
     eventually("the launcher reports both losses", WAIT, || {
         let log = up.log_text();
-        (log.contains("prometheus-b exited") && log.contains("alertmanager-b exited"))
-            .then_some(())
+        (log.contains("prometheus-b exited") && log.contains("alertmanager-b exited")).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(
