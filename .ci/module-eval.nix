@@ -78,7 +78,7 @@ let
       runbooks = { enable = true; address = "127.0.0.1"; port = 5002; };
       mlflow = {
         enable = mlflowEnable;
-        package = "/nix/store/mlflow-server";
+        package = "/nix/store/mlflow-env";
         address = "127.0.0.1";
         port = 5000;
         experiment = "mlwatch";
@@ -131,10 +131,7 @@ let
     jq = "/nix/store/jq";
     mlwatch-assets = "/nix/store/mlwatch-assets";
     runCommand = name: _: _: "/nix/store/${name}";
-    python3Packages = {
-      prometheus-flask-exporter = "/nix/store/prometheus-flask-exporter";
-      makePythonPath = map (p: "${p}/lib/python3/site-packages");
-    };
+    python3.withPackages = _: "/nix/store/python3-env";
   };
 
   module = import ../nix/module.nix {

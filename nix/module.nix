@@ -245,11 +245,28 @@ in
 
     mlflow = {
       enable = mkEnableOption ''
-        an MLflow tracking server (nixpkgs' `mlflow-server`, on 127.0.0.1, sqlite
+        an MLflow tracking server (nixpkgs' `python3Packages.mlflow`, on 127.0.0.1, sqlite
         store and proxied artifacts in /var/lib/mlwatch-mlflow) that the trainer
         logs every run to; the dashboards link the served model to its run'';
 
-      package = mkPackageOption pkgs "mlflow-server" { };
+      package = mkOption {
+        type = types.package;
+        # A Python environment, not nixpkgs' `mlflow-server`: `mlflow server`
+        # starts uvicorn as `sys.executable -m uvicorn`. Before nixpkgs PR
+        # #519345, mlflow-server rewrote that command to a gunicorn wrapper
+        # ("argument -m/--umask: invalid auto_int value: 'uvicorn'"). After
+        # it, the server only finds its packages when PYTHONPATH is unset,
+        # and a PYTHONPATH that adds prometheus-flask-exporter would unset
+        # them. In an environment, the child interpreter is the
+        # environment's own and sees every package, the exporter included.
+        default = pkgs.python3.withPackages (ps: [ ps.mlflow ps.prometheus-flask-exporter ]);
+        defaultText = lib.literalExpression "pkgs.python3.withPackages (ps: [ ps.mlflow ps.prometheus-flask-exporter ])";
+        description = ''
+          Package providing `bin/mlflow`. With `exposePrometheus` it must
+          also bring `prometheus_flask_exporter` into the same Python
+          environment.
+        '';
+      };
 
       address = mkOption {
         type = types.str;
@@ -646,10 +663,6 @@ in
           HOME = mlflowDir;
           MLFLOW_DISABLE_TELEMETRY = "true";
           DO_NOT_TRACK = "true";
-        } // lib.optionalAttrs cfg.mlflow.exposePrometheus {
-          # `--expose-prometheus` imports prometheus_flask_exporter, an MLflow
-          # extra that the mlflow-server package need not bring.
-          PYTHONPATH = pkgs.python3Packages.makePythonPath [ pkgs.python3Packages.prometheus-flask-exporter ];
         };
         # Python needs writable-executable memory for ctypes/cffi callbacks.
         serviceConfig = sandboxing // {

@@ -15,8 +15,7 @@
 , prometheus-alertmanager
 , prometheus-pushgateway
 , procps
-, mlflow-server
-, python3Packages
+, python3
 }:
 
 let
@@ -52,13 +51,14 @@ rustPlatform.buildRustPackage {
     prometheus-alertmanager
     prometheus-pushgateway
     procps
-    mlflow-server
+    # The same environment as the module's default mlflow.package (see the
+    # comment there): `mlflow server --expose-prometheus`
+    # (tests/mlflow_up.rs) needs prometheus_flask_exporter beside mlflow,
+    # and no PYTHONPATH may be set for its uvicorn child to find them.
+    (python3.withPackages (ps: [ ps.mlflow ps.prometheus-flask-exporter ]))
   ];
 
-  # `mlflow server --expose-prometheus` (tests/mlflow_up.rs) imports
-  # prometheus_flask_exporter, an MLflow extra mlflow-server does not bring.
   preCheck = ''
-    export PYTHONPATH=${python3Packages.makePythonPath [ python3Packages.prometheus-flask-exporter ]}''${PYTHONPATH:+:$PYTHONPATH}
     export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
   '';
 
