@@ -183,27 +183,31 @@ fn three_replicas_are_discovered_add_up_and_fail_alone() {
         },
     );
 
-    // The fleet rate is the sum of the replicas' rates at the same instant.
-    let fleet = query("timestamp(job:model_prediction_requests:rate5m{job=\"ml-api\"})");
-    let at = number(&fleet[0]);
-    let fleet_rate = number(
-        &prometheus_query(
+    // The fleet rate is the sum of the replicas' rates at the same instant,
+    // once every replica's rate shows its traffic (right after the panels
+    // have data, a replica's 5 m window may still hold only samples from
+    // before its first request: rate 0).
+    let (fleet_rate, per_instance) = eventually("every replica's rate shows traffic", WAIT, || {
+        let fleet = query("timestamp(job:model_prediction_requests:rate5m{job=\"ml-api\"})");
+        let at = number(fleet.first()?);
+        let fleet_rate = number(
+            prometheus_query(
+                &prometheus,
+                "job:model_prediction_requests:rate5m{job=\"ml-api\"}",
+                Some(at),
+            )
+            .first()?,
+        );
+        let per_instance = prometheus_query(
             &prometheus,
-            "job:model_prediction_requests:rate5m{job=\"ml-api\"}",
+            "sum by (instance) (rate(model_prediction_requests_total{job=\"ml-api\"}[5m]))",
             Some(at),
-        )[0],
-    );
-    let per_instance = prometheus_query(
-        &prometheus,
-        "sum by (instance) (rate(model_prediction_requests_total{job=\"ml-api\"}[5m]))",
-        Some(at),
-    );
-    assert_eq!(per_instance.len(), usize::from(REPLICAS));
+        );
+        (per_instance.len() == usize::from(REPLICAS)
+            && per_instance.iter().all(|s| number(s) > 0.0))
+        .then_some((fleet_rate, per_instance))
+    });
     let sum: f64 = per_instance.iter().map(number).sum();
-    assert!(
-        per_instance.iter().all(|s| number(s) > 0.0),
-        "every replica gets traffic: {per_instance:?}"
-    );
     // The rule's sample carries its evaluation time, which timestamp()
     // rounds to the millisecond; rate() at that rounded instant may see the
     // window's edge a millisecond apart (seen: 0.28881 vs 0.28863). 1 %
