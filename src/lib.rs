@@ -18,6 +18,7 @@
 //! - [`demo`]: `mlwatch demo`, the whole story in one command.
 //! - [`shutdown`]: the one process-wide stop request.
 //! - [`poll`]: waiting for a condition with a deadline.
+//! - [`process_tree`]: stopping a child with everything it started.
 //!
 //! Modules are public only where the binary, the integration tests or the
 //! benchmarks need them.
@@ -29,6 +30,7 @@ pub mod load;
 pub mod mlflow;
 pub mod model;
 pub mod poll;
+pub mod process_tree;
 pub mod prometheus_api;
 pub mod report;
 pub(crate) mod resources;

@@ -10,8 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status of a forced exit (128 + SIGINT, as shells report it).
@@ -112,10 +111,13 @@ pub fn untrack_child(pid: u32) {
     }
 }
 
-/// SIGKILLs every tracked child (a forced exit runs no destructors).
+/// SIGKILLs every tracked child and everything it started (a forced exit
+/// runs no destructors).
 fn kill_tracked_children() {
     for pid in children().iter() {
-        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        if let Ok(pid) = u32::try_from(*pid) {
+            crate::process_tree::ProcessTree::of(pid).signal(Signal::SIGKILL);
+        }
     }
 }
 

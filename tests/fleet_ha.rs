@@ -321,6 +321,9 @@ fn up_ha_starts_both_pairs_survives_losing_one_of_each_and_stops_them() {
         ("--alertmanager-port", alertmanager),
         ("--grafana-port", free_port()),
         ("--webhook-port", free_port()),
+        // MLflow, when on PATH, must not take its default 5000: tests run
+        // in parallel.
+        ("--mlflow-port", free_port()),
     ] {
         args.extend([flag.to_owned(), port.to_string()]);
     }

@@ -359,6 +359,9 @@ fn every_runbook_link_and_runbook_url_opens_on_a_live_mlwatch_up() {
         "--trainer-port",
         "--alertmanager-port",
         "--grafana-port",
+        // MLflow, when on PATH, must not take its default 5000: tests run
+        // in parallel.
+        "--mlflow-port",
     ] {
         args.push(flag.into());
         args.push(common::free_port().to_string());

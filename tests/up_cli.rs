@@ -18,6 +18,9 @@ fn port_flags(prometheus: u16) -> Vec<String> {
         ("--alertmanager-port", free_port()),
         ("--grafana-port", free_port()),
         ("--webhook-port", free_port()),
+        // MLflow, when on PATH, must not take its default 5000: tests run
+        // in parallel.
+        ("--mlflow-port", free_port()),
     ] {
         flags.push(flag.to_owned());
         flags.push(port.to_string());
@@ -95,8 +98,12 @@ fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
-/// `mlwatch up` in `dir/state`, once its service and Prometheus answer.
-fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
+/// `mlwatch up` in `dir/state` with `env`, once its Prometheus answers and
+/// it printed its URLs; returns it, the state directory and the app port.
+fn start_stack(
+    dir: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Process, std::path::PathBuf, String) {
     common::stack::require_binary(&["prometheus"], "prometheus");
     let state = dir.join("state");
     let flags = port_flags(free_port());
@@ -111,8 +118,30 @@ fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
         state.display().to_string(),
     ];
     args.extend(flags);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut up = Process::mlwatch("up", &args, dir);
+    let mut up = Process::spawn_with_env(
+        "up",
+        std::path::Path::new(env!("CARGO_BIN_EXE_mlwatch")),
+        &args,
+        env,
+        dir,
+    );
+    wait_for_status(
+        &format!("http://127.0.0.1:{prometheus_port}/-/ready"),
+        200,
+        Duration::from_secs(60),
+        &mut up,
+    );
+    common::poll(
+        "the launcher to print its URLs",
+        Duration::from_secs(30),
+        || up.log_text().contains("mlwatch stack is up").then_some(()),
+    );
+    (up, state, app_port)
+}
+
+/// `mlwatch up` in `dir/state`, once its service and Prometheus answer.
+fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
+    let (mut up, state, app_port) = start_stack(dir, &[]);
     // The service becomes ready once the trainer's artifact is reloaded.
     wait_for_status(
         &format!("http://127.0.0.1:{app_port}/ready"),
@@ -120,14 +149,65 @@ fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
         Duration::from_secs(60),
         &mut up,
     );
-    wait_for_status(
-        &format!("http://127.0.0.1:{prometheus_port}/-/ready"),
-        200,
-        Duration::from_secs(30),
-        &mut up,
-    );
-    assert!(up.log_text().contains("mlwatch stack is up"));
     (up, state)
+}
+
+/// Stands in for an MLflow server that is slow to stop: it ignores SIGTERM,
+/// and so do its two children, one in its process group (as MLflow's
+/// uvicorn is) and one that left the group with setsid. Each carries the
+/// server's arguments, and so the state directory, on its command line.
+const STUBBORN_MLFLOW: &str = r#"#!/bin/sh
+trap '' TERM
+sh -c 'trap "" TERM; while :; do sleep 1; done' uvicorn-stand-in "$@" &
+setsid sh -c 'trap "" TERM; while :; do sleep 1; done' job-runner-stand-in "$@" &
+while :; do sleep 1; done
+"#;
+
+#[test]
+fn ctrl_c_stops_an_mlflow_that_ignores_sigterm_and_everything_it_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let stub = bin.join("mlflow");
+    std::fs::write(&stub, STUBBORN_MLFLOW).unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let (mut up, state) = {
+        let (up, state, _) = start_stack(dir.path(), &[("PATH", path.as_os_str())]);
+        (up, state)
+    };
+    let state_text = state.display().to_string();
+    let mlflow_tree = || {
+        common::processes_mentioning(&state_text)
+            .into_iter()
+            .filter(|p| p.contains("--backend-store-uri"))
+            .collect::<Vec<_>>()
+    };
+    common::poll(
+        "the stub and its two children",
+        Duration::from_secs(30),
+        || (mlflow_tree().len() == 3).then_some(()),
+    );
+    up.signal("INT");
+    let status = up
+        .wait_exit(Duration::from_secs(60))
+        .expect("Ctrl-C stops the launcher, past MLflow's grace period");
+    assert!(status.success(), "{}", up.log_text());
+    // SIGKILLed processes vanish from /proc once their parent (or init)
+    // reaps them: the launcher reaps its child, init the orphan.
+    common::poll(
+        "nothing of the stack to be left",
+        Duration::from_secs(10),
+        || {
+            common::processes_mentioning(&state_text)
+                .is_empty()
+                .then_some(())
+        },
+    );
 }
 
 #[test]

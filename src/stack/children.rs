@@ -1,9 +1,12 @@
 //! Supervised child processes of the local stack: each writes its output to
-//! a log file in the state directory, is stopped with SIGTERM (then SIGKILL
-//! after a grace period), and, when it dies on its own, is reported with the
-//! last lines of its log. Every live child is also tracked by
-//! [`crate::shutdown`], so that a forced exit (a second Ctrl-C) kills them
-//! all without running destructors.
+//! a log file in the state directory, leads a process group of its own, is
+//! stopped with everything it started ([`crate::process_tree`]: SIGTERM,
+//! then SIGKILL after a grace period), and, when it dies on its own, is
+//! reported with the last lines of its log. Every live child is also
+//! tracked by [`crate::shutdown`], so that a forced exit (a second Ctrl-C)
+//! kills them all without running destructors. A group of its own also
+//! keeps a terminal's Ctrl-C (sent to the foreground group) from reaching
+//! the children directly: the launcher stops them, in order.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -14,6 +17,8 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+use crate::process_tree::ProcessTree;
 
 /// How long a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
@@ -26,6 +31,9 @@ pub struct Supervised {
     pub name: String,
     pub log: PathBuf,
     child: Child,
+    /// The child's pid, which is its process group's id: known after the
+    /// child is reaped, to stop what it left behind.
+    group: Option<u32>,
 }
 
 impl Supervised {
@@ -54,16 +62,19 @@ impl Supervised {
             .stderr(Stdio::from(err))
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {name} ({})", program.display()))?;
-        if let Some(pid) = child.id() {
+        let group = child.id();
+        if let Some(pid) = group {
             crate::shutdown::track_child(pid);
         }
         Ok(Self {
             name: name.to_owned(),
             log,
             child,
+            group,
         })
     }
 
@@ -96,16 +107,21 @@ impl Supervised {
         status
     }
 
-    /// SIGTERM, wait up to the grace period, then SIGKILL; always reaps.
+    /// SIGTERM to the child and everything it started, up to the grace
+    /// period for all of them to exit, then SIGKILL; always reaps. A child
+    /// that already exited may have left processes of its group behind:
+    /// they are stopped too.
     pub async fn stop(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        self.signal(Signal::SIGTERM);
-        if tokio::time::timeout(GRACE, self.wait()).await.is_err() {
-            let _ = self.child.start_kill();
-            let _ = self.wait().await;
-        }
+        let tree = match (self.child.id(), self.group) {
+            // Read before the leader is reaped: its pid cannot name a
+            // stranger while it is unreaped.
+            (Some(pid), _) => ProcessTree::of(pid),
+            (None, Some(group)) => ProcessTree::left_by(group),
+            (None, None) => return,
+        };
+        tree.stop(GRACE).await;
+        let _ = self.child.start_kill();
+        let _ = self.wait().await;
     }
 
     /// The last `n` lines of the child's log (of its last 64 KiB at most).
@@ -116,7 +132,12 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        // kill_on_drop sends the SIGKILL; the pid must not stay registered.
+        // A child that was never stopped (an early return): its whole tree
+        // goes with it. kill_on_drop then reaps the leader; the pid must not
+        // stay registered.
+        if let Some(pid) = self.child.id() {
+            ProcessTree::of(pid).signal(Signal::SIGKILL);
+        }
         forget(self.child.id());
     }
 }

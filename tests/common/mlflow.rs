@@ -61,7 +61,10 @@ pub struct Api {
 }
 
 /// Stops the server's process group when the test process (`$1`) is gone
-/// or the server died; then removes its directory (`$2`).
+/// or the server died: SIGTERM, 3 s of grace, then SIGKILL to the whole
+/// group, this shell last (a server slow to stop, or a uvicorn child that
+/// outlives it, would otherwise keep the port); removes its directory
+/// (`$2`) before that.
 const WATCHDOG: &str = r#"
 watch=$1; dir=$2; shift 2
 "$@" &
@@ -69,8 +72,9 @@ server=$!
 while kill -0 "$watch" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
 trap '' TERM
 kill -TERM 0 2>/dev/null
-sleep 2
+sleep 3
 rm -rf "$dir"
+kill -KILL 0
 "#;
 
 impl MlflowServer {

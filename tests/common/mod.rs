@@ -13,6 +13,7 @@ pub mod mlflow;
 pub mod queries;
 pub mod stack;
 
+use mlwatch::process_tree::ProcessTree;
 pub use prometheus_parse::{Sample, Scrape, Value};
 
 /// A port nobody listens on right now, never handed out twice in this test
@@ -63,16 +64,37 @@ pub fn free_ports_in_a_row(count: u16) -> u16 {
     mlwatch::free_ports::run_of(count).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A child process killed and reaped on drop. Its stdout/stderr go to files
-/// so that a failing test can print them.
+/// How long a dropped [`Process`] and what it started get between SIGTERM
+/// and SIGKILL: enough for `mlwatch up` to stop its children in order.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A child process in a process group of its own, stopped with everything
+/// it started ([`mlwatch::process_tree`]) and reaped on drop, whether the
+/// test passed or panicked. Its stdout/stderr go to files so that a
+/// failing test can print them.
 pub struct Process {
     pub name: String,
     child: Option<std::process::Child>,
+    /// Set once [`Process::try_exit`] has reaped the child: from then on
+    /// its pid may name a stranger, and only its group is stopped.
+    reaped: bool,
     pub log: PathBuf,
 }
 
 impl Process {
     pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Self {
+        Self::spawn_with_env(name, program, args, &[], dir)
+    }
+
+    /// [`Process::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        dir: &Path,
+    ) -> Self {
+        use std::os::unix::process::CommandExt;
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
         let err = file.try_clone().expect("clone log file");
@@ -81,14 +103,17 @@ impl Process {
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
         Self {
             name: name.to_owned(),
             child: Some(child),
+            reaped: false,
             log,
         }
     }
@@ -109,9 +134,12 @@ impl Process {
 
     /// Exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
+        let status = self
+            .child
             .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|c| c.try_wait().ok().flatten());
+        self.reaped |= status.is_some();
+        status
     }
 
     /// Waits for exit up to `timeout`.
@@ -130,8 +158,29 @@ impl Process {
         );
     }
 
+    fn tree(&self, child: &std::process::Child) -> ProcessTree {
+        if self.reaped {
+            ProcessTree::left_by(child.id())
+        } else {
+            ProcessTree::of(child.id())
+        }
+    }
+
+    /// SIGKILL to the process and everything it started, at once (a crash).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            self.tree(&child).signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM to the process and everything it started, SIGKILL to what is
+    /// left after [`STOP_GRACE`]. The tree is read before the process is
+    /// reaped, while its pid still names it.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.tree(&child).stop_blocking(STOP_GRACE);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -140,7 +189,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.kill();
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "----- {} log ({}) -----\n{}",
