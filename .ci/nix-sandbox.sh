@@ -23,6 +23,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
+# Sub-phases in .ci/test's timing summary (when run by it).
+CI_PHASE_DEPTH=1
+# shellcheck source=.ci/phases.sh
+source .ci/phases.sh
+trap phases_summary EXIT
 
 generations=()
 extra_path=""
@@ -56,7 +61,7 @@ cargo_home="$root/cargo-home"
 target="$root/target"
 mkdir -p "$root"
 
-echo "== source set (nix/source-set.json \"package\") -> $src"
+phase "source set (nix/source-set.json \"package\") -> $src"
 mapfile -t paths < <(python3 -c 'import json; print("\n".join(json.load(open("nix/source-set.json"))["package"]))')
 for path in "${paths[@]}"; do
   [[ -e $path ]] || { echo "error: nix/source-set.json lists $path, which does not exist" >&2; exit 1; }
@@ -68,7 +73,7 @@ git ls-files -z --cached -- "${paths[@]}" |
   tar -xf - -C "$src"
 echo "$(find "$src" -type f | wc -l) files"
 
-echo "== vendored crates (cargo vendor --locked)"
+phase "vendored crates (cargo vendor --locked)"
 lock_hash="$(sha256sum Cargo.lock | cut -d' ' -f1)"
 if [[ ! -d $vendor || "$(cat "$root/vendor.lock-hash" 2>/dev/null)" != "$lock_hash" ]]; then
   rm -rf "$vendor"
@@ -115,8 +120,15 @@ in_sandbox() {
   return "$status"
 }
 
-echo "== build the tests in the sandbox (cargo test --offline --no-run)"
+phase "build the tests in the sandbox (cargo test --offline --no-run)"
 in_sandbox "" cargo test --offline --locked --no-run
+
+# The slowest test binaries of a `cargo test` log, for planning CI's budget.
+slowest_test_binaries() {
+  echo "slowest test binaries (seconds):"
+  awk '/^ *Running / { name = ($2 == "unittests") ? $3 : $2 } /^test result:/ && name { sub(/s$/, "", $NF); printf "%8.1f  %s\n", $NF, name; name = "" }' "$1" |
+    sort -rn | head -n 8
+}
 
 failed=()
 for generation in "${generations[@]}"; do
@@ -124,11 +136,13 @@ for generation in "${generations[@]}"; do
   bindir="${generation#*=}"
   versions="$(in_sandbox "$bindir" sh -c 'prometheus --version 2>&1 | head -n1; (alertmanager --version 2>/dev/null || prometheus-alertmanager --version) 2>&1 | head -n1' | tr '\n' ';')"
   echo
-  echo "== cargo test in the Nix-sandbox rehearsal, generation $label: $versions"
+  phase "cargo test in the Nix-sandbox rehearsal, generation $label: $versions"
   # --no-fail-fast: every test binary runs, so one run names every test that
   # reads outside the source set or reaches for the network.
-  if in_sandbox "$bindir" cargo test --offline --locked --no-fail-fast "${cargo_test_args[@]}"; then
+  if in_sandbox "$bindir" cargo test --offline --locked --no-fail-fast "${cargo_test_args[@]}" 2>&1 |
+    tee "$root/cargo-test-$label.log"; then
     echo "ok:   generation $label"
+    slowest_test_binaries "$root/cargo-test-$label.log"
   else
     echo "FAIL: cargo test against generation $label ($versions)" >&2
     failed+=("$label")
@@ -138,7 +152,7 @@ done
 # `nix run`: the launcher with nothing but the assets derivation's files,
 # against the last generation (the one nixpkgs ships).
 echo
-echo "== nix run rehearsal: mlwatch up --assets <nix/source-set.json \"assets\" only>"
+phase "nix run rehearsal: mlwatch up --assets <nix/source-set.json \"assets\" only>"
 assets="$root/assets/share/mlwatch"
 rm -rf "$root/assets"
 mkdir -p "$assets"
