@@ -100,12 +100,12 @@ fn alerts_fire_through_prometheus_and_alertmanager() {
 
     // The trainer dies mid-run: TrainingTargetDown fires; the inhibition
     // keeps StalledTraining from the receiver.
-    let in_progress = stack.query("training_in_progress == 1");
-    assert_eq!(
-        in_progress.len(),
-        1,
-        "the trainer is still training when killed"
-    );
+    // Polled: one slow scrape (1 s timeout with the test timing) leaves
+    // the series stale for a moment; a trainer that finished never
+    // shows 1 again and fails here.
+    eventually("the trainer is still training when killed", WAIT, || {
+        (stack.query("training_in_progress == 1").len() == 1).then_some(())
+    });
     stack.trainers[0].signal("KILL");
     eventually("TrainingTargetDown at the webhook", WAIT, || {
         stack.webhook.has_firing("TrainingTargetDown").then_some(())

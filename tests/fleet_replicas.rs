@@ -277,8 +277,9 @@ fn three_replicas_are_discovered_add_up_and_fail_alone() {
         "the launcher keeps the fleet up:\n{}",
         up.log_text()
     );
-    let up_now = query("up{job=\"ml-api\"} == 1");
-    assert_eq!(up_now.len(), 2, "{up_now:?}");
+    eventually("the two live replicas up", WAIT, || {
+        (query("up{job=\"ml-api\"} == 1").len() == 2).then_some(())
+    });
     assert!(up.log_text().contains("2 replica(s) still serve"));
 
     up.signal("INT");

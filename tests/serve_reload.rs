@@ -332,10 +332,21 @@ fn sigterm_lets_an_in_flight_request_finish() {
     )
     .unwrap();
     stream.flush().unwrap();
-    // The request is now in flight: the server is waiting for the rest of its body.
-    std::thread::sleep(Duration::from_millis(300));
+    // The request is in flight once the server counts it (beside the
+    // scrape that asks): it waits for the rest of its body.
+    common::poll(
+        "the upload to be in flight",
+        Duration::from_secs(30),
+        || {
+            (common::value(&service.scrape(), "http_server_active_requests", &[]) == Some(2.0))
+                .then_some(())
+        },
+    );
     service.process.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // Shutdown has begun once the listener is gone.
+    common::poll("the listener to close", Duration::from_secs(30), || {
+        TcpStream::connect(&address).is_err().then_some(())
+    });
     assert!(
         service.process.try_exit().is_none(),
         "the process waits for the in-flight request"

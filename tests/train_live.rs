@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{documented_metrics, family_names, listening_address, scrape, value, Process};
 
@@ -84,8 +84,10 @@ fn linear_training_exports_every_documented_metric_live() {
             "linear",
             "--pace",
             "300ms",
+            // 9 s of training: a first and a later epoch are seen during it
+            // even when the machine stalls this test for seconds.
             "--iterations",
-            "10",
+            "30",
             "--linger",
             "30s",
             "--sample-interval",
@@ -99,21 +101,29 @@ fn linear_training_exports_every_documented_metric_live() {
 
     // During training: in progress, heartbeat fresh, epochs moving.
     let epochs = |s: &common::Scrape| value(s, "training_epochs_total", &[]).unwrap_or(0.0);
-    let first = common::poll("a first epoch", Duration::from_secs(30), || {
-        Some(scrape(&url)).filter(|s| epochs(s) >= 1.0)
+    // Each try notes the time before it scrapes: whatever is recorded
+    // after that scrape is stamped later than that.
+    let (before_first, first) = common::poll("a first epoch", Duration::from_secs(30), || {
+        let before = now();
+        Some((before, scrape(&url))).filter(|(_, s)| epochs(s) >= 1.0)
     });
     assert_eq!(
         value(&first, "training_in_progress", &[]),
         Some(1.0),
         "in progress while training"
     );
-    let second = common::poll("a further epoch", Duration::from_secs(30), || {
-        Some(scrape(&url)).filter(|s| epochs(s) > epochs(&first))
+    let beat = |s: &common::Scrape| value(s, "training_last_update_timestamp_seconds", &[]);
+    let second = common::poll("a further epoch and beat", Duration::from_secs(30), || {
+        Some(scrape(&url)).filter(|s| epochs(s) > epochs(&first) && beat(s) > beat(&first))
     });
-    let heartbeat = value(&second, "training_last_update_timestamp_seconds", &[]).unwrap();
+    let after_second = now();
+    let heartbeat = beat(&second).unwrap();
+    // A heartbeat newer than the first scrape's was recorded after that
+    // scrape began and before the second one returned: it lies between
+    // the two readings of this clock, by cause and effect.
     assert!(
-        (now() - heartbeat).abs() < 5.0,
-        "heartbeat {heartbeat} is within seconds of now"
+        heartbeat >= before_first && heartbeat <= after_second,
+        "heartbeat {heartbeat} between {before_first} and {after_second}"
     );
     let alpha = value(&second, "training_hyperparameter", &[("name", "alpha")]).unwrap();
     assert!(alpha > 0.0 && alpha <= 1.0, "alpha {alpha}");
@@ -134,7 +144,7 @@ fn linear_training_exports_every_documented_metric_live() {
         "documented but not exported: {missing:?}"
     );
     assert_documented(&done);
-    assert_eq!(epochs(&done), 10.0);
+    assert_eq!(epochs(&done), 30.0);
     let r2 = value(&done, "regression_r_squared", &[("split", "validation")]).unwrap();
     assert!(
         (0.3..0.7).contains(&r2),
@@ -471,21 +481,20 @@ fn sigterm_during_the_push_stops_the_trainer_at_once_with_the_artifact_saved() {
     connections
         .recv_timeout(Duration::from_secs(30))
         .expect("the trainer starts its push");
-    let sent = Instant::now();
     trainer.signal("TERM");
+    // Far below the 900 s linger; no bound on how fast, which a loaded
+    // machine decides. What proves "at once" is which branch ended the
+    // push: only the shutdown branch logs "push abandoned", while a push
+    // that ran into its own timeout would log its failure instead.
     let status = trainer
-        .wait_exit(Duration::from_secs(5))
+        .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("still pushing or lingering:\n{}", trainer.log_text()));
-    assert!(
-        sent.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        sent.elapsed()
-    );
     assert!(status.success(), "{}", trainer.log_text());
+    let log = trainer.log_text();
+    assert!(log.contains("push abandoned: shutting down"), "{log}");
     assert!(
-        trainer.log_text().contains("push abandoned"),
-        "{}",
-        trainer.log_text()
+        !log.contains("pushing the final metrics failed"),
+        "the push was abandoned, not timed out: {log}"
     );
     mlwatch::model::Artifact::load(&dir.path().join("m.json")).expect("a whole artifact");
 }
@@ -508,16 +517,11 @@ fn sigterm_once_the_artifact_is_written_skips_the_linger() {
     common::poll("the artifact", Duration::from_secs(30), || {
         artifact.exists().then_some(())
     });
-    let sent = Instant::now();
     trainer.signal("TERM");
+    // Far below the 900 s linger, the only thing it could otherwise wait for.
     let status = trainer
-        .wait_exit(Duration::from_secs(5))
+        .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("still lingering:\n{}", trainer.log_text()));
-    assert!(
-        sent.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        sent.elapsed()
-    );
     assert!(status.success(), "{}", trainer.log_text());
     mlwatch::model::Artifact::load(&artifact).expect("a whole artifact");
 }

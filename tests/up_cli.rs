@@ -233,8 +233,16 @@ fn a_second_ctrl_c_forces_the_exit_and_still_kills_every_child() {
     let (mut up, state) = running_stack(dir.path());
     // Signals do not queue: a second one sent before the first is handled
     // merges with it. So the second goes once the first is logged, while
-    // the children are being stopped gracefully (Prometheus alone takes
-    // far longer than this loop's millisecond).
+    // the children are being stopped gracefully. That stop lasts, by
+    // construction, the whole grace period: the trainer, stopped first, is
+    // frozen (SIGSTOP), so its SIGTERM waits; SIGKILL still ends it.
+    let trainer = common::processes_mentioning(&format!("--output {}/model.json", state.display()));
+    assert_eq!(trainer.len(), 1, "one trainer: {trainer:?}");
+    let pid = trainer[0].split(':').next().unwrap_or_default().to_owned();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .is_ok_and(|s| s.success()));
     up.signal("INT");
     mlwatch::poll::blocking(Duration::from_millis(1), Duration::from_secs(10), || {
         up.log_text().contains("shutting down").then_some(())
@@ -247,7 +255,7 @@ fn a_second_ctrl_c_forces_the_exit_and_still_kills_every_child() {
     assert_eq!(status.code(), Some(130), "{}", up.log_text());
     assert!(up.log_text().contains("forcing exit"), "{}", up.log_text());
     // SIGKILLed children vanish from /proc once init reaps them.
-    common::poll("the children to be gone", Duration::from_secs(5), || {
+    common::poll("the children to be gone", Duration::from_secs(30), || {
         common::processes_mentioning(&state.display().to_string())
             .is_empty()
             .then_some(())
