@@ -359,10 +359,12 @@ in
         default = null;
         example = "/run/secrets/mlwatch-admin-token";
         description = ''
-          File holding the bearer token for `POST /admin/reload`, outside the
-          Nix store. It is handed to the service with systemd's
-          `LoadCredential=`, so it may be readable by root only. `null`
-          disables the admin endpoint.
+          File holding the bearer token for `POST /admin/reload` and
+          `GET /model` (which then answers only to it: its training reference
+          describes the training data), outside the Nix store. It is handed
+          to the service with systemd's `LoadCredential=`, so it may be
+          readable by root only. `null` disables the admin endpoint and
+          leaves `/model` open.
         '';
       };
 
