@@ -7,7 +7,10 @@
 #   3. runs deadnix --fail (unused bindings) and nixpkgs-fmt --check;
 #   4. runs .ci/check_consistency.py (paths, ports, job names, uids);
 #   5. validates docker-compose.yml against the Compose specification schema
-#      (vendored in the check-jsonschema package from PyPI).
+#      (vendored in the check-jsonschema package from PyPI);
+#   6. evaluates every ```nix block of docs/nix.md against nix/module.nix
+#      with .ci/module-eval.nix (.ci/nix-doc-snippets.py), after a self-test
+#      that the evaluation refuses what it must.
 # Every step runs; the script exits non-zero if any of them failed.
 set -uo pipefail
 
@@ -153,6 +156,18 @@ if python3 -c 'import check_jsonschema' >/dev/null 2>&1; then
   fi
 else
   fail "cannot validate docker-compose.yml: check-jsonschema is not installed and could not be installed from PyPI"
+fi
+
+step "6. docs/nix.md's configurations evaluate against the module"
+if ! command -v nix-instantiate >/dev/null 2>&1; then
+  fail "docs/nix.md's snippets not evaluated: nix-instantiate missing (Debian package nix-bin)"
+else
+  if ! python3 .ci/nix-doc-snippets.py --self-test; then
+    fail "the snippet evaluation (.ci/module-eval.nix) accepts a configuration it must refuse"
+  fi
+  if ! python3 .ci/nix-doc-snippets.py docs/nix.md; then
+    fail "a configuration in docs/nix.md does not evaluate against nix/module.nix"
+  fi
 fi
 
 echo

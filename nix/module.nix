@@ -182,6 +182,15 @@ let
 
   listen = address: port: "${address}:${toString port}";
 
+  # Whether another host can reach this host's Alertmanager (the HA checks).
+  alertmanager = config.services.prometheus.alertmanager;
+  loopbackOnly = address: address == "localhost" || address == "::1" || lib.hasPrefix "127." address;
+  firewall = config.networking.firewall;
+  alertmanagerPortOpen = !firewall.enable || alertmanager.openFirewall
+    || builtins.elem alertmanager.port firewall.allowedTCPPorts
+    || builtins.any (interface: builtins.elem alertmanager.port (interface.allowedTCPPorts or [ ]))
+    (builtins.attrValues firewall.interfaces);
+
   # An absolute path outside the Nix store, given as a string: a Nix path
   # literal would copy the file (a secret, or a model the reload watcher
   # watches at its original place) into the world-readable store.
@@ -350,10 +359,12 @@ in
         default = null;
         example = "/run/secrets/mlwatch-admin-token";
         description = ''
-          File holding the bearer token for `POST /admin/reload`, outside the
-          Nix store. It is handed to the service with systemd's
-          `LoadCredential=`, so it may be readable by root only. `null`
-          disables the admin endpoint.
+          File holding the bearer token for `POST /admin/reload` and
+          `GET /model` (which then answers only to it: its training reference
+          describes the training data), outside the Nix store. It is handed
+          to the service with systemd's `LoadCredential=`, so it may be
+          readable by root only. `null` disables the admin endpoint and
+          leaves `/model` open.
         '';
       };
 
@@ -489,7 +500,12 @@ in
           `host:port` of the other Alertmanagers of an HA cluster. Empty: a
           single Alertmanager with gossip off. Non-empty: gossip on
           {option}`services.mlwatch.alertmanager.clusterAddress`, whose port
-          is opened in the firewall.
+          is opened in the firewall (TCP and UDP). The other Prometheus of
+          the pair sends alerts to this Alertmanager as well, so evaluation
+          then requires {option}`services.prometheus.alertmanager.listenAddress`
+          to be reachable from other hosts and its port to be open
+          ({option}`services.prometheus.alertmanager.openFirewall`, or the
+          firewall of the interface the pair talks over).
         '';
       };
 
@@ -725,10 +741,29 @@ in
     })
 
     (mkIf cfg.alertmanager.enable {
-      assertions = [{
-        assertion = cfg.alertmanager.webhookUrl == null || webhookUrlLines != [ ];
-        message = "services.mlwatch.alertmanager.webhookUrl is set, but prometheus/alertmanager.yml has no webhook `url:` line to replace.";
-      }];
+      assertions = [
+        {
+          assertion = cfg.alertmanager.webhookUrl == null || webhookUrlLines != [ ];
+          message = "services.mlwatch.alertmanager.webhookUrl is set, but prometheus/alertmanager.yml has no webhook `url:` line to replace.";
+        }
+        # In a cluster, the other Prometheus sends its alerts to this
+        # Alertmanager too (prometheus.alertmanagerTargets lists both):
+        # gossip alone does not make a pair, and nixpkgs keeps the port
+        # closed by default.
+        {
+          assertion = cfg.alertmanager.peers == [ ] || !(loopbackOnly alertmanager.listenAddress);
+          message = ''
+            services.mlwatch.alertmanager.peers makes this Alertmanager one of a cluster, but it listens on ${alertmanager.listenAddress} only:
+            the other Prometheus of the pair cannot send it alerts. Set services.prometheus.alertmanager.listenAddress to an address it reaches (e.g. "0.0.0.0").'';
+        }
+        {
+          assertion = cfg.alertmanager.peers == [ ] || alertmanagerPortOpen;
+          message = ''
+            services.mlwatch.alertmanager.peers makes this Alertmanager one of a cluster, but its port ${toString alertmanager.port} is closed in the firewall:
+            the other Prometheus of the pair cannot send it alerts. Set services.prometheus.alertmanager.openFirewall = true, or open the port
+            on the interface the pair talks over (networking.firewall.interfaces.<name>.allowedTCPPorts).'';
+        }
+      ];
 
       services.prometheus.alertmanager = {
         enable = true;

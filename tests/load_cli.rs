@@ -40,24 +40,27 @@ struct Service {
 
 impl Service {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Service::start`] with `extra` flags for `mlwatch serve`.
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let model_path = dir.path().join("model.json");
         artifact().save(&model_path).expect("save artifact");
-        let mut process = Process::mlwatch(
+        let mut args = vec![
             "serve",
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--model-path",
-                model_path.to_str().expect("utf-8 path"),
-                "--max-body-bytes",
-                MAX_BODY_BYTES,
-                "--max-batch",
-                MAX_BATCH,
-            ],
-            dir.path(),
-        );
+            "--listen",
+            "127.0.0.1:0",
+            "--model-path",
+            model_path.to_str().expect("utf-8 path"),
+            "--max-body-bytes",
+            MAX_BODY_BYTES,
+            "--max-batch",
+            MAX_BATCH,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = Process::mlwatch("serve", &args, dir.path());
         let listen = common::listening_address(&mut process, common::stack::SERVICE_LISTENING);
         let base = format!("http://{listen}");
         wait_for_status(
@@ -494,6 +497,61 @@ fn duration_mode_prints_a_text_summary_that_reconciles() {
             run.explain()
         );
     }
+}
+
+#[test]
+fn load_reads_a_token_guarded_model_with_the_admin_token_file() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, "load-test-token\n").expect("write token file");
+    let token_file = token_file.to_str().expect("utf-8 path");
+    let service = Service::start_with(&["--admin-token-file", token_file]);
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "--target",
+            service.base.as_str(),
+            "--requests",
+            "20",
+            "--concurrency",
+            "2",
+            "--mix",
+            "drifted=1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    // Without the token: a clear error before anything is sent.
+    let run = load(&args(&[]), service.dir.path());
+    assert!(!run.success, "{}", run.explain());
+    assert!(
+        run.stderr.contains("answered 401") && run.stderr.contains("--admin-token-file"),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(service.requests(&service.scrape(), "success"), 0.0);
+
+    // With the service's token file: drifted traffic from /model's reference.
+    let mut with_token = args(&[]);
+    with_token.extend_from_slice(&["--admin-token-file", token_file]);
+    let run = load(&with_token, service.dir.path());
+    assert!(run.success, "{}", run.explain());
+    let summary = run.json();
+    assert_eq!(count(&summary, "/sent"), 20, "{summary:#}");
+    assert!(
+        summary["reference"]
+            .as_str()
+            .is_some_and(|r| r.contains("GET /model")),
+        "reference read from the guarded GET /model: {}",
+        summary["reference"]
+    );
+    assert_eq!(service.requests(&service.scrape(), "success"), 20.0);
+    assert!(
+        !run.stderr.contains("load-test-token") && !run.stdout.contains("load-test-token"),
+        "the token is never printed: {}",
+        run.explain()
+    );
 }
 
 #[test]

@@ -703,3 +703,76 @@ fn http_metrics_never_take_label_values_from_the_request() {
         "the scrape itself is in flight"
     );
 }
+
+#[test]
+fn model_is_served_only_with_the_admin_token_when_one_is_configured() {
+    const TOKEN: &str = "model-reader-token";
+    let artifact = linear_artifact(1);
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token file");
+    let service = Service::start(
+        Some(&artifact),
+        &[
+            "--admin-token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
+    );
+
+    let (status, body) = service.get_json("/model");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized")),
+        "no token: {body}"
+    );
+    assert!(body.get("reference").is_none(), "{body}");
+    let (status, text) = service.request(
+        "GET",
+        "/model",
+        None,
+        &[],
+        &[("Authorization", "Bearer not-the-token")],
+    );
+    let body = serve_support::parse_json(&text);
+    assert_eq!(
+        (status, body["error"].as_str(), body["detail"].as_str()),
+        (401, Some("unauthorized"), Some("wrong bearer token")),
+        "wrong token: {body}"
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, text) = service.request("GET", "/model", None, &[], &[("Authorization", &bearer)]);
+    let body = serve_support::parse_json(&text);
+    assert_eq!(status, 200, "right token: {body}");
+    assert_eq!(body["model_version"], artifact.model_version.as_str());
+    assert_eq!(
+        body["reference"]["features"].as_array().map(Vec::len),
+        Some(artifact.feature_names.len()),
+        "the reference, with the token: {body}"
+    );
+    // The other public routes stay public.
+    assert_eq!(service.get_json("/ready").0, 200);
+    let scrape = service.scrape();
+    assert_eq!(
+        common::value(&scrape, "admin_unauthorized_requests_total", &[]),
+        Some(2.0),
+        "both refusals of /model are counted"
+    );
+    assert_eq!(
+        common::value(
+            &scrape,
+            "http_server_request_duration_seconds",
+            &[("route", "/model"), ("status_code", "401")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        !service.process.log_text().contains(TOKEN),
+        "the token never reaches the log"
+    );
+
+    // Without a configured token, /model (reference included) is open.
+    let open = Service::start(Some(&artifact), &[]);
+    let (status, body) = open.get_json("/model");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["reference"]["features"].is_array(), "{body}");
+}

@@ -30,6 +30,13 @@ fn start_without_model(extra: &[&str]) -> Service {
     Service::start_in(dir, model_path, &args)
 }
 
+/// GET /model with the admin token, which a service with a token requires.
+fn model(service: &Service) -> (u16, serde_json::Value) {
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, text) = service.request("GET", "/model", None, &[], &[("Authorization", &bearer)]);
+    (status, serve_support::parse_json(&text))
+}
+
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !condition() {
@@ -59,7 +66,7 @@ fn without_a_model_the_service_stays_up_unready_and_becomes_ready_after_admin_re
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "no model loaded");
     assert_eq!(body["kind"], "missing");
-    assert_eq!(service.get_json("/model").0, 503);
+    assert_eq!(model(&service).0, 503);
     let scrape = service.scrape();
     assert_eq!(common::value(&scrape, "model_loaded", &[]), Some(0.0));
     assert_eq!(
@@ -85,7 +92,7 @@ fn without_a_model_the_service_stays_up_unready_and_becomes_ready_after_admin_re
         (status, ready["model_version"].as_str()),
         (200, Some(artifact.model_version.as_str()))
     );
-    let (status, model) = service.get_json("/model");
+    let (status, model) = model(&service);
     assert_eq!(status, 200);
     assert_eq!(model["features"], json!(artifact.feature_names));
     assert_eq!(model["task"], "regression");

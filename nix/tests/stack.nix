@@ -154,7 +154,11 @@ in
         # An explicit reload (ExecReload: SIGHUP) keeps it ready.
         machine.succeed("systemctl reload mlwatch-serve.service")
         machine.wait_until_succeeds("curl -sf http://127.0.0.1:9000/ready", timeout=60)
-        machine.succeed("curl -sf http://127.0.0.1:9000/model | jq -e .")
+        # With an admin token configured, /model answers only to it.
+        machine.succeed(
+            "curl -sf -H 'Authorization: Bearer test-admin-token' http://127.0.0.1:9000/model"
+            " | jq -e '.reference.features | length > 0'"
+        )
 
     with subtest("with a model present, boot does not retrain"):
         # The condition is on the model file: a second start is skipped.
@@ -180,7 +184,9 @@ in
             timeout=300,
         ))["runs"]
         run_ids = {run["info"]["run_id"] for run in runs}
-        served = json.loads(machine.succeed("curl -sf http://127.0.0.1:9000/model"))
+        served = json.loads(machine.succeed(
+            "curl -sf -H 'Authorization: Bearer test-admin-token' http://127.0.0.1:9000/model"
+        ))
         served_run = (served.get("mlflow") or {}).get("run_id")
         assert served_run in run_ids, f"/model names run {served_run}, MLflow has {sorted(run_ids)}"
 
@@ -193,6 +199,8 @@ in
             "-H 'Authorization: Bearer test-admin-token'",
         )
         assert status.startswith("2"), f"/admin/reload with the token answered {status}"
+        status = http_status("GET", "http://127.0.0.1:9000/model")
+        assert status == "401", f"/model without the token answered {status}"
 
     with subtest("Prometheus scrapes every target"):
         machine.wait_until_succeeds(

@@ -29,6 +29,7 @@ pub use driver::{Pace, Stop};
 pub use mix::{Class, Mix, MixError};
 pub use reconcile::Reconciliation;
 pub use summary::LoadSummary;
+pub use target::AdminToken;
 pub use traffic::{InvalidKind, Limits};
 
 use reconcile::RequestCounts;
@@ -95,6 +96,13 @@ pub struct LoadArgs {
     /// not expose it and the service's own artifact path is not readable here.
     #[arg(long)]
     pub artifact: Option<PathBuf>,
+    /// The service's admin token, for a service that serves GET /model only
+    /// with it (prefer --admin-token-file).
+    #[arg(long, env = "MLWATCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the service's admin token (what its --admin-token-file holds).
+    #[arg(long, env = "MLWATCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +133,8 @@ pub struct LoadConfig {
     pub limits: Limits,
     /// Artifact to read the training reference from.
     pub artifact: Option<PathBuf>,
+    /// The service's admin token, when it guards GET /model with one.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl LoadConfig {
@@ -142,6 +152,7 @@ impl LoadConfig {
             reconcile: true,
             limits: Limits::default(),
             artifact: None,
+            admin_token: None,
         }
     }
 
@@ -218,6 +229,11 @@ impl TryFrom<LoadArgs> for LoadConfig {
                 max_batch: args.max_batch,
             },
             artifact: args.artifact,
+            admin_token: crate::serve::admin::load_token(
+                args.admin_token.as_deref(),
+                args.admin_token_file.as_deref(),
+            )?
+            .map(AdminToken::new),
         };
         config.validate()?;
         Ok(config)
@@ -247,11 +263,14 @@ pub async fn generate_until(
         .build()
         .context("cannot build the HTTP client")?;
 
-    let info = target::model_info(&client, &base).await?;
+    let token = config.admin_token.as_ref();
+    let info = target::model_info(&client, &base, token).await?;
     // Round robin over replicas is only one traffic profile when they all
     // serve the model the profile was built from.
     for other in &bases[1..] {
-        let version = target::model_info(&client, other).await?.model_version;
+        let version = target::model_info(&client, other, token)
+            .await?
+            .model_version;
         anyhow::ensure!(
             version == info.model_version,
             "--target {other} serves model {version}, but {base} serves {}: every target must serve the same model",

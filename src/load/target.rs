@@ -7,6 +7,9 @@
 //! from `/model` itself (the loaded artifact's reference); older services
 //! that reported the artifact's `path` instead are still read from it when
 //! that file is readable here and is the version the service has loaded.
+//!
+//! A service started with an admin token answers `/model` only to that
+//! token ([`AdminToken`], from `--admin-token-file` like the service's).
 
 use std::path::{Path, PathBuf};
 
@@ -53,11 +56,35 @@ impl std::fmt::Display for ReferenceSource {
     }
 }
 
-/// Fetches `GET {target}/model`.
-pub async fn model_info(client: &reqwest::Client, target: &str) -> anyhow::Result<ModelInfo> {
+/// The service's admin token, sent as a bearer token with `GET /model`.
+/// Its `Debug` does not show it, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Fetches `GET {target}/model`, with the admin token when there is one.
+pub async fn model_info(
+    client: &reqwest::Client,
+    target: &str,
+    token: Option<&AdminToken>,
+) -> anyhow::Result<ModelInfo> {
     let url = format!("{target}/model");
-    let response = client
-        .get(&url)
+    let mut request = client.get(&url);
+    if let Some(AdminToken(token)) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach the service at {url}"))?;
@@ -66,6 +93,16 @@ pub async fn model_info(client: &reqwest::Client, target: &str) -> anyhow::Resul
         .text()
         .await
         .with_context(|| format!("cannot read the answer of {url}"))?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!(
+            "GET {url} answered 401: the service was started with an admin token and serves /model only with it; {}",
+            if token.is_some() {
+                "the token given (--admin-token-file) is not the service's"
+            } else {
+                "pass --admin-token-file FILE (or MLWATCH_ADMIN_TOKEN_FILE) with the service's token"
+            }
+        );
+    }
     anyhow::ensure!(
         status.is_success(),
         "GET {url} answered {status}: {}; the service needs a loaded model before load can be sent",
@@ -191,6 +228,17 @@ mod tests {
         assert!(
             error.contains("--artifact PATH") && error.contains("/nonexistent/model.json"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_debug_printed_config_never_shows_the_admin_token() {
+        let mut config = crate::load::LoadConfig::new("http://127.0.0.1:9000");
+        config.admin_token = Some(AdminToken::new("s3cret-token"));
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("s3cret-token") && printed.contains("AdminToken(<redacted>)"),
+            "{printed}"
         );
     }
 

@@ -1,11 +1,13 @@
-//! The two ways to reload the model without a restart: `POST /admin/reload`
-//! with a bearer token, and SIGHUP.
+//! What the admin token guards: the two ways to reload the model without a
+//! restart (`POST /admin/reload` with a bearer token, and SIGHUP), and
+//! `GET /model`, whose training reference describes the training data.
 //!
 //! The token comes from `--admin-token-file` (preferred: it stays out of the
 //! process list and the environment) or `--admin-token`. With neither, the
-//! endpoint answers 404 "admin endpoint disabled". A missing or wrong token
-//! is a 401, counted in `admin_unauthorized_requests_total`; the comparison
-//! takes the same time wherever the tokens differ.
+//! reload endpoint answers 404 "admin endpoint disabled" and `/model` is
+//! open. A missing or wrong token is a 401, counted in
+//! `admin_unauthorized_requests_total`; the comparison takes the same time
+//! wherever the tokens differ.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use super::json_response;
 use super::loaded::Store;
 use super::metrics::ServiceMetrics;
 use super::state::{Reloaded, Trigger};
+use super::status;
 use crate::model::ArtifactError;
 
 /// The configured admin token, if any.
@@ -83,18 +86,8 @@ impl Endpoint for ReloadEndpoint {
                 .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             return Ok(response);
         }
-        if let Err(problem) = authorize(&req, token) {
-            self.metrics.unauthorized();
-            tracing::warn!("POST /admin/reload refused: {problem}");
-            let mut response = json_response(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "unauthorized", "detail": problem}).to_string(),
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return Ok(response);
+        if let Some(refusal) = refusal(&req, token, &self.metrics, "POST /admin/reload") {
+            return Ok(refusal);
         }
         Ok(match reload(&self.store, &self.metrics, Trigger::Admin).await {
             Ok(reloaded) => json_response(
@@ -120,6 +113,50 @@ impl Endpoint for ReloadEndpoint {
             ),
         })
     }
+}
+
+/// `GET /model`, which only the admin token may read when one is
+/// configured: its training reference (per-feature moments, range and
+/// deciles) describes the training data. Without a token it is open, as
+/// `/ready` is, so that `mlwatch load` needs no secret on a service that
+/// has none.
+pub struct ModelEndpoint {
+    pub token: Option<String>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl Endpoint for ModelEndpoint {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if let Some(token) = &self.token {
+            if let Some(refusal) = refusal(&req, token, &self.metrics, "GET /model") {
+                return Ok(refusal);
+            }
+        }
+        Ok(status::model(&self.store))
+    }
+}
+
+/// `None` when the request carries the admin token; otherwise the 401 to
+/// answer, counted and logged (the log names `what` and the problem, never
+/// what was sent).
+fn refusal(req: &Request, token: &str, metrics: &ServiceMetrics, what: &str) -> Option<Response> {
+    let Err(problem) = authorize(req, token) else {
+        return None;
+    };
+    metrics.unauthorized();
+    tracing::warn!("{what} refused: {problem}");
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "unauthorized", "detail": problem}).to_string(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
 }
 
 /// Checks `Authorization: Bearer <token>`; the error says what was wrong

@@ -8,8 +8,8 @@
 //! [`body`] reads a body within its limits, [`decode`] turns it into
 //! feature rows (refusals are [`bad_input`]), [`predict`] answers,
 //! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
-//! [`middleware`] times every HTTP request, [`admin`] reloads, [`status`]
-//! reports health and readiness.
+//! [`middleware`] times every HTTP request, [`admin`] reloads and guards
+//! `/model` with the admin token, [`status`] reports health and readiness.
 
 pub mod admin;
 pub mod bad_input;
@@ -67,10 +67,10 @@ pub struct ServeArgs {
     /// Model artifact written by `mlwatch train`.
     #[arg(long, env = "MLWATCH_MODEL_PATH", default_value = "model.json")]
     pub model_path: PathBuf,
-    /// Bearer token for POST /admin/reload (prefer --admin-token-file).
+    /// Bearer token for POST /admin/reload and GET /model (prefer --admin-token-file).
     #[arg(long, env = "MLWATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// File holding the bearer token for POST /admin/reload.
+    /// File holding the bearer token for POST /admin/reload and GET /model.
     #[arg(long, env = "MLWATCH_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Largest accepted batch in {"instances": [...]}.
@@ -190,10 +190,11 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         )
         .at(
             "/model",
-            get(make_sync({
-                let store = Arc::clone(&store);
-                move |_| status::model(&store)
-            })),
+            get(admin::ModelEndpoint {
+                token: token.clone(),
+                store: Arc::clone(&store),
+                metrics: Arc::clone(&metrics),
+            }),
         )
         .at(
             "/admin/reload",

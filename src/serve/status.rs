@@ -2,11 +2,13 @@
 //! `/ready` (a model is loaded, or 503 naming why not) and `/model` (the
 //! loaded artifact's identity, features, training metrics and MLflow run).
 //!
-//! These answer anyone, so they never name the server's filesystem: the
-//! model path is in the start-up and reload logs, and a load failure is
-//! reported by its kind and the file's name only. `/model` carries the
-//! artifact's drift reference instead, so that a client needs no access to
-//! the server's files to generate traffic like the training data.
+//! `/health` and `/ready` answer anyone, and `/model` does unless an admin
+//! token is configured ([`super::admin::ModelEndpoint`]), so none of them
+//! names the server's filesystem: the model path is in the start-up and
+//! reload logs, and a load failure is reported by its kind and the file's
+//! name only. `/model` carries the artifact's drift reference instead, so
+//! that a client needs no access to the server's files to generate traffic
+//! like the training data.
 
 use std::sync::Arc;
 
