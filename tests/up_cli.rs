@@ -18,7 +18,7 @@ fn port_flags(prometheus: u16) -> Vec<String> {
         ("--alertmanager-port", free_port()),
         ("--grafana-port", free_port()),
         ("--webhook-port", free_port()),
-        // MLflow, when on PATH, must not take its default 5000: tests run
+        // MLflow, when started, must not take its default 5000: tests run
         // in parallel.
         ("--mlflow-port", free_port()),
     ] {
@@ -75,6 +75,7 @@ fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     let mut args = vec![
         "up".to_owned(),
         "--no-grafana".into(),
+        "--no-mlflow".into(),
         "--state-dir".into(),
         state.display().to_string(),
     ];
@@ -103,6 +104,7 @@ fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
 fn start_stack(
     dir: &std::path::Path,
     env: &[(&str, &std::ffi::OsStr)],
+    mlflow: bool,
 ) -> (Process, std::path::PathBuf, String) {
     common::stack::require_binary(&["prometheus"], "prometheus");
     let state = dir.join("state");
@@ -118,6 +120,11 @@ fn start_stack(
         state.display().to_string(),
     ];
     args.extend(flags);
+    if !mlflow {
+        // A real MLflow takes a core for a minute on a busy machine, and
+        // the trainer waits for it; only the test about MLflow runs one.
+        args.push("--no-mlflow".into());
+    }
     let mut up = Process::spawn_with_env(
         "up",
         std::path::Path::new(env!("CARGO_BIN_EXE_mlwatch")),
@@ -141,7 +148,7 @@ fn start_stack(
 
 /// `mlwatch up` in `dir/state`, once its service and Prometheus answer.
 fn running_stack(dir: &std::path::Path) -> (Process, std::path::PathBuf) {
-    let (mut up, state, app_port) = start_stack(dir, &[]);
+    let (mut up, state, app_port) = start_stack(dir, &[], false);
     // The service becomes ready once the trainer's artifact is reloaded.
     wait_for_status(
         &format!("http://127.0.0.1:{app_port}/ready"),
@@ -177,7 +184,7 @@ fn ctrl_c_stops_an_mlflow_that_ignores_sigterm_and_everything_it_started() {
     )))
     .unwrap();
     let (mut up, state) = {
-        let (up, state, _) = start_stack(dir.path(), &[("PATH", path.as_os_str())]);
+        let (up, state, _) = start_stack(dir.path(), &[("PATH", path.as_os_str())], true);
         (up, state)
     };
     let state_text = state.display().to_string();
