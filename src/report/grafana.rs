@@ -67,7 +67,7 @@ pub struct DashboardJson {
     _id: Ignored,
     #[serde(default, rename = "version")]
     _version: Ignored,
-    /// The JSON model's version: the fields below are what version 39 writes.
+    /// The JSON model's version (generate.py writes 41, the fields read here).
     #[serde(default, rename = "schemaVersion")]
     _schema_version: Ignored,
     /// Editing and interaction in Grafana's UI.
