@@ -243,7 +243,7 @@ pub fn page(p: &Page) -> String {
                     panel.id,
                     escape(&d.uid),
                     panel.id,
-                    escape(&format!("{:?}", panel.kind).to_lowercase()),
+                    escape(panel.kind.name()),
                     r.state.as_str(),
                     panel.width,
                     escape(&panel.title),

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod annotations;
 pub mod chart;
 pub mod dashboard;
+pub mod grafana;
 pub mod html;
 pub mod panel;
 pub mod units;
@@ -144,6 +145,28 @@ pub fn find_assets(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(crate::stack::config::Assets::discover(explicit)?.root)
 }
 
+/// A datasource provisioning file, as far as [`scrape_interval`] reads it
+/// (the rest of a datasource's settings do not concern the report).
+#[derive(serde::Deserialize)]
+struct DatasourcesFile {
+    #[serde(default)]
+    datasources: Vec<DatasourceYaml>,
+}
+
+#[derive(serde::Deserialize)]
+struct DatasourceYaml {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default, rename = "jsonData")]
+    json_data: DatasourceJsonData,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct DatasourceJsonData {
+    #[serde(rename = "timeInterval")]
+    time_interval: Option<String>,
+}
+
 /// The Prometheus datasource's `timeInterval` (Grafana's scrape-interval
 /// floor), 15s when the provisioning files do not set one.
 pub fn scrape_interval(assets: &Path) -> Duration {
@@ -160,16 +183,17 @@ pub fn scrape_interval(assets: &Path) -> Duration {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        let Ok(doc) = serde_yaml::from_str::<DatasourcesFile>(&text) else {
             continue;
         };
-        for ds in doc["datasources"].as_sequence().into_iter().flatten() {
-            if ds["type"].as_str() != Some("prometheus") {
+        for ds in doc.datasources {
+            if ds.kind.as_deref() != Some("prometheus") {
                 continue;
             }
-            if let Some(d) = ds["jsonData"]["timeInterval"]
-                .as_str()
-                .and_then(|t| humantime::parse_duration(t).ok())
+            if let Some(d) = ds
+                .json_data
+                .time_interval
+                .and_then(|t| humantime::parse_duration(&t).ok())
             {
                 return d;
             }
@@ -478,7 +502,7 @@ mod tests {
             for p in d.sections.iter().flat_map(|s| &s.panels) {
                 let needs_targets = !matches!(
                     p.kind,
-                    dashboard::PanelKind::AlertList | dashboard::PanelKind::Text
+                    dashboard::PanelKind::AlertList { .. } | dashboard::PanelKind::Text { .. }
                 );
                 assert!(
                     !needs_targets || !p.targets.is_empty(),

@@ -11,11 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
-
 use super::alerts::Interval;
 use super::chart::{self, Size};
-use super::dashboard::{legend, Panel, PanelKind};
+use super::dashboard::{legend, Panel, PanelKind, StateFilter};
+use super::grafana::{Reducer, TargetFormat, Transformation};
 use super::units;
 use super::variables::Template;
 use crate::prometheus_api::{Alert, Client, Labels};
@@ -258,7 +257,7 @@ impl Context<'_> {
                 let size = size_of(panel);
                 self.done(panel, errors, |t| chart::time_chart(&chart, size, t))
             }
-            PanelKind::Stat | PanelKind::Gauge => {
+            PanelKind::Stat { .. } | PanelKind::Gauge { .. } => {
                 let series = self.range(panel, &mut errors).await?;
                 if !has_points(&series) {
                     return self.nothing(panel, errors);
@@ -268,7 +267,7 @@ impl Context<'_> {
                 let size = size_of(panel);
                 self.done(panel, errors, |t| chart::stat(&values, x, step, size, t))
             }
-            PanelKind::BarGauge => {
+            PanelKind::BarGauge { .. } => {
                 let named: Vec<(String, f64)> = if panel.targets.iter().all(|t| t.instant) {
                     let rows = self.instant(panel, &mut errors).await?;
                     let found = rows
@@ -315,13 +314,13 @@ impl Context<'_> {
                     chart::bar_gauge(&bars, min, max, size, t)
                 })
             }
-            PanelKind::Heatmap => {
+            PanelKind::Heatmap { y_unit } => {
                 let series = self.range(panel, &mut errors).await?;
                 if !has_points(&series) {
                     return self.nothing(panel, errors);
                 }
                 let size = size_of(panel);
-                match self.heatmap(panel, &series) {
+                match self.heatmap(panel, y_unit, &series) {
                     Some(map) => self.done(panel, errors, |t| chart::heatmap(&map, size, t)),
                     None => {
                         let chart = self.time_chart(panel, &series);
@@ -329,29 +328,17 @@ impl Context<'_> {
                     }
                 }
             }
-            PanelKind::Table => self.table(panel).await,
-            PanelKind::AlertList => self.alert_list(panel),
-            PanelKind::Text => {
-                let content = panel.options["content"].as_str().unwrap_or_default();
+            PanelKind::Table { .. } => self.table(panel).await,
+            PanelKind::AlertList { states, max_items } => {
+                self.alert_list(panel, states, *max_items)
+            }
+            PanelKind::Text { content } => {
                 let first = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
                 let size = size_of(panel);
                 let (svg, standalone) =
                     self.draw(panel, |t| chart::message(first.trim(), size, t))?;
                 Ok(Rendered {
                     state: State::Data,
-                    svg,
-                    standalone,
-                    table: None,
-                    empty_table_text: None,
-                    errors,
-                })
-            }
-            PanelKind::Other(kind) => {
-                let text = format!("Panel type {kind:?} is not rendered by mlwatch report");
-                let size = size_of(panel);
-                let (svg, standalone) = self.draw(panel, |t| chart::message(&text, size, t))?;
-                Ok(Rendered {
-                    state: State::Empty,
                     svg,
                     standalone,
                     table: None,
@@ -442,7 +429,7 @@ impl Context<'_> {
 
     /// Cells from series labelled `le`, cumulative buckets turned into
     /// per-bucket values; None when the series are not buckets.
-    fn heatmap(&self, panel: &Panel, series: &[Named]) -> Option<chart::Heatmap> {
+    fn heatmap(&self, panel: &Panel, y_unit: &str, series: &[Named]) -> Option<chart::Heatmap> {
         let mut buckets: BTreeMap<u64, (f64, BTreeMap<i64, f64>)> = BTreeMap::new();
         for s in series {
             let le = s.labels.get("le")?.parse::<f64>().ok()?;
@@ -455,8 +442,10 @@ impl Context<'_> {
                 }
             }
         }
-        let cumulative = panel.targets.iter().all(|t| t.format == "heatmap");
-        let y_unit = panel.options["yAxis"]["unit"].as_str().unwrap_or("short");
+        let cumulative = panel
+            .targets
+            .iter()
+            .all(|t| t.format == TargetFormat::Heatmap);
         let mut labels = Vec::new();
         let mut cells = Vec::new();
         let mut previous: Option<&BTreeMap<i64, f64>> = None;
@@ -528,12 +517,13 @@ impl Context<'_> {
         })
     }
 
-    fn alert_list(&self, panel: &Panel) -> anyhow::Result<Rendered> {
-        let filter = &panel.options["stateFilter"];
-        let wanted = |state: &str| match filter.get(state) {
-            Some(Value::Bool(b)) => *b,
-            _ => state == "firing" || state == "pending",
-        };
+    fn alert_list(
+        &self,
+        panel: &Panel,
+        states: &StateFilter,
+        max_items: usize,
+    ) -> anyhow::Result<Rendered> {
+        let wanted = |state: &str| states.wants(state);
         let mut rows: Vec<chart::TimelineRow> = Vec::new();
         for i in self.alerts.intervals.iter().filter(|i| wanted(&i.state)) {
             let label = match i.labels.get("severity") {
@@ -562,7 +552,6 @@ impl Context<'_> {
                 }),
             }
         }
-        let max_items = panel.options["maxItems"].as_u64().unwrap_or(20) as usize;
         let current: Vec<&Alert> = self
             .alerts
             .current
@@ -650,16 +639,15 @@ fn reduce(panel: &Panel, points: &[(f64, f64)]) -> Option<f64> {
         .map(|p| p.1)
         .filter(|v| v.is_finite())
         .collect();
-    let calc = panel.options["reduceOptions"]["calcs"][0]
-        .as_str()
-        .unwrap_or("lastNotNull");
-    match calc {
-        "mean" => (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64),
-        "max" => finite.iter().copied().reduce(f64::max),
-        "min" => finite.iter().copied().reduce(f64::min),
-        "sum" => (!finite.is_empty()).then(|| finite.iter().sum()),
-        "first" | "firstNotNull" => finite.first().copied(),
-        _ => finite.last().copied(),
+    match panel.kind.reducer() {
+        Reducer::Mean => {
+            (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
+        }
+        Reducer::Max => finite.iter().copied().reduce(f64::max),
+        Reducer::Min => finite.iter().copied().reduce(f64::min),
+        Reducer::Sum => (!finite.is_empty()).then(|| finite.iter().sum()),
+        Reducer::First | Reducer::FirstNotNull => finite.first().copied(),
+        Reducer::Last | Reducer::LastNotNull => finite.last().copied(),
     }
 }
 
@@ -685,7 +673,13 @@ fn value_text(
 }
 
 fn stat_values(panel: &Panel, series: &[Named]) -> Vec<chart::StatValue> {
-    let background = panel.options["colorMode"] == "background";
+    let background = matches!(
+        panel.kind,
+        PanelKind::Stat {
+            background: true,
+            ..
+        }
+    );
     let named = series.len() > 1;
     series
         .iter()
@@ -739,32 +733,32 @@ fn build_table(panel: &Panel, rows: &[(usize, Labels, f64, f64)]) -> Table {
     let mut order: BTreeMap<String, i64> = BTreeMap::new();
     let mut rename: BTreeMap<String, String> = BTreeMap::new();
     let mut sort_by: Option<(String, bool)> = None;
-    for t in &panel.transformations {
-        match t["id"].as_str() {
-            Some("organize") => {
-                let o = &t["options"];
-                for (k, v) in o["excludeByName"].as_object().into_iter().flatten() {
-                    if v == true {
+    let transformations: &[Transformation] = match &panel.kind {
+        PanelKind::Table { transformations } => transformations,
+        _ => &[],
+    };
+    for t in transformations {
+        match t {
+            Transformation::Organize(o) => {
+                for (k, hidden) in &o.exclude_by_name {
+                    if *hidden {
                         hide.insert(k.clone());
                     }
                 }
-                for (k, v) in o["indexByName"].as_object().into_iter().flatten() {
-                    order.insert(k.clone(), v.as_i64().unwrap_or(i64::MAX));
+                for (k, index) in &o.index_by_name {
+                    order.insert(k.clone(), *index);
                 }
-                for (k, v) in o["renameByName"].as_object().into_iter().flatten() {
-                    if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                        rename.insert(k.clone(), v.to_owned());
+                for (k, v) in &o.rename_by_name {
+                    if !v.is_empty() {
+                        rename.insert(k.clone(), v.clone());
                     }
                 }
             }
-            Some("sortBy") => {
-                if let Some(s) = t["options"]["sort"].get(0) {
-                    if let Some(field) = s["field"].as_str() {
-                        sort_by = Some((field.to_owned(), s["desc"] == true));
-                    }
+            Transformation::SortBy(s) => {
+                if let Some(first) = s.sort.first() {
+                    sort_by = Some((first.field.clone(), first.desc));
                 }
             }
-            _ => {}
         }
     }
     columns.retain(|c| !hide.contains(c));
@@ -814,7 +808,7 @@ fn build_table(panel: &Panel, rows: &[(usize, Labels, f64, f64)]) -> Table {
 mod tests {
     use super::*;
     use crate::report::dashboard;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::path::Path;
 
     fn panel(json: Value) -> Panel {
