@@ -7,18 +7,25 @@
 //! time window, and each replica's own PSI gauge must still show its own
 //! traffic only (its last `--drift-window` samples).
 //!
-//! Tolerance: `increase()` extrapolates each instance's counter growth to
-//! the end of the window, by at most ~1.1 scrape intervals over the span
-//! Prometheus has sampled, so each instance's counts are scaled by a factor
-//! in [1, 1 + delta]. Within one instance every bin shares that factor
-//! (one scrape), so only the instances' weights in the pool move. The test
-//! bounds the fleet PSI by recomputing it with every instance's weight at
-//! either end of that range (2^3 corners); shares are never off otherwise.
+//! Exact by construction, with no clock of the test's: every recorded
+//! series is read at one instant, the fleet rule group's own evaluation
+//! time, so all of them come from one evaluation. `increase()` scales each
+//! instance's growth by an extrapolation factor to the end of the window
+//! (every counter starts at 0 inside the window, so there is none at its
+//! start); the factor is the same for every bin of one instance, whose bins
+//! are sampled by one scrape. So every fleet bin (features and predictions)
+//! must be `Σ f_i · sent_i` with one factor per replica: the test fits the
+//! three factors by least squares, requires a residual of float rounding,
+//! and factors between 1 and the bound the samples in the window allow
+//! (which excludes a replica missing, 0, or counted twice, 2). The fleet
+//! PSI must then equal the PSI of that pool, computed offline. The pooling
+//! arithmetic itself is tested deterministically by promtool
+//! (tests/prometheus/ml_fleet_test.yml).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::stack::{batch_for, eventually, prometheus_query, LiveStack, StackOptions};
 use mlwatch::model::{Artifact, BinReference};
@@ -31,11 +38,12 @@ const DRIFT_WINDOW: usize = 100;
 /// Rows sent to each replica; the last one gets drifted rows.
 const ROWS: [usize; REPLICAS] = [200, 120, 160];
 const WAIT: Duration = Duration::from_secs(90);
-/// The stack's scrape interval (StackOptions::default), with jitter.
-const SCRAPE_INTERVAL_S: f64 = 1.2;
-/// How long the counters are sampled before the rules are read: the
-/// tolerance is 1.1 scrape intervals over this (about 3 %).
-const SPAN: Duration = Duration::from_secs(45);
+/// Samples of every bin counter in the window before the rules are read:
+/// with n samples, increase() extrapolates by at most 1.1 intervals over
+/// (n - 1), so the factor is at most 1 + 1.1 / (n - 2) even if a query
+/// sees one sample more than the rule did: 1.275 for 6, well below the 2
+/// of a replica counted twice.
+const SAMPLES: f64 = 6.0;
 
 /// Rows of one JSON body.
 fn rows_of(body: &str) -> Vec<Vec<f64>> {
@@ -97,30 +105,53 @@ fn pooled_psi(bins: &BinReference, per_replica: &[Vec<u64>], weights: &[f64]) ->
     bins.psi(&scaled).expect("samples in the pool")
 }
 
-/// The fleet PSI bounds for the extrapolation range [1, 1 + delta].
-fn psi_bounds(bins: &BinReference, per_replica: &[Vec<u64>], delta: f64) -> (f64, f64, f64) {
-    let exact = pooled_psi(bins, per_replica, &vec![1.0; per_replica.len()]);
-    let (mut low, mut high) = (exact, exact);
-    for corner in 0..1u32 << per_replica.len() {
-        let weights: Vec<f64> = (0..per_replica.len())
-            .map(|i| {
-                if corner >> i & 1 == 1 {
-                    1.0 + delta
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let psi = pooled_psi(bins, per_replica, &weights);
-        low = low.min(psi);
-        high = high.max(psi);
+/// Least-squares factors `f` with `y[k] ≈ Σ_i f[i] · a[k][i]` (normal
+/// equations of three unknowns, by Cramer's rule), and the largest residual.
+fn fit(a: &[[f64; REPLICAS]], y: &[f64]) -> ([f64; REPLICAS], f64) {
+    let mut m = [[0.0; REPLICAS]; REPLICAS];
+    let mut v = [0.0; REPLICAS];
+    for (row, target) in a.iter().zip(y) {
+        for i in 0..REPLICAS {
+            v[i] += row[i] * target;
+            for j in 0..REPLICAS {
+                m[i][j] += row[i] * row[j];
+            }
+        }
     }
-    (exact, low - 1e-9, high + 1e-9)
+    let det = |m: &[[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let whole = det(&m);
+    assert!(
+        whole.abs() > 1e-9,
+        "the replicas' counts are not independent"
+    );
+    let mut f = [0.0; REPLICAS];
+    for (k, factor) in f.iter_mut().enumerate() {
+        let mut column = m;
+        for (row, value) in column.iter_mut().zip(v) {
+            row[k] = value;
+        }
+        *factor = det(&column) / whole;
+    }
+    let residual = a
+        .iter()
+        .zip(y)
+        .map(|(row, target)| (row.iter().zip(&f).map(|(c, w)| c * w).sum::<f64>() - target).abs())
+        .fold(0.0, f64::max);
+    (f, residual)
 }
 
 /// Instant query as JSON samples (`metric`, `value`).
 fn query(stack: &LiveStack, promql: &str) -> Vec<Value> {
     prometheus_query(&stack.prometheus_url, promql, None)
+}
+
+/// Instant query at `at` (Unix seconds).
+fn query_at(stack: &LiveStack, promql: &str, at: f64) -> Vec<Value> {
+    prometheus_query(&stack.prometheus_url, promql, Some(at))
 }
 
 fn number(sample: &Value) -> f64 {
@@ -130,9 +161,13 @@ fn number(sample: &Value) -> f64 {
         .unwrap_or_else(|| panic!("no value in {sample}"))
 }
 
-/// `label` value → sample value of an instant query.
+/// `label` value → sample value of an instant query (at `at`, or now).
 fn by_label(stack: &LiveStack, promql: &str, label: &str) -> BTreeMap<String, f64> {
-    query(stack, promql)
+    labelled(query(stack, promql), label)
+}
+
+fn labelled(samples: Vec<Value>, label: &str) -> BTreeMap<String, f64> {
+    samples
         .iter()
         .map(|s| {
             (
@@ -174,7 +209,6 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
         let n = query(&stack, "count(model_input_drift_bin_samples_total)");
         (n.first().map(number) == Some((REPLICAS * bins_per_feature) as f64)).then_some(())
     });
-    let first_scrape = Instant::now() - Duration::from_secs_f64(SCRAPE_INTERVAL_S);
 
     let mut sent: Vec<Vec<Vec<f64>>> = vec![Vec::new(); REPLICAS];
     for (replica, rows) in ROWS.iter().enumerate() {
@@ -187,17 +221,21 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
     }
     let total: usize = ROWS.iter().sum();
 
-    // Raw counters add up to exactly what was sent, per instance.
-    let per_instance = eventually("every row counted on every instance", WAIT, || {
-        let sums = by_label(
-            &stack,
-            &format!(
+    // Raw counters add up to exactly what was sent, per instance. The
+    // query's own evaluation time (Prometheus' clock) is when that was
+    // stored: a rule evaluation later than it reads all of it.
+    let (per_instance, counted_at) =
+        eventually("every row counted on every instance", WAIT, || {
+            let samples = query(
+                &stack,
+                &format!(
                 "sum by (instance) (model_input_drift_bin_samples_total{{feature=\"{feature}\"}})"
             ),
-            "instance",
-        );
-        (sums.values().sum::<f64>() == total as f64).then_some(sums)
-    });
+            );
+            let evaluated_at = samples.first()?["value"][0].as_f64()?;
+            let sums = labelled(samples, "instance");
+            (sums.values().sum::<f64>() == total as f64).then_some((sums, evaluated_at))
+        });
     for (url, rows) in stack.app_urls.iter().zip(ROWS) {
         let instance = url.trim_start_matches("http://");
         assert_eq!(
@@ -207,101 +245,116 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
         );
     }
 
-    // The fleet window has seen all of it once its count reaches the total.
-    eventually("fleet window holds every row", WAIT, || {
-        let n = query(&stack, &format!(
-            "job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"
-        ));
-        (n.first().map(number).unwrap_or(0.0) >= total as f64).then_some(())
-    });
-    // The extrapolation shrinks as the sampled span grows: read the rules
-    // once Prometheus has sampled the counters for SPAN.
-    if let Some(rest) = SPAN.checked_sub(first_scrape.elapsed()) {
-        std::thread::sleep(rest);
-    }
-    let span = first_scrape.elapsed().as_secs_f64() - SCRAPE_INTERVAL_S;
-    let delta = 1.1 * SCRAPE_INTERVAL_S / span;
-
-    // Bins: each fleet bin is the pooled count, scaled by at most 1 + delta.
-    let values = track(&artifact, &sent, Some(drifted));
-    let bins = &artifact.reference.features[drifted].bins;
-    let per_replica: Vec<Vec<u64>> = values
-        .iter()
-        .map(|v| counts(bins, v.iter().copied()))
-        .collect();
-    let fleet_bins = by_label(
-        &stack,
-        &format!("job_model_version_feature_bin:model_input_drift_bin_samples:increase10m{{feature=\"{feature}\"}}"),
-        "bin",
+    // One instant for every recorded series: the fleet group's evaluation
+    // time, once that evaluation ran after every row was stored and every
+    // counter has SAMPLES samples in the window.
+    let samples_rule = format!(
+        "job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"
     );
-    assert_eq!(
-        fleet_bins.len(),
-        bins.bins(),
-        "one series per bin: {fleet_bins:?}"
-    );
-    for bin in 0..bins.bins() {
-        let expected: u64 = per_replica.iter().map(|c| c[bin]).sum();
-        let got = fleet_bins[&bin.to_string()];
-        assert!(
-            got >= expected as f64 - 1e-6 && got <= expected as f64 * (1.0 + delta) + 1e-6,
-            "bin {bin}: Prometheus {got}, sent {expected} (delta {delta:.4})"
+    let at = eventually("fleet window holds every row", WAIT, || {
+        let at = number(query(&stack, &format!("timestamp({samples_rule})")).first()?);
+        let held = number(query_at(&stack, &samples_rule, at).first()?);
+        let fewest = number(
+            query_at(
+                &stack,
+                "min(count_over_time(model_input_drift_bin_samples_total[10m]))",
+                at,
+            )
+            .first()?,
         );
-    }
-    assert!(
-        fleet_bins.values().sum::<f64>() > (REPLICAS * DRIFT_WINDOW) as f64,
-        "the fleet window is a time window: it holds more than the replicas' rings"
-    );
+        (at > counted_at && held >= total as f64 && fewest >= SAMPLES).then_some(at)
+    });
 
-    // Fleet PSI of every feature and of the predictions.
-    let fleet_psi = by_label(
-        &stack,
-        &format!(
-            "job_model_version_feature:model_input_drift_psi:10m{{model_version=\"{version}\"}}"
-        ),
-        "feature",
-    );
-    let mut report = Vec::new();
-    for (j, name) in artifact.feature_names.iter().enumerate() {
-        let bins = &artifact.reference.features[j].bins;
-        let per_replica: Vec<Vec<u64>> = track(&artifact, &sent, Some(j))
+    // Every fleet bin, features and predictions, is Σ f_i · sent_i.
+    let instance_of = |url: &String| url.trim_start_matches("http://").to_owned();
+    let mut tracks: Vec<(String, &BinReference, Option<usize>)> = artifact
+        .feature_names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| (name.clone(), &artifact.reference.features[j].bins, Some(j)))
+        .collect();
+    tracks.push(("(predictions)".into(), &artifact.reference.prediction, None));
+    let mut sent_counts: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
+    let (mut a, mut y) = (Vec::new(), Vec::new());
+    for (name, bins, which) in &tracks {
+        let per_replica: Vec<Vec<u64>> = track(&artifact, &sent, *which)
             .iter()
             .map(|v| counts(bins, v.iter().copied()))
             .collect();
-        let (exact, low, high) = psi_bounds(bins, &per_replica, delta);
+        let fleet_bins = labelled(
+            query_at(
+                &stack,
+                &match which {
+                    Some(_) => format!("job_model_version_feature_bin:model_input_drift_bin_samples:increase10m{{model_version=\"{version}\",feature=\"{name}\"}}"),
+                    None => format!("job_model_version_bin:model_prediction_drift_bin_samples:increase10m{{model_version=\"{version}\"}}"),
+                },
+                at,
+            ),
+            "bin",
+        );
+        assert_eq!(
+            fleet_bins.len(),
+            bins.bins(),
+            "{name}: one series per bin: {fleet_bins:?}"
+        );
+        for bin in 0..bins.bins() {
+            a.push(std::array::from_fn(|i| per_replica[i][bin] as f64));
+            y.push(fleet_bins[&bin.to_string()]);
+        }
+        sent_counts.insert(name.clone(), per_replica);
+    }
+    let (factors, residual) = fit(&a, &y);
+    let largest = y.iter().copied().fold(1.0, f64::max);
+    assert!(
+        residual <= 1e-6 * largest,
+        "fleet bins are not Σ f_i · sent_i: residual {residual}, factors {factors:?}"
+    );
+    let bound = 1.0 + 1.1 / (SAMPLES - 2.0);
+    assert!(
+        factors.iter().all(|f| *f >= 1.0 - 1e-9 && *f <= bound),
+        "every replica's rows counted once, extrapolated by at most {bound}: {factors:?} ({:?})",
+        stack.app_urls.iter().map(instance_of).collect::<Vec<_>>()
+    );
+    assert!(
+        y.iter().sum::<f64>() > ((tracks.len()) * REPLICAS * DRIFT_WINDOW) as f64,
+        "the fleet window is a time window: it holds more than the replicas' rings"
+    );
+
+    // Fleet PSI of every feature and of the predictions: the PSI of that
+    // pool, from the same evaluation.
+    let mut fleet_psi = labelled(
+        query_at(
+            &stack,
+            &format!("job_model_version_feature:model_input_drift_psi:10m{{model_version=\"{version}\"}}"),
+            at,
+        ),
+        "feature",
+    );
+    fleet_psi.insert(
+        "(predictions)".into(),
+        number(
+            query_at(
+                &stack,
+                &format!("job_model_version:model_prediction_drift_psi:10m{{model_version=\"{version}\"}}"),
+                at,
+            )
+            .first()
+            .expect("fleet prediction PSI"),
+        ),
+    );
+    let mut report = Vec::new();
+    for (name, bins, _) in &tracks {
+        let exact = pooled_psi(bins, &sent_counts[name], &factors);
         let got = fleet_psi[name];
-        report.push(format!(
-            "{name}: prometheus {got:.5} offline {exact:.5} [{low:.5}, {high:.5}]"
-        ));
+        report.push(format!("{name}: prometheus {got:.6} offline {exact:.6}"));
         assert!(
-            got >= low && got <= high,
+            (got - exact).abs() <= 1e-6 * exact.max(1.0),
             "fleet PSI of {name}: {}",
             report.join("; ")
         );
     }
-    let bins = &artifact.reference.prediction;
-    let per_replica: Vec<Vec<u64>> = track(&artifact, &sent, None)
-        .iter()
-        .map(|v| counts(bins, v.iter().copied()))
-        .collect();
-    let (exact, low, high) = psi_bounds(bins, &per_replica, delta);
-    let got = number(
-        query(
-            &stack,
-            &format!(
-                "job_model_version:model_prediction_drift_psi:10m{{model_version=\"{version}\"}}"
-            ),
-        )
-        .first()
-        .expect("fleet prediction PSI"),
-    );
-    assert!(
-        got >= low && got <= high,
-        "fleet prediction PSI {got}, offline {exact} [{low}, {high}]"
-    );
-    eprintln!(
-        "delta {delta:.4}; {}; predictions: prometheus {got:.5} offline {exact:.5}",
-        report.join("; ")
-    );
+    eprintln!("factors {factors:?}; {}", report.join("; "));
+    let values = track(&artifact, &sent, Some(drifted));
 
     // Per instance: each replica's gauge is the PSI of its own last
     // DRIFT_WINDOW rows, not the fleet's.
