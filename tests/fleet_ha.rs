@@ -138,6 +138,7 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             alertmanager: am_web[0],
             mlflow: None,
             runbooks: "http://runbooks.invalid/runbooks".into(),
+            mlflow_url: "http://mlflow.invalid".into(),
         },
         &webhook.url,
         &Timing::quick(),

@@ -27,6 +27,10 @@ pub struct Endpoints {
     /// Base URL of the rendered runbooks (each alert an anchor): the alerts'
     /// external label `runbook_base` and the dashboards' `runbook_base`.
     pub runbooks: String,
+    /// MLflow's UI as browsers reach it, the dashboards' `mlflow_url`
+    /// (their links from a served model to its run), whether or not its
+    /// metrics are scraped.
+    pub mlflow_url: String,
 }
 
 impl Endpoints {
@@ -363,26 +367,6 @@ pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-/// A provisioned dashboard with its `runbook_base` constant set to
-/// `runbooks`: Grafana does not expand anything in dashboard JSON, so the
-/// constant is filled here, at provisioning.
-pub fn grafana_dashboard(source: &str, runbooks: &str) -> anyhow::Result<String> {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(source).context("dashboard is not valid JSON")?;
-    let variables = doc["templating"]["list"]
-        .as_array_mut()
-        .context("dashboard has no templating.list")?;
-    let constant = variables
-        .iter_mut()
-        .find(|v| v["name"] == "runbook_base" && v["type"] == "constant")
-        .context("dashboard has no constant variable runbook_base")?;
-    let value = serde_json::Value::String(runbooks.to_owned());
-    constant["query"] = value.clone();
-    constant["current"] = serde_json::json!({"selected": false, "text": value, "value": value});
-    constant["options"] = serde_json::json!([{"selected": true, "text": value, "value": value}]);
-    Ok(serde_json::to_string_pretty(&doc)? + "\n")
-}
-
 /// The dashboard provider file pointed at the derived dashboards.
 pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
     let mut doc: Value =
@@ -559,7 +543,7 @@ pub fn write(
         grafana.join("datasources/prometheus.yml"),
         grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
     )?;
-    // Copies with the runbook base filled in, at the top of the provider's
+    // Copies with every provisioned constant filled in, at the top of the provider's
     // path like in the repository: with foldersFromFilesStructure they land
     // in the General folder, as under docker-compose and NixOS.
     let dashboards = out.join("grafana/dashboards");
@@ -574,7 +558,7 @@ pub fn write(
             let name = path.file_name().context("dashboard without a name")?;
             std::fs::write(
                 dashboards.join(name),
-                grafana_dashboard(&source, &endpoints.runbooks)
+                super::dashboard_constants::rewrite(&source, endpoints)
                     .with_context(|| format!("in {}", path.display()))?,
             )?;
         }
@@ -607,6 +591,7 @@ mod tests {
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
             mlflow: None,
             runbooks: "http://127.0.0.1:15001/runbooks".into(),
+            mlflow_url: "http://127.0.0.1:15000".into(),
         }
     }
 
@@ -868,21 +853,43 @@ mod tests {
             doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
             "127.0.0.1:19093"
         );
-        let dashboard = grafana_dashboard(
-            &repo_file("grafana/provisioning/dashboards/predict_api_dashboard.json"),
-            "https://runbooks.example/ml",
+        // Every written dashboard carries both provisioned values.
+        let out = tempfile::tempdir().unwrap();
+        let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let endpoints = Endpoints {
+            runbooks: "https://runbooks.example/ml".into(),
+            ..endpoints()
+        };
+        write(
+            &assets,
+            out.path(),
+            &endpoints,
+            "http://x/a",
+            &Timing::default(),
         )
         .unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
-        let constant = doc["templating"]["list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == "runbook_base")
-            .unwrap();
-        assert_eq!(constant["query"], "https://runbooks.example/ml");
-        assert_eq!(constant["current"]["value"], "https://runbooks.example/ml");
-        assert!(grafana_dashboard("{\"templating\": {\"list\": []}}", "http://x").is_err());
+        let dir = out.path().join("grafana/dashboards");
+        let mut checked = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let doc: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file.unwrap().path()).unwrap())
+                    .unwrap();
+            let value = |name: &str| {
+                doc["templating"]["list"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == name)
+                    .map(|v| v["current"]["value"].clone())
+            };
+            assert_eq!(
+                value("runbook_base"),
+                Some("https://runbooks.example/ml".into())
+            );
+            assert_eq!(value("mlflow_url"), Some("http://127.0.0.1:15000".into()));
+            checked += 1;
+        }
+        assert!(checked >= 2, "dashboards written: {checked}");
     }
 
     #[test]

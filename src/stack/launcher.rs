@@ -232,6 +232,31 @@ pub struct Stack {
     model_seen: Option<SystemTime>,
 }
 
+/// The runbooks page the launcher's own HTTP server renders.
+pub fn runbook_page_url(ports: &Ports) -> String {
+    format!("http://{}{}", loopback(ports.webhook), runbooks::PATH)
+}
+
+/// Where every scrape job's targets and every provisioned link point, for
+/// a stack on `ports` with `replicas` services, its runbooks at
+/// `runbooks`, and MLflow's own metrics scraped when `mlflow_metrics`.
+pub fn endpoints(
+    ports: &Ports,
+    replicas: usize,
+    runbooks: &str,
+    mlflow_metrics: bool,
+) -> anyhow::Result<Endpoints> {
+    Ok(Endpoints {
+        apps: replica_addresses(ports, replicas)?,
+        trainers: vec![loopback(ports.trainer)],
+        prometheus: loopback(ports.prometheus),
+        alertmanager: loopback(ports.alertmanager),
+        mlflow: mlflow_metrics.then(|| loopback(ports.mlflow)),
+        runbooks: runbooks.to_owned(),
+        mlflow_url: format!("http://{}", loopback(ports.mlflow)),
+    })
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
@@ -261,18 +286,14 @@ impl Stack {
             .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
         let runbook_url = match &config.runbook_url {
             Some(url) => runbooks::check_url(url)?,
-            None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
+            None => runbook_page_url(p),
         };
-        let endpoints = Endpoints {
-            apps: replica_addresses(p, config.replicas)?,
-            trainers: vec![loopback(p.trainer)],
-            prometheus: loopback(p.prometheus),
-            alertmanager: loopback(p.alertmanager),
-            mlflow: mlflow
-                .filter(|(_, metrics)| *metrics)
-                .map(|_| loopback(p.mlflow)),
-            runbooks: runbook_url.clone(),
-        };
+        let endpoints = endpoints(
+            p,
+            config.replicas,
+            &runbook_url,
+            mlflow.is_some_and(|(_, metrics)| metrics),
+        )?;
         let webhook_url = format!("http://{}{}", loopback(p.webhook), webhook::PATH);
         let runbook_page = runbooks::load(&config.assets.root)?;
         let written = config::write(

@@ -12,6 +12,7 @@
 pub(crate) mod children;
 pub mod commands;
 pub mod config;
+pub mod dashboard_constants;
 pub(crate) mod grafana;
 pub mod launcher;
 pub mod mlflow;

@@ -231,6 +231,7 @@ impl LiveStack {
             // No runbook server in these tests; the links are checked on a
             // real `mlwatch up` (tests/grafana_dashboards.rs).
             runbooks: "http://runbooks.invalid/runbooks".into(),
+            mlflow_url: "http://mlflow.invalid".into(),
         };
         let webhook = Webhook::start();
         let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).expect("repository assets");
