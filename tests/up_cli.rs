@@ -63,6 +63,30 @@ fn an_unknown_model_is_refused_before_anything_starts() {
     assert!(!state.exists(), "nothing was started or written");
 }
 
+/// A replica and MLflow both on 5000 is refused up front, naming both,
+/// instead of both starting and the stack dying when MLflow cannot bind.
+#[test]
+fn two_components_on_one_port_are_refused_before_anything_starts() {
+    let empty = tempfile::tempdir().unwrap();
+    let state = empty.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["up", "--app-port", "4999", "--replicas", "2", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "port 5000 would be taken twice, by the prediction API replica 1 \
+             (--app-port 4999 + 1, --replicas 2) and by MLflow (--mlflow-port 5000)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!state.exists(), "nothing was started or written");
+}
+
 #[test]
 fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     common::stack::require_binary(&["prometheus"], "prometheus");

@@ -7,7 +7,6 @@
 //! built-in webhook, and reloads every replica whenever the trainer writes
 //! a new artifact.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +16,7 @@ use super::children::{find_binary, Supervised};
 use super::commands;
 use super::config::{self, Assets, Endpoints, Timing};
 use super::grafana;
+use super::ports::loopback;
 use super::runbooks;
 use super::webhook::{self, AlertInbox};
 
@@ -25,49 +25,7 @@ use super::webhook::{self, AlertInbox};
 pub const INSTALL_HINT: &str =
     "apt-get install --no-install-recommends prometheus prometheus-alertmanager";
 
-#[derive(Debug, Clone)]
-pub struct Ports {
-    pub app: u16,
-    pub trainer: u16,
-    pub prometheus: u16,
-    pub alertmanager: u16,
-    pub grafana: u16,
-    pub webhook: u16,
-    pub mlflow: u16,
-}
-
-impl Ports {
-    /// Seven distinct ports that are free right now ([`crate::free_ports`]:
-    /// drawn below the ephemeral range, so no outgoing connection can take
-    /// one before the child binds it).
-    pub fn free() -> anyhow::Result<Self> {
-        let ports =
-            crate::free_ports::distinct(7).context("cannot find free ports on 127.0.0.1")?;
-        Ok(Self {
-            app: ports[0],
-            trainer: ports[1],
-            prometheus: ports[2],
-            alertmanager: ports[3],
-            grafana: ports[4],
-            webhook: ports[5],
-            mlflow: ports[6],
-        })
-    }
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self {
-            app: 9000,
-            trainer: 8002,
-            prometheus: 9090,
-            alertmanager: 9093,
-            grafana: 3000,
-            webhook: 5001,
-            mlflow: 5000,
-        }
-    }
-}
+pub use super::ports::{ha_ports, replica_addresses, HaPorts, Ports, MAX_REPLICAS};
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -92,86 +50,6 @@ pub struct StackConfig {
     /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
     /// `+ 3`) instead of one of each ([`ha_ports`]).
     pub ha: bool,
-}
-
-/// The second members of an HA pair and the Alertmanagers' gossip ports.
-#[derive(Debug, Clone, Copy)]
-pub struct HaPorts {
-    pub prometheus_b: SocketAddr,
-    pub alertmanager_b: SocketAddr,
-    pub gossip_a: SocketAddr,
-    pub gossip_b: SocketAddr,
-}
-
-/// The HA pair's extra ports next to `ports`, none of them another
-/// component's or a replica's.
-pub fn ha_ports(ports: &Ports, replicas: usize) -> anyhow::Result<HaPorts> {
-    let next = |port: u16, by: u16, flag: &str| {
-        port.checked_add(by)
-            .with_context(|| format!("--ha needs {flag} + {by} to be a port"))
-    };
-    let ha = HaPorts {
-        prometheus_b: loopback(next(ports.prometheus, 1, "--prometheus-port")?),
-        gossip_a: loopback(next(ports.alertmanager, 1, "--alertmanager-port")?),
-        alertmanager_b: loopback(next(ports.alertmanager, 2, "--alertmanager-port")?),
-        gossip_b: loopback(next(ports.alertmanager, 3, "--alertmanager-port")?),
-    };
-    let mut taken: Vec<u16> = vec![
-        ports.trainer,
-        ports.prometheus,
-        ports.alertmanager,
-        ports.grafana,
-        ports.webhook,
-    ];
-    taken.extend(
-        replica_addresses(ports, replicas)?
-            .iter()
-            .map(SocketAddr::port),
-    );
-    for extra in [ha.prometheus_b, ha.gossip_a, ha.alertmanager_b, ha.gossip_b] {
-        if taken.contains(&extra.port()) {
-            bail!(
-                "--ha puts the second Prometheus on --prometheus-port + 1 and the Alertmanagers on \
-                 --alertmanager-port .. + 3, but port {} is already another component's",
-                extra.port()
-            );
-        }
-        taken.push(extra.port());
-    }
-    Ok(ha)
-}
-
-/// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
-/// the `instance` label's cardinality.
-pub const MAX_REPLICAS: usize = 32;
-
-/// The replicas' addresses: `count` consecutive ports from `ports.app`,
-/// none of them another component's port.
-pub fn replica_addresses(ports: &Ports, count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    if count == 0 || count > MAX_REPLICAS {
-        bail!("--replicas must be between 1 and {MAX_REPLICAS}, got {count}");
-    }
-    let last = usize::from(ports.app) + count - 1;
-    let Ok(last) = u16::try_from(last) else {
-        bail!(
-            "--replicas {count} from --app-port {} runs past port 65535",
-            ports.app
-        );
-    };
-    let others = [
-        ("--trainer-port", ports.trainer),
-        ("--prometheus-port", ports.prometheus),
-        ("--alertmanager-port", ports.alertmanager),
-        ("--grafana-port", ports.grafana),
-        ("--webhook-port", ports.webhook),
-    ];
-    if let Some((flag, port)) = others.iter().find(|(_, p)| (ports.app..=last).contains(p)) {
-        bail!(
-            "{flag} {port} lies in the replicas' ports {}..={last}; move one of them",
-            ports.app
-        );
-    }
-    Ok((ports.app..=last).map(loopback).collect())
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -257,10 +135,6 @@ pub fn endpoints(
     })
 }
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-}
-
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -279,6 +153,7 @@ impl Stack {
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let logs = state.join("logs");
         let p = &config.ports;
+        super::ports::check(p, config.replicas, config.ha)?;
         let mlflow = binaries
             .mlflow
             .as_ref()
