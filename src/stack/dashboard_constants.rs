@@ -78,7 +78,8 @@ pub fn rewrite(source: &str, endpoints: &Endpoints) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::launcher::{endpoints, runbook_page_url, Ports};
+    use crate::stack::plan::{endpoints, runbook_page_url};
+    use crate::stack::ports::Ports;
     use std::collections::BTreeSet;
     use std::path::Path;
 

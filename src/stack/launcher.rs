@@ -5,7 +5,8 @@
 //! tracking server on 127.0.0.1 with configs derived into a state
 //! directory, relays alerts from Alertmanager to the terminal through a
 //! built-in webhook, and reloads every replica whenever the trainer writes
-//! a new artifact.
+//! a new artifact. What to start and write is planned first, as data
+//! ([`super::plan`]); this module writes, spawns and supervises.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,10 +14,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context};
 
 use super::children::{find_binary, Supervised};
-use super::commands;
-use super::config::{self, Assets, Endpoints, Timing};
+use super::config::{Assets, Timing};
 use super::grafana;
-use super::ports::loopback;
+use super::plan::{Child, Plan};
 use super::runbooks;
 use super::webhook::{self, AlertInbox};
 
@@ -25,7 +25,7 @@ use super::webhook::{self, AlertInbox};
 pub const INSTALL_HINT: &str =
     "apt-get install --no-install-recommends prometheus prometheus-alertmanager";
 
-pub use super::ports::{ha_ports, replica_addresses, HaPorts, Ports, MAX_REPLICAS};
+pub use super::ports::Ports;
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -110,29 +110,13 @@ pub struct Stack {
     model_seen: Option<SystemTime>,
 }
 
-/// The runbooks page the launcher's own HTTP server renders.
-pub fn runbook_page_url(ports: &Ports) -> String {
-    format!("http://{}{}", loopback(ports.webhook), runbooks::PATH)
-}
-
-/// Where every scrape job's targets and every provisioned link point, for
-/// a stack on `ports` with `replicas` services, its runbooks at
-/// `runbooks`, and MLflow's own metrics scraped when `mlflow_metrics`.
-pub fn endpoints(
-    ports: &Ports,
-    replicas: usize,
-    runbooks: &str,
-    mlflow_metrics: bool,
-) -> anyhow::Result<Endpoints> {
-    Ok(Endpoints {
-        apps: replica_addresses(ports, replicas)?,
-        trainers: vec![loopback(ports.trainer)],
-        prometheus: loopback(ports.prometheus),
-        alertmanager: loopback(ports.alertmanager),
-        mlflow: mlflow_metrics.then(|| loopback(ports.mlflow)),
-        runbooks: runbooks.to_owned(),
-        mlflow_url: format!("http://{}", loopback(ports.mlflow)),
-    })
+/// Starts one planned child, its output in `logs/<name>.log`.
+fn spawn(child: &Child, logs: &Path) -> anyhow::Result<Supervised> {
+    if child.env.is_empty() {
+        Supervised::spawn(&child.name, &child.program, &child.args, logs)
+    } else {
+        Supervised::spawn_with_env(&child.name, &child.program, &child.args, &child.env, logs)
+    }
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -140,256 +124,53 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 impl Stack {
+    /// Plans the stack ([`Plan::new`]), writes its files and starts its
+    /// children in plan order.
     pub async fn start(config: &StackConfig, binaries: &Binaries) -> anyhow::Result<Self> {
-        // Prometheus resolves relative rule paths against its config file's
-        // directory, not ours: every path handed to a child is absolute.
-        let state = &std::path::absolute(&config.state_dir).with_context(|| {
-            format!(
-                "cannot resolve state directory {}",
-                config.state_dir.display()
-            )
-        })?;
-        std::fs::create_dir_all(state)
-            .with_context(|| format!("cannot create state directory {}", state.display()))?;
-        let logs = state.join("logs");
-        let p = &config.ports;
-        super::ports::check(p, config.replicas, config.ha)?;
-        let mlflow = binaries
-            .mlflow
-            .as_ref()
-            .filter(|_| config.mlflow)
-            .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
-        let runbook_url = match &config.runbook_url {
-            Some(url) => runbooks::check_url(url)?,
-            None => runbook_page_url(p),
-        };
-        let endpoints = endpoints(
-            p,
-            config.replicas,
-            &runbook_url,
-            mlflow.is_some_and(|(_, metrics)| metrics),
-        )?;
-        let webhook_url = format!("http://{}{}", loopback(p.webhook), webhook::PATH);
+        let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
+        // Asking the installed MLflow takes a Python start: only when it runs.
+        let mlflow_metrics = config.mlflow
+            && binaries
+                .mlflow
+                .as_deref()
+                .is_some_and(super::mlflow::can_expose_prometheus);
+        let plan = Plan::new(config, binaries, &exe, mlflow_metrics)?;
         let runbook_page = runbooks::load(&config.assets.root)?;
-        let written = config::write(
-            &config.assets,
-            &state.join("config"),
-            &endpoints,
-            &webhook_url,
-            &config.timing,
-        )?;
+        plan.files.write()?;
+        let grafana_password = plan
+            .grafana_state
+            .as_ref()
+            .map(|dir| grafana::prepare(dir))
+            .transpose()?;
 
         let inbox = AlertInbox::default();
-        let (_, webhook) =
-            webhook::start(loopback(p.webhook), inbox.clone(), Some(runbook_page)).await?;
-
+        let (_, webhook) = webhook::start(plan.webhook, inbox.clone(), Some(runbook_page)).await?;
+        let logs = &plan.logs;
         let mut core = Vec::new();
-        let ha = config
-            .ha
-            .then(|| ha_ports(p, config.replicas))
-            .transpose()?;
-        let mut ha_urls = Vec::new();
-        if let Some(ha) = ha {
-            // Pairs (docs/fleet.md, "HA pair"): identical rules, distinct
-            // `replica` labels, both Prometheus alerting both Alertmanagers.
-            let derived = std::fs::read_to_string(&written.prometheus_yml)
-                .with_context(|| format!("cannot read {}", written.prometheus_yml.display()))?;
-            let alertmanagers = [endpoints.alertmanager, ha.alertmanager_b];
-            let members = [
-                (
-                    "alertmanager",
-                    endpoints.alertmanager,
-                    ha.gossip_a,
-                    ha.gossip_b,
-                    state.join("alertmanager"),
-                ),
-                (
-                    "alertmanager-b",
-                    ha.alertmanager_b,
-                    ha.gossip_b,
-                    ha.gossip_a,
-                    state.join("ha/alertmanager-b"),
-                ),
-            ];
-            let mut pair = Vec::new();
-            for (name, web, gossip, peer, storage) in members {
-                pair.push(Supervised::spawn(
-                    name,
-                    &binaries.alertmanager,
-                    &commands::clustered_alertmanager(
-                        &written.alertmanager_yml,
-                        &storage,
-                        web,
-                        gossip,
-                        &[peer],
-                        None,
-                    ),
-                    &logs,
-                )?);
-            }
-            core.push(pair);
-            let members = [
-                (
-                    "prometheus",
-                    "a",
-                    endpoints.prometheus,
-                    state.join("prometheus"),
-                ),
-                (
-                    "prometheus-b",
-                    "b",
-                    ha.prometheus_b,
-                    state.join("ha/prometheus-b"),
-                ),
-            ];
-            let mut pair = Vec::new();
-            for (name, replica, listen, storage) in members {
-                let file = written
-                    .prometheus_yml
-                    .with_file_name(format!("prometheus-{replica}.yml"));
-                std::fs::write(&file, config::ha_member(&derived, replica, &alertmanagers)?)
-                    .with_context(|| format!("cannot write {}", file.display()))?;
-                pair.push(Supervised::spawn(
-                    name,
-                    &binaries.prometheus,
-                    &commands::prometheus(&file, &storage, listen),
-                    &logs,
-                )?);
-            }
-            core.push(pair);
-            ha_urls.push((
-                "Prometheus (replica b)",
-                format!("http://{}", ha.prometheus_b),
-            ));
-            ha_urls.push(("Alertmanager b", format!("http://{}", ha.alertmanager_b)));
-        } else {
-            core.push(vec![Supervised::spawn(
-                "alertmanager",
-                &binaries.alertmanager,
-                &commands::alertmanager(
-                    &written.alertmanager_yml,
-                    &state.join("alertmanager"),
-                    endpoints.alertmanager,
-                ),
-                &logs,
-            )?]);
-            core.push(vec![Supervised::spawn(
-                "prometheus",
-                &binaries.prometheus,
-                &commands::prometheus(
-                    &written.prometheus_yml,
-                    &state.join("prometheus"),
-                    endpoints.prometheus,
-                ),
-                &logs,
-            )?]);
-        }
-        let mut grafana_password = None;
-        let mut urls = vec![
-            (
-                "prediction API",
-                endpoints
-                    .apps
+        for group in &plan.core {
+            core.push(
+                group
                     .iter()
-                    .map(|a| format!("http://{a}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            (
-                "trainer metrics",
-                format!("http://{}/metrics", endpoints.trainers[0]),
-            ),
-            ("Prometheus", format!("http://{}", endpoints.prometheus)),
-            ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
-            ("runbooks", runbook_url),
-        ];
-        urls.extend(ha_urls);
-        if config.grafana {
-            if let Some(binary) = &binaries.grafana {
-                let settings =
-                    grafana::write_config(state, &written.grafana_provisioning, p.grafana)?;
-                let mut args: Vec<String> = binary
-                    .subcommand
-                    .map(|s| vec![s.to_owned()])
-                    .unwrap_or_default();
-                args.extend([
-                    format!("--homepath={}", binary.home.display()),
-                    format!("--config={}", settings.ini.display()),
-                ]);
-                core.push(vec![Supervised::spawn(
-                    "grafana",
-                    &binary.program,
-                    &args,
-                    &logs,
-                )?]);
-                urls.push((
-                    "Grafana (user admin)",
-                    format!("http://{}", loopback(p.grafana)),
-                ));
-                grafana_password = Some(settings.admin_password);
-            }
+                    .map(|child| spawn(child, logs))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            );
         }
-
-        let mut mlflow_url = None;
-        if let Some((binary, metrics)) = mlflow {
-            let address = loopback(p.mlflow);
-            core.push(vec![Supervised::spawn_with_env(
-                "mlflow",
-                binary,
-                &super::mlflow::server_args(state, address, metrics),
-                &super::mlflow::ENV,
-                &logs,
-            )?]);
-            let url = format!("http://{address}");
-            urls.push(("MLflow", url.clone()));
-            mlflow_url = Some(url);
-        }
-
-        let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
-        let model_path = state.join("model.json");
-        let mut services = Vec::new();
-        for (i, address) in endpoints.apps.iter().enumerate() {
-            let name = if endpoints.apps.len() == 1 {
-                "service".to_owned()
-            } else {
-                format!("service-{i}")
-            };
-            services.push(Supervised::spawn(
-                &name,
-                &exe,
-                &commands::service(*address, &model_path, config.drift_window),
-                &logs,
-            )?);
-        }
-        let app_urls: Vec<String> = endpoints
-            .apps
+        let services = plan
+            .services
             .iter()
-            .map(|a| format!("http://{a}"))
-            .collect();
-        let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
-        if let Some(url) = &mlflow_url {
-            // The server boots while the trainer starts, in 7 s on an idle
-            // laptop but over 30 s on a busy 2-core machine: the trainer
-            // waits for it, longer than its default.
-            trainer_args.extend([
-                "--mlflow-tracking-uri".into(),
-                url.clone(),
-                "--mlflow-startup-wait".into(),
-                "120s".into(),
-            ]);
-        }
-        trainer_args.extend(config.trainer_args.iter().cloned());
-        let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
+            .map(|child| spawn(child, logs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trainer = spawn(&plan.trainer, logs)?;
         Ok(Self {
-            urls,
-            prometheus_url: format!("http://{}", endpoints.prometheus),
-            app_url: app_urls[0].clone(),
-            app_urls,
-            model_seen: modified(&model_path),
-            model_path,
+            urls: plan.urls,
+            prometheus_url: plan.prometheus_url,
+            app_url: plan.app_urls[0].clone(),
+            app_urls: plan.app_urls,
+            model_seen: modified(&plan.model_path),
+            model_path: plan.model_path,
             inbox,
             grafana_password,
-            mlflow_url,
+            mlflow_url: plan.mlflow_url,
             services,
             trainer: Some(trainer),
             core,

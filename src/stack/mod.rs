@@ -16,6 +16,7 @@ pub mod dashboard_constants;
 pub(crate) mod grafana;
 pub mod launcher;
 pub mod mlflow;
+pub mod plan;
 pub mod ports;
 pub mod runbooks;
 pub(crate) mod state;
