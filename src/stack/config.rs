@@ -523,7 +523,7 @@ impl Files {
     }
 }
 
-/// Writes every derived config under `out` ([`derive`], then writes).
+/// Writes every derived config under `out` ([`derive()`], then writes).
 pub fn write(
     assets: &Assets,
     out: &Path,

@@ -48,7 +48,7 @@ pub struct StackConfig {
     pub replicas: usize,
     /// Two Prometheus (`ports.prometheus`, `+ 1`) and two clustered
     /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
-    /// `+ 3`) instead of one of each ([`ha_ports`]).
+    /// `+ 3`) instead of one of each ([`super::ports::ha_ports`]).
     pub ha: bool,
 }
 

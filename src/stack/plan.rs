@@ -6,7 +6,7 @@
 //! launcher ([`super::launcher`]) writes the files and spawns the children
 //! in plan order.
 //!
-//! The building blocks ([`prometheus`], [`alertmanager`], [`service`],
+//! The building blocks ([`prometheus()`], [`alertmanager`], [`service`],
 //! [`trainer`], ...) are public: the integration tests start their own
 //! fleets (several services with different models, several trainers)
 //! from them, so a child's command line exists once.
@@ -166,7 +166,7 @@ pub fn mlflow(program: &Path, state: &Path, listen: SocketAddr, expose_metrics: 
     }
 }
 
-/// Grafana on `listen` with the settings in `ini` ([`grafana::ini`]).
+/// Grafana on `listen` with the settings in `ini` (`grafana::ini`).
 pub fn grafana(binary: &GrafanaBinary, ini: &Path, listen: SocketAddr) -> Child {
     let mut args: Vec<String> = binary
         .subcommand
@@ -221,7 +221,7 @@ pub struct Plan {
     /// The built-in webhook and runbooks server.
     pub webhook: SocketAddr,
     /// Grafana's directory under `state`, whose secrets
-    /// ([`grafana::prepare`]) must exist before Grafana starts.
+    /// (`grafana::prepare`) must exist before Grafana starts.
     pub grafana_state: Option<PathBuf>,
     /// Alertmanager(s), Prometheus(es), Grafana, MLflow; an HA pair is one
     /// group of two, any other child a group of one.
