@@ -33,10 +33,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::stack::{eventually, prometheus_query, require_binary, Webhook};
+use common::stack::{eventually, prometheus_query, require_binary, spawn, Webhook};
 use common::{free_port, wait_for_status, Process};
-use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::plan;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -97,19 +97,18 @@ fn delivered(webhook: &Webhook, instance: &SocketAddr, status: &str, expected: u
     );
 }
 
+/// The launcher's service child (with `mlwatch serve`'s own default
+/// drift window), once ready.
 fn serve(name: &str, address: &SocketAddr, model: &Path, dir: &Path) -> Process {
-    let mut process = Process::mlwatch(
+    let child = plan::service(
         name,
-        &[
-            "serve",
-            "--listen",
-            &address.to_string(),
-            "--model-path",
-            &model.display().to_string(),
-        ],
-        dir,
+        Path::new(env!("CARGO_BIN_EXE_mlwatch")),
+        *address,
+        model,
+        1000,
     );
-    wait_for_status(&format!("http://{address}/ready"), 200, WAIT, &mut process);
+    let mut process = spawn(&child, dir);
+    wait_for_status(&child.ready_url(), 200, WAIT, &mut process);
     process
 }
 
@@ -138,6 +137,7 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             alertmanager: am_web[0],
             mlflow: None,
             runbooks: "http://runbooks.invalid/runbooks".into(),
+            mlflow_url: "http://mlflow.invalid".into(),
         },
         &webhook.url,
         &Timing::quick(),
@@ -147,21 +147,22 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
     widen_group_interval(&written.alertmanager_yml);
 
     let mut alertmanagers: Vec<Option<Process>> = Vec::new();
+    let mut ready = Vec::new();
     for i in 0..2 {
-        let args = commands::clustered_alertmanager(
-            &written.alertmanager_yml,
-            &root.join(format!("am-{i}")),
-            am_web[i],
-            am_gossip[i],
-            &[am_gossip[1 - i]],
-            Some(PEER_TIMEOUT),
-        );
-        alertmanagers.push(Some(Process::spawn(
+        let child = plan::clustered_alertmanager(
             &format!("alertmanager-{i}"),
             &alertmanager_bin,
-            &args,
-            root,
-        )));
+            &written.alertmanager_yml,
+            &root.join(format!("am-{i}")),
+            plan::Member {
+                web: am_web[i],
+                gossip: am_gossip[i],
+                peers: &[am_gossip[1 - i]],
+                peer_timeout: Some(PEER_TIMEOUT),
+            },
+        );
+        ready.push(child.ready_url());
+        alertmanagers.push(Some(spawn(&child, root)));
     }
     let mut prometheus: Vec<Option<Process>> = Vec::new();
     for (i, replica) in ["a", "b"].iter().enumerate() {
@@ -171,20 +172,18 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             config::ha_member(&derived, replica, &am_web).unwrap(),
         )
         .unwrap();
-        prometheus.push(Some(Process::spawn(
+        let child = plan::prometheus(
             &format!("prometheus-{replica}"),
             &prometheus_bin,
-            &commands::prometheus(&file, &root.join(format!("prom-{replica}")), proms[i]),
-            root,
-        )));
-    }
-    for (am, web) in alertmanagers.iter_mut().zip(&am_web) {
-        wait_for_status(
-            &format!("http://{web}/-/ready"),
-            200,
-            WAIT,
-            am.as_mut().unwrap(),
+            &file,
+            &root.join(format!("prom-{replica}")),
+            proms[i],
         );
+        ready.push(child.ready_url());
+        prometheus.push(Some(spawn(&child, root)));
+    }
+    for (am, url) in alertmanagers.iter_mut().zip(&ready[..2]) {
+        wait_for_status(url, 200, WAIT, am.as_mut().unwrap());
     }
     // One cluster: each Alertmanager sees both members.
     eventually("the Alertmanagers form one cluster", WAIT, || {
@@ -198,13 +197,8 @@ fn a_pair_of_each_delivers_every_alert_exactly_once_and_survives_losing_one() {
             })
             .then_some(())
     });
-    for (p, url) in prometheus.iter_mut().zip(&proms) {
-        wait_for_status(
-            &format!("http://{url}/-/ready"),
-            200,
-            WAIT,
-            p.as_mut().unwrap(),
-        );
+    for (p, url) in prometheus.iter_mut().zip(&ready[2..]) {
+        wait_for_status(url, 200, WAIT, p.as_mut().unwrap());
     }
     // The pair really differs by its external label.
     for (url, replica) in proms.iter().zip(["a", "b"]) {

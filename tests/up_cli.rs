@@ -65,6 +65,30 @@ fn an_unknown_model_is_refused_before_anything_starts() {
     assert!(!state.exists(), "nothing was started or written");
 }
 
+/// A replica and MLflow both on 5000 is refused up front, naming both,
+/// instead of both starting and the stack dying when MLflow cannot bind.
+#[test]
+fn two_components_on_one_port_are_refused_before_anything_starts() {
+    let empty = tempfile::tempdir().unwrap();
+    let state = empty.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["up", "--app-port", "4999", "--replicas", "2", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "port 5000 would be taken twice, by the prediction API replica 1 \
+             (--app-port 4999 + 1, --replicas 2) and by MLflow (--mlflow-port 5000)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!state.exists(), "nothing was started or written");
+}
+
 #[test]
 fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     common::stack::require_binary(&["prometheus"], "prometheus");
@@ -215,6 +239,70 @@ fn ctrl_c_stops_an_mlflow_that_ignores_sigterm_and_everything_it_started() {
                 .then_some(())
         },
     );
+}
+
+/// Every MLflow link of the provisioned dashboards resolves to
+/// `--mlflow-port`, however it is spelled in the dashboard: each link is
+/// `${mlflow_url}/...`, and the variable is the port's URL.
+#[test]
+fn the_dashboards_link_to_mlflow_on_the_mlflow_port() {
+    common::stack::require_binary(&["prometheus"], "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let flags = port_flags(free_port());
+    let at = |flag: &str| {
+        let i = flags.iter().position(|f| f == flag).unwrap();
+        flags[i + 1].clone()
+    };
+    let mlflow_port = at("--mlflow-port");
+    let mut args = vec![
+        "up".to_owned(),
+        "--no-grafana".into(),
+        "--no-mlflow".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    args.extend(flags.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut up = Process::mlwatch("up", &args, dir.path());
+    common::poll("the stack to be up", Duration::from_secs(60), || {
+        if let Some(status) = up.try_exit() {
+            panic!("up exited with {status}:\n{}", up.log_text());
+        }
+        up.log_text().contains("mlwatch stack is up").then_some(())
+    });
+    let dashboards = state.join("config/grafana/dashboards");
+    let expected = format!("http://127.0.0.1:{mlflow_port}");
+    let mut links = 0;
+    for file in std::fs::read_dir(&dashboards).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let variable = doc["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "mlflow_url")
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no mlflow_url", path.display()));
+        for field in [&variable["query"], &variable["current"]["value"]] {
+            assert_eq!(field, expected.as_str(), "{}", path.display());
+        }
+        assert_eq!(variable["options"][0]["value"], expected.as_str());
+        // The links themselves: every MLflow run link goes through the
+        // variable, and no default port is left anywhere.
+        for link in text.split('"').filter(|s| s.contains("/#/experiments/")) {
+            assert!(link.starts_with("${mlflow_url}/"), "{link}");
+            links += 1;
+        }
+        assert!(!text.contains("127.0.0.1:5000"), "{}", path.display());
+    }
+    assert!(links >= 2, "MLflow links checked: {links}");
+    up.signal("INT");
+    let status = up
+        .wait_exit(Duration::from_secs(30))
+        .expect("Ctrl-C stops the launcher");
+    assert!(status.success(), "{}", up.log_text());
 }
 
 #[test]

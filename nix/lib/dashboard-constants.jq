@@ -3,7 +3,9 @@
 # constant `runbook_base` and the default of the textbox `mlflow_url`.
 # Grafana never expands anything inside dashboard JSON, so a deployment with
 # other URLs provisions rewritten copies. Used by nix/module.nix;
-# .ci/check_consistency.py checks it against generate.py's output.
+# .ci/check_consistency.py checks it against generate.py's output, and
+# src/stack/dashboard_constants.rs (PROVISIONED, the one list of these
+# variables) checks that it sets exactly those.
 #   jq --arg runbook_base URL --arg mlflow_url URL -f dashboard-constants.jq
 def set_value($value):
   .query = $value

@@ -27,6 +27,10 @@ pub struct Endpoints {
     /// Base URL of the rendered runbooks (each alert an anchor): the alerts'
     /// external label `runbook_base` and the dashboards' `runbook_base`.
     pub runbooks: String,
+    /// MLflow's UI as browsers reach it, the dashboards' `mlflow_url`
+    /// (their links from a served model to its run), whether or not its
+    /// metrics are scraped.
+    pub mlflow_url: String,
 }
 
 impl Endpoints {
@@ -363,26 +367,6 @@ pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-/// A provisioned dashboard with its `runbook_base` constant set to
-/// `runbooks`: Grafana does not expand anything in dashboard JSON, so the
-/// constant is filled here, at provisioning.
-pub fn grafana_dashboard(source: &str, runbooks: &str) -> anyhow::Result<String> {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(source).context("dashboard is not valid JSON")?;
-    let variables = doc["templating"]["list"]
-        .as_array_mut()
-        .context("dashboard has no templating.list")?;
-    let constant = variables
-        .iter_mut()
-        .find(|v| v["name"] == "runbook_base" && v["type"] == "constant")
-        .context("dashboard has no constant variable runbook_base")?;
-    let value = serde_json::Value::String(runbooks.to_owned());
-    constant["query"] = value.clone();
-    constant["current"] = serde_json::json!({"selected": false, "text": value, "value": value});
-    constant["options"] = serde_json::json!([{"selected": true, "text": value, "value": value}]);
-    Ok(serde_json::to_string_pretty(&doc)? + "\n")
-}
-
 /// The dashboard provider file pointed at the derived dashboards.
 pub fn grafana_dashboards(source: &str, dashboards_dir: &Path) -> anyhow::Result<String> {
     let mut doc: Value =
@@ -500,7 +484,46 @@ pub struct Written {
     pub grafana_provisioning: PathBuf,
 }
 
-/// Writes every derived config under `out`.
+/// Files to write: directories (some stay empty, like Grafana's plugins
+/// directory, which it expects) and files with their contents.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    pub dirs: Vec<PathBuf>,
+    pub files: Vec<(PathBuf, String)>,
+}
+
+impl Files {
+    fn add(&mut self, path: PathBuf, contents: String) {
+        self.files.push((path, contents));
+    }
+
+    /// The file at `path`, if one is to be written there.
+    pub fn get(&self, path: &Path) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.as_str())
+    }
+
+    /// Creates every directory and writes every file (with its parents).
+    pub fn write(&self) -> anyhow::Result<()> {
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        for (path, contents) in &self.files {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(path, contents)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes every derived config under `out` ([`derive()`], then writes).
 pub fn write(
     assets: &Assets,
     out: &Path,
@@ -508,88 +531,104 @@ pub fn write(
     webhook_url: &str,
     timing: &Timing,
 ) -> anyhow::Result<Written> {
+    let (written, files) = derive(assets, out, endpoints, webhook_url, timing)?;
+    files.write()?;
+    Ok(written)
+}
+
+/// Every derived config under `out`, and where the children find it;
+/// reads the assets and writes nothing.
+pub fn derive(
+    assets: &Assets,
+    out: &Path,
+    endpoints: &Endpoints,
+    webhook_url: &str,
+    timing: &Timing,
+) -> anyhow::Result<(Written, Files)> {
     // Prometheus resolves a relative rule glob against its config file's
     // directory, where it would silently match nothing.
     let out =
         &std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?;
+    let mut files = Files::default();
     let rules_dir = out.join("prometheus/rules");
-    std::fs::create_dir_all(&rules_dir)
-        .with_context(|| format!("cannot create {}", rules_dir.display()))?;
+    files.dirs.push(rules_dir.clone());
     for file in assets.rule_files()? {
         let source = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let name = file.file_name().context("rule file without a name")?;
-        std::fs::write(
+        files.add(
             rules_dir.join(name),
             rules(&source, timing).with_context(|| format!("in {}", file.display()))?,
-        )?;
+        );
     }
     let prometheus_yml = out.join("prometheus/prometheus.yml");
     let glob = format!("{}/*.yml", rules_dir.display());
     let app_targets = out.join(format!("prometheus/targets/{DISCOVERED_JOB}.json"));
-    std::fs::create_dir_all(out.join("prometheus/targets"))?;
-    std::fs::write(&app_targets, targets_file(&endpoints.apps)?)?;
+    files.add(app_targets.clone(), targets_file(&endpoints.apps)?);
     let derived = prometheus(
         &assets.read("prometheus/prometheus.yml")?,
         endpoints,
         &glob,
         timing,
     )?;
-    std::fs::write(
-        &prometheus_yml,
+    files.add(
+        prometheus_yml.clone(),
         discover_from_file(&derived, DISCOVERED_JOB, &app_targets)?,
-    )?;
+    );
     let alertmanager_yml = out.join("alertmanager/alertmanager.yml");
-    std::fs::create_dir_all(out.join("alertmanager"))?;
-    std::fs::write(
-        &alertmanager_yml,
+    files.add(
+        alertmanager_yml.clone(),
         alertmanager(
             &assets.read("prometheus/alertmanager.yml")?,
             webhook_url,
             timing,
         )?,
-    )?;
+    );
 
     let grafana = out.join("grafana/provisioning");
     for sub in ["datasources", "dashboards", "plugins", "alerting"] {
-        std::fs::create_dir_all(grafana.join(sub))?;
+        files.dirs.push(grafana.join(sub));
     }
     let datasource = assets.read("grafana/provisioning/datasources/prometheus.yml")?;
-    std::fs::write(
+    files.add(
         grafana.join("datasources/prometheus.yml"),
         grafana_datasource(&datasource, &format!("http://{}", endpoints.prometheus))?,
-    )?;
-    // Copies with the runbook base filled in, at the top of the provider's
-    // path like in the repository: with foldersFromFilesStructure they land
-    // in the General folder, as under docker-compose and NixOS.
+    );
+    // Copies with every provisioned constant filled in, at the top of the
+    // provider's path like in the repository: with
+    // foldersFromFilesStructure they land in the General folder, as under
+    // docker-compose and NixOS.
     let dashboards = out.join("grafana/dashboards");
-    std::fs::create_dir_all(&dashboards)?;
-    for file in std::fs::read_dir(assets.dashboards_dir())
+    files.dirs.push(dashboards.clone());
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(assets.dashboards_dir())
         .with_context(|| format!("cannot list {}", assets.dashboards_dir().display()))?
-    {
-        let path = file?.path();
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    sources.sort();
+    for path in sources {
         if path.extension().is_some_and(|x| x == "json") {
             let source = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let name = path.file_name().context("dashboard without a name")?;
-            std::fs::write(
+            files.add(
                 dashboards.join(name),
-                grafana_dashboard(&source, &endpoints.runbooks)
+                super::dashboard_constants::rewrite(&source, endpoints)
                     .with_context(|| format!("in {}", path.display()))?,
-            )?;
+            );
         }
     }
     let provider = assets.read("grafana/provisioning/dashboards/dashboard.yml")?;
-    std::fs::write(
+    files.add(
         grafana.join("dashboards/dashboard.yml"),
         grafana_dashboards(&provider, &dashboards)?,
-    )?;
-    Ok(Written {
+    );
+    let written = Written {
         prometheus_yml,
         app_targets,
         alertmanager_yml,
         grafana_provisioning: grafana,
-    })
+    };
+    Ok((written, files))
 }
 
 #[cfg(test)]
@@ -607,6 +646,7 @@ mod tests {
             alertmanager: "127.0.0.1:19093".parse().unwrap(),
             mlflow: None,
             runbooks: "http://127.0.0.1:15001/runbooks".into(),
+            mlflow_url: "http://127.0.0.1:15000".into(),
         }
     }
 
@@ -868,21 +908,43 @@ mod tests {
             doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
             "127.0.0.1:19093"
         );
-        let dashboard = grafana_dashboard(
-            &repo_file("grafana/provisioning/dashboards/predict_api_dashboard.json"),
-            "https://runbooks.example/ml",
+        // Every written dashboard carries both provisioned values.
+        let out = tempfile::tempdir().unwrap();
+        let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let endpoints = Endpoints {
+            runbooks: "https://runbooks.example/ml".into(),
+            ..endpoints()
+        };
+        write(
+            &assets,
+            out.path(),
+            &endpoints,
+            "http://x/a",
+            &Timing::default(),
         )
         .unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
-        let constant = doc["templating"]["list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == "runbook_base")
-            .unwrap();
-        assert_eq!(constant["query"], "https://runbooks.example/ml");
-        assert_eq!(constant["current"]["value"], "https://runbooks.example/ml");
-        assert!(grafana_dashboard("{\"templating\": {\"list\": []}}", "http://x").is_err());
+        let dir = out.path().join("grafana/dashboards");
+        let mut checked = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let doc: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file.unwrap().path()).unwrap())
+                    .unwrap();
+            let value = |name: &str| {
+                doc["templating"]["list"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == name)
+                    .map(|v| v["current"]["value"].clone())
+            };
+            assert_eq!(
+                value("runbook_base"),
+                Some("https://runbooks.example/ml".into())
+            );
+            assert_eq!(value("mlflow_url"), Some("http://127.0.0.1:15000".into()));
+            checked += 1;
+        }
+        assert!(checked >= 2, "dashboards written: {checked}");
     }
 
     #[test]

@@ -125,16 +125,12 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict {}", dir.display()))
 }
 
-pub struct GrafanaConfig {
-    pub ini: PathBuf,
-    pub admin_password: String,
-}
-
-/// Writes grafana.ini under `state/grafana`; provisioning comes from
-/// `provisioning` (written by [`super::config::write`]). The ini names the
-/// secret files (Grafana expands `$__file{path}`) instead of holding the
+/// grafana.ini for a server on `port` with its provisioning from
+/// `provisioning` (written by [`super::config::derive`]): its path under
+/// `state/grafana` and its text. The ini names the secret files (Grafana
+/// expands `$__file{path}`, see [`prepare`]) instead of holding the
 /// secrets, so the ini itself is not sensitive.
-pub fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Result<GrafanaConfig> {
+pub fn ini(state: &Path, provisioning: &Path, port: u16) -> anyhow::Result<(PathBuf, String)> {
     let dir = state.join("grafana");
     // Grafana's expander reads `$__file{PATH}` up to the first `}`.
     if dir.display().to_string().contains(['{', '}']) {
@@ -143,28 +139,32 @@ pub fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Res
             state.display()
         );
     }
-    private_dir(&dir)?;
-    std::fs::create_dir_all(dir.join("data"))?;
-    let password_file = dir.join("admin-password");
-    let key_file = dir.join("secret-key");
-    let admin_password = persistent_secret(&password_file)?;
-    persistent_secret(&key_file)?;
-    let ini = format!(
+    let text = format!(
         "[paths]\ndata = {data}\nlogs = {data}/log\nplugins = {data}/plugins\nprovisioning = {provisioning}\n\n\
          [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\n\n\
          [security]\nadmin_user = admin\nadmin_password = $__file{{{password}}}\nsecret_key = $__file{{{key}}}\n\n\
          [analytics]\nreporting_enabled = false\ncheck_for_updates = false\n",
         data = dir.join("data").display(),
         provisioning = provisioning.display(),
-        password = password_file.display(),
-        key = key_file.display(),
+        password = dir.join(PASSWORD_FILE).display(),
+        key = dir.join(KEY_FILE).display(),
     );
-    let path = dir.join("grafana.ini");
-    std::fs::write(&path, ini).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(GrafanaConfig {
-        ini: path,
-        admin_password,
-    })
+    Ok((dir.join("grafana.ini"), text))
+}
+
+const PASSWORD_FILE: &str = "admin-password";
+const KEY_FILE: &str = "secret-key";
+
+/// Makes Grafana's directory `dir` (`state/grafana`) private, creates its
+/// data directory, and the two secrets that [`ini`] names when they do not
+/// exist yet; returns the admin password.
+pub fn prepare(dir: &Path) -> anyhow::Result<String> {
+    private_dir(dir)?;
+    std::fs::create_dir_all(dir.join("data"))
+        .with_context(|| format!("cannot create {}", dir.join("data").display()))?;
+    let admin_password = persistent_secret(&dir.join(PASSWORD_FILE))?;
+    persistent_secret(&dir.join(KEY_FILE))?;
+    Ok(admin_password)
 }
 
 #[cfg(test)]
@@ -174,6 +174,22 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    struct Written {
+        ini: PathBuf,
+        admin_password: String,
+    }
+
+    /// What the launcher does: the planned ini written, the secrets prepared.
+    fn write_config(state: &Path, provisioning: &Path, port: u16) -> anyhow::Result<Written> {
+        let (path, text) = ini(state, provisioning, port)?;
+        let admin_password = prepare(&state.join("grafana"))?;
+        std::fs::write(&path, text)?;
+        Ok(Written {
+            ini: path,
+            admin_password,
+        })
     }
 
     #[test]

@@ -5,18 +5,18 @@
 //! tracking server on 127.0.0.1 with configs derived into a state
 //! directory, relays alerts from Alertmanager to the terminal through a
 //! built-in webhook, and reloads every replica whenever the trainer writes
-//! a new artifact.
+//! a new artifact. What to start and write is planned first, as data
+//! ([`super::plan`]); this module writes, spawns and supervises.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 
 use super::children::{find_binary, Supervised};
-use super::commands;
-use super::config::{self, Assets, Endpoints, Timing};
+use super::config::{Assets, Timing};
 use super::grafana;
+use super::plan::{Child, Plan};
 use super::runbooks;
 use super::webhook::{self, AlertInbox};
 
@@ -25,49 +25,7 @@ use super::webhook::{self, AlertInbox};
 pub const INSTALL_HINT: &str =
     "apt-get install --no-install-recommends prometheus prometheus-alertmanager";
 
-#[derive(Debug, Clone)]
-pub struct Ports {
-    pub app: u16,
-    pub trainer: u16,
-    pub prometheus: u16,
-    pub alertmanager: u16,
-    pub grafana: u16,
-    pub webhook: u16,
-    pub mlflow: u16,
-}
-
-impl Ports {
-    /// Seven distinct ports that are free right now ([`crate::free_ports`]:
-    /// drawn below the ephemeral range, so no outgoing connection can take
-    /// one before the child binds it).
-    pub fn free() -> anyhow::Result<Self> {
-        let ports =
-            crate::free_ports::distinct(7).context("cannot find free ports on 127.0.0.1")?;
-        Ok(Self {
-            app: ports[0],
-            trainer: ports[1],
-            prometheus: ports[2],
-            alertmanager: ports[3],
-            grafana: ports[4],
-            webhook: ports[5],
-            mlflow: ports[6],
-        })
-    }
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self {
-            app: 9000,
-            trainer: 8002,
-            prometheus: 9090,
-            alertmanager: 9093,
-            grafana: 3000,
-            webhook: 5001,
-            mlflow: 5000,
-        }
-    }
-}
+pub use super::ports::Ports;
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -90,88 +48,8 @@ pub struct StackConfig {
     pub replicas: usize,
     /// Two Prometheus (`ports.prometheus`, `+ 1`) and two clustered
     /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
-    /// `+ 3`) instead of one of each ([`ha_ports`]).
+    /// `+ 3`) instead of one of each ([`super::ports::ha_ports`]).
     pub ha: bool,
-}
-
-/// The second members of an HA pair and the Alertmanagers' gossip ports.
-#[derive(Debug, Clone, Copy)]
-pub struct HaPorts {
-    pub prometheus_b: SocketAddr,
-    pub alertmanager_b: SocketAddr,
-    pub gossip_a: SocketAddr,
-    pub gossip_b: SocketAddr,
-}
-
-/// The HA pair's extra ports next to `ports`, none of them another
-/// component's or a replica's.
-pub fn ha_ports(ports: &Ports, replicas: usize) -> anyhow::Result<HaPorts> {
-    let next = |port: u16, by: u16, flag: &str| {
-        port.checked_add(by)
-            .with_context(|| format!("--ha needs {flag} + {by} to be a port"))
-    };
-    let ha = HaPorts {
-        prometheus_b: loopback(next(ports.prometheus, 1, "--prometheus-port")?),
-        gossip_a: loopback(next(ports.alertmanager, 1, "--alertmanager-port")?),
-        alertmanager_b: loopback(next(ports.alertmanager, 2, "--alertmanager-port")?),
-        gossip_b: loopback(next(ports.alertmanager, 3, "--alertmanager-port")?),
-    };
-    let mut taken: Vec<u16> = vec![
-        ports.trainer,
-        ports.prometheus,
-        ports.alertmanager,
-        ports.grafana,
-        ports.webhook,
-    ];
-    taken.extend(
-        replica_addresses(ports, replicas)?
-            .iter()
-            .map(SocketAddr::port),
-    );
-    for extra in [ha.prometheus_b, ha.gossip_a, ha.alertmanager_b, ha.gossip_b] {
-        if taken.contains(&extra.port()) {
-            bail!(
-                "--ha puts the second Prometheus on --prometheus-port + 1 and the Alertmanagers on \
-                 --alertmanager-port .. + 3, but port {} is already another component's",
-                extra.port()
-            );
-        }
-        taken.push(extra.port());
-    }
-    Ok(ha)
-}
-
-/// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
-/// the `instance` label's cardinality.
-pub const MAX_REPLICAS: usize = 32;
-
-/// The replicas' addresses: `count` consecutive ports from `ports.app`,
-/// none of them another component's port.
-pub fn replica_addresses(ports: &Ports, count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    if count == 0 || count > MAX_REPLICAS {
-        bail!("--replicas must be between 1 and {MAX_REPLICAS}, got {count}");
-    }
-    let last = usize::from(ports.app) + count - 1;
-    let Ok(last) = u16::try_from(last) else {
-        bail!(
-            "--replicas {count} from --app-port {} runs past port 65535",
-            ports.app
-        );
-    };
-    let others = [
-        ("--trainer-port", ports.trainer),
-        ("--prometheus-port", ports.prometheus),
-        ("--alertmanager-port", ports.alertmanager),
-        ("--grafana-port", ports.grafana),
-        ("--webhook-port", ports.webhook),
-    ];
-    if let Some((flag, port)) = others.iter().find(|(_, p)| (ports.app..=last).contains(p)) {
-        bail!(
-            "{flag} {port} lies in the replicas' ports {}..={last}; move one of them",
-            ports.app
-        );
-    }
-    Ok((ports.app..=last).map(loopback).collect())
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.
@@ -232,8 +110,13 @@ pub struct Stack {
     model_seen: Option<SystemTime>,
 }
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+/// Starts one planned child, its output in `logs/<name>.log`.
+fn spawn(child: &Child, logs: &Path) -> anyhow::Result<Supervised> {
+    if child.env.is_empty() {
+        Supervised::spawn(&child.name, &child.program, &child.args, logs)
+    } else {
+        Supervised::spawn_with_env(&child.name, &child.program, &child.args, &child.env, logs)
+    }
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -241,259 +124,53 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 impl Stack {
+    /// Plans the stack ([`Plan::new`]), writes its files and starts its
+    /// children in plan order.
     pub async fn start(config: &StackConfig, binaries: &Binaries) -> anyhow::Result<Self> {
-        // Prometheus resolves relative rule paths against its config file's
-        // directory, not ours: every path handed to a child is absolute.
-        let state = &std::path::absolute(&config.state_dir).with_context(|| {
-            format!(
-                "cannot resolve state directory {}",
-                config.state_dir.display()
-            )
-        })?;
-        std::fs::create_dir_all(state)
-            .with_context(|| format!("cannot create state directory {}", state.display()))?;
-        let logs = state.join("logs");
-        let p = &config.ports;
-        let mlflow = binaries
-            .mlflow
-            .as_ref()
-            .filter(|_| config.mlflow)
-            .map(|binary| (binary, super::mlflow::can_expose_prometheus(binary)));
-        let runbook_url = match &config.runbook_url {
-            Some(url) => runbooks::check_url(url)?,
-            None => format!("http://{}{}", loopback(p.webhook), runbooks::PATH),
-        };
-        let endpoints = Endpoints {
-            apps: replica_addresses(p, config.replicas)?,
-            trainers: vec![loopback(p.trainer)],
-            prometheus: loopback(p.prometheus),
-            alertmanager: loopback(p.alertmanager),
-            mlflow: mlflow
-                .filter(|(_, metrics)| *metrics)
-                .map(|_| loopback(p.mlflow)),
-            runbooks: runbook_url.clone(),
-        };
-        let webhook_url = format!("http://{}{}", loopback(p.webhook), webhook::PATH);
+        let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
+        // Asking the installed MLflow takes a Python start: only when it runs.
+        let mlflow_metrics = config.mlflow
+            && binaries
+                .mlflow
+                .as_deref()
+                .is_some_and(super::mlflow::can_expose_prometheus);
+        let plan = Plan::new(config, binaries, &exe, mlflow_metrics)?;
         let runbook_page = runbooks::load(&config.assets.root)?;
-        let written = config::write(
-            &config.assets,
-            &state.join("config"),
-            &endpoints,
-            &webhook_url,
-            &config.timing,
-        )?;
+        plan.files.write()?;
+        let grafana_password = plan
+            .grafana_state
+            .as_ref()
+            .map(|dir| grafana::prepare(dir))
+            .transpose()?;
 
         let inbox = AlertInbox::default();
-        let (_, webhook) =
-            webhook::start(loopback(p.webhook), inbox.clone(), Some(runbook_page)).await?;
-
+        let (_, webhook) = webhook::start(plan.webhook, inbox.clone(), Some(runbook_page)).await?;
+        let logs = &plan.logs;
         let mut core = Vec::new();
-        let ha = config
-            .ha
-            .then(|| ha_ports(p, config.replicas))
-            .transpose()?;
-        let mut ha_urls = Vec::new();
-        if let Some(ha) = ha {
-            // Pairs (docs/fleet.md, "HA pair"): identical rules, distinct
-            // `replica` labels, both Prometheus alerting both Alertmanagers.
-            let derived = std::fs::read_to_string(&written.prometheus_yml)
-                .with_context(|| format!("cannot read {}", written.prometheus_yml.display()))?;
-            let alertmanagers = [endpoints.alertmanager, ha.alertmanager_b];
-            let members = [
-                (
-                    "alertmanager",
-                    endpoints.alertmanager,
-                    ha.gossip_a,
-                    ha.gossip_b,
-                    state.join("alertmanager"),
-                ),
-                (
-                    "alertmanager-b",
-                    ha.alertmanager_b,
-                    ha.gossip_b,
-                    ha.gossip_a,
-                    state.join("ha/alertmanager-b"),
-                ),
-            ];
-            let mut pair = Vec::new();
-            for (name, web, gossip, peer, storage) in members {
-                pair.push(Supervised::spawn(
-                    name,
-                    &binaries.alertmanager,
-                    &commands::clustered_alertmanager(
-                        &written.alertmanager_yml,
-                        &storage,
-                        web,
-                        gossip,
-                        &[peer],
-                        None,
-                    ),
-                    &logs,
-                )?);
-            }
-            core.push(pair);
-            let members = [
-                (
-                    "prometheus",
-                    "a",
-                    endpoints.prometheus,
-                    state.join("prometheus"),
-                ),
-                (
-                    "prometheus-b",
-                    "b",
-                    ha.prometheus_b,
-                    state.join("ha/prometheus-b"),
-                ),
-            ];
-            let mut pair = Vec::new();
-            for (name, replica, listen, storage) in members {
-                let file = written
-                    .prometheus_yml
-                    .with_file_name(format!("prometheus-{replica}.yml"));
-                std::fs::write(&file, config::ha_member(&derived, replica, &alertmanagers)?)
-                    .with_context(|| format!("cannot write {}", file.display()))?;
-                pair.push(Supervised::spawn(
-                    name,
-                    &binaries.prometheus,
-                    &commands::prometheus(&file, &storage, listen),
-                    &logs,
-                )?);
-            }
-            core.push(pair);
-            ha_urls.push((
-                "Prometheus (replica b)",
-                format!("http://{}", ha.prometheus_b),
-            ));
-            ha_urls.push(("Alertmanager b", format!("http://{}", ha.alertmanager_b)));
-        } else {
-            core.push(vec![Supervised::spawn(
-                "alertmanager",
-                &binaries.alertmanager,
-                &commands::alertmanager(
-                    &written.alertmanager_yml,
-                    &state.join("alertmanager"),
-                    endpoints.alertmanager,
-                ),
-                &logs,
-            )?]);
-            core.push(vec![Supervised::spawn(
-                "prometheus",
-                &binaries.prometheus,
-                &commands::prometheus(
-                    &written.prometheus_yml,
-                    &state.join("prometheus"),
-                    endpoints.prometheus,
-                ),
-                &logs,
-            )?]);
-        }
-        let mut grafana_password = None;
-        let mut urls = vec![
-            (
-                "prediction API",
-                endpoints
-                    .apps
+        for group in &plan.core {
+            core.push(
+                group
                     .iter()
-                    .map(|a| format!("http://{a}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            (
-                "trainer metrics",
-                format!("http://{}/metrics", endpoints.trainers[0]),
-            ),
-            ("Prometheus", format!("http://{}", endpoints.prometheus)),
-            ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
-            ("runbooks", runbook_url),
-        ];
-        urls.extend(ha_urls);
-        if config.grafana {
-            if let Some(binary) = &binaries.grafana {
-                let settings =
-                    grafana::write_config(state, &written.grafana_provisioning, p.grafana)?;
-                let mut args: Vec<String> = binary
-                    .subcommand
-                    .map(|s| vec![s.to_owned()])
-                    .unwrap_or_default();
-                args.extend([
-                    format!("--homepath={}", binary.home.display()),
-                    format!("--config={}", settings.ini.display()),
-                ]);
-                core.push(vec![Supervised::spawn(
-                    "grafana",
-                    &binary.program,
-                    &args,
-                    &logs,
-                )?]);
-                urls.push((
-                    "Grafana (user admin)",
-                    format!("http://{}", loopback(p.grafana)),
-                ));
-                grafana_password = Some(settings.admin_password);
-            }
+                    .map(|child| spawn(child, logs))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            );
         }
-
-        let mut mlflow_url = None;
-        if let Some((binary, metrics)) = mlflow {
-            let address = loopback(p.mlflow);
-            core.push(vec![Supervised::spawn_with_env(
-                "mlflow",
-                binary,
-                &super::mlflow::server_args(state, address, metrics),
-                &super::mlflow::ENV,
-                &logs,
-            )?]);
-            let url = format!("http://{address}");
-            urls.push(("MLflow", url.clone()));
-            mlflow_url = Some(url);
-        }
-
-        let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
-        let model_path = state.join("model.json");
-        let mut services = Vec::new();
-        for (i, address) in endpoints.apps.iter().enumerate() {
-            let name = if endpoints.apps.len() == 1 {
-                "service".to_owned()
-            } else {
-                format!("service-{i}")
-            };
-            services.push(Supervised::spawn(
-                &name,
-                &exe,
-                &commands::service(*address, &model_path, config.drift_window),
-                &logs,
-            )?);
-        }
-        let app_urls: Vec<String> = endpoints
-            .apps
+        let services = plan
+            .services
             .iter()
-            .map(|a| format!("http://{a}"))
-            .collect();
-        let mut trainer_args = commands::trainer(endpoints.trainers[0], &model_path);
-        if let Some(url) = &mlflow_url {
-            // The server boots while the trainer starts, in 7 s on an idle
-            // laptop but over 30 s on a busy 2-core machine: the trainer
-            // waits for it, longer than its default.
-            trainer_args.extend([
-                "--mlflow-tracking-uri".into(),
-                url.clone(),
-                "--mlflow-startup-wait".into(),
-                "120s".into(),
-            ]);
-        }
-        trainer_args.extend(config.trainer_args.iter().cloned());
-        let trainer = Supervised::spawn("trainer", &exe, &trainer_args, &logs)?;
+            .map(|child| spawn(child, logs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trainer = spawn(&plan.trainer, logs)?;
         Ok(Self {
-            urls,
-            prometheus_url: format!("http://{}", endpoints.prometheus),
-            app_url: app_urls[0].clone(),
-            app_urls,
-            model_seen: modified(&model_path),
-            model_path,
+            urls: plan.urls,
+            prometheus_url: plan.prometheus_url,
+            app_url: plan.app_urls[0].clone(),
+            app_urls: plan.app_urls,
+            model_seen: modified(&plan.model_path),
+            model_path: plan.model_path,
             inbox,
             grafana_password,
-            mlflow_url,
+            mlflow_url: plan.mlflow_url,
             services,
             trainer: Some(trainer),
             core,

@@ -1,7 +1,10 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
-//! from the repository's own files ([`config`]), the children's command
-//! lines ([`commands`]), supervised child processes ([`children`]), the
-//! launcher that runs everything on 127.0.0.1 ([`launcher`]), its HTTP
+//! from the repository's own files ([`config`]) with the dashboards'
+//! provisioned constants ([`dashboard_constants`]), the ports and their
+//! one conflict check ([`ports`]), the children's command lines
+//! ([`commands`]), the stack planned as data ([`plan`]), supervised child
+//! processes ([`children`]), the launcher that writes the plan's files and
+//! runs its children on 127.0.0.1 ([`launcher`]), its HTTP
 //! server for Alertmanager's notifications and the rendered runbooks
 //! ([`webhook`], [`runbooks`]), the optional MLflow server
 //! ([`mlflow`]), the state directory a demo may clear ([`state`]) and
@@ -12,9 +15,12 @@
 pub(crate) mod children;
 pub mod commands;
 pub mod config;
+pub mod dashboard_constants;
 pub(crate) mod grafana;
 pub mod launcher;
 pub mod mlflow;
+pub mod plan;
+pub mod ports;
 pub mod runbooks;
 pub(crate) mod state;
 pub mod up;

@@ -16,26 +16,14 @@ pub struct UpArgs {
     /// Directory holding prometheus/ and grafana/ (default: this repository, or the installed share/mlwatch).
     #[arg(long, env = "MLWATCH_ASSETS")]
     pub assets: Option<PathBuf>,
-    /// Port of the prediction API; replicas take the ports after it.
-    #[arg(long, default_value_t = 9000)]
-    pub app_port: u16,
+    /// Every component's port (src/stack/ports.rs: --app-port,
+    /// --trainer-port, ...).
+    #[command(flatten)]
+    pub ports: Ports,
     /// Prediction API replicas on consecutive ports from --app-port, all
     /// scraped as job ml-api (docs/fleet.md).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
-    #[arg(long, default_value_t = 8002)]
-    pub trainer_port: u16,
-    #[arg(long, default_value_t = 9090)]
-    pub prometheus_port: u16,
-    #[arg(long, default_value_t = 9093)]
-    pub alertmanager_port: u16,
-    #[arg(long, default_value_t = 3000)]
-    pub grafana_port: u16,
-    /// Port of the built-in webhook that prints alerts.
-    #[arg(long, default_value_t = 5001)]
-    pub webhook_port: u16,
-    #[arg(long, default_value_t = 5000)]
-    pub mlflow_port: u16,
     /// Base URL of the runbooks (each alert an anchor, e.g. URL#higherrorrate),
     /// used by the alerts' runbook_url and the dashboards' runbook links
     /// (default: the page this command serves, http://127.0.0.1:<webhook-port>/runbooks).
@@ -62,20 +50,6 @@ pub struct UpArgs {
     /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
     #[arg(long, hide = true)]
     pub test_timing: bool,
-}
-
-impl UpArgs {
-    pub fn ports(&self) -> Ports {
-        Ports {
-            app: self.app_port,
-            trainer: self.trainer_port,
-            prometheus: self.prometheus_port,
-            alertmanager: self.alertmanager_port,
-            grafana: self.grafana_port,
-            webhook: self.webhook_port,
-            mlflow: self.mlflow_port,
-        }
-    }
 }
 
 /// `mlwatch train` flags for `model` at `pace`, spelled as a user would.
@@ -123,6 +97,9 @@ pub(crate) fn print_urls(stack: &Stack) {
 }
 
 pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Flags that give one port to two components are refused before
+    // anything is looked up, written or started.
+    super::ports::check(&args.ports, args.replicas, args.ha)?;
     let binaries = Binaries::locate()?;
     let assets = Assets::discover(args.assets.as_deref())?;
     let mut trainer_args = trainer_flags(args.model, args.pace);
@@ -130,7 +107,7 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = StackConfig {
         assets,
         state_dir: args.state_dir.clone().unwrap_or_else(default_state_dir),
-        ports: args.ports(),
+        ports: args.ports.clone(),
         timing: if args.test_timing {
             Timing::quick()
         } else {
@@ -179,6 +156,31 @@ mod tests {
             .expect("mlwatch train accepts the launcher's flags");
         assert_eq!(train.args.algorithm, Algorithm::Forest);
         assert_eq!(train.args.pace, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_replica_on_mlflows_port_is_refused_before_anything_starts() {
+        let cli = Cli::try_parse_from(["up", "--app-port", "4999", "--replicas", "2"]).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let args = UpArgs {
+            state_dir: Some(state.path().join("state")),
+            ..cli.up
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime
+            .block_on(run(args, Shutdown::manual()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("port 5000")
+                && error.contains("--app-port 4999")
+                && error.contains("MLflow (--mlflow-port 5000)"),
+            "{error}"
+        );
+        assert!(!state.path().join("state").exists());
     }
 
     #[test]

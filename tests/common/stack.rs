@@ -2,13 +2,14 @@
 //! Alertmanager and a webhook receiver owned by the test, all real
 //! processes on free loopback ports. Configs come from the repository's
 //! files through `mlwatch::stack::config`, with intervals and `for:`
-//! shortened, and every child's command line from the launcher's
-//! `mlwatch::stack::commands`; nothing is hand-written twice. (The tests
-//! keep their own synchronous harness around those command lines: several
-//! services and trainers, pre-trained artifacts, and a panic that names the
-//! missing package, which the launcher's single-service stack has no use
-//! for.) Every process is killed when
-//! the stack is dropped, also when an assertion fails.
+//! shortened, and every child (program, command line, readiness path) from
+//! the launcher's own plan building blocks, `mlwatch::stack::plan`; nothing
+//! is hand-written twice. (The tests keep their own synchronous harness
+//! around those children: several services with different models and
+//! several trainers, pre-trained artifacts, and a panic that names the
+//! missing package, which the launcher's stack has no use for.) Every
+//! process is killed when the stack is dropped, also when an assertion
+//! fails.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -20,8 +21,8 @@ use serde_json::Value;
 
 use super::{free_port, listening_address, wait_for_status, Process};
 pub use mlwatch::prometheus_api::{Alert, Sample};
-use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::plan::{self, Child};
 use mlwatch::stack::webhook::{self, AlertInbox};
 
 /// A binary from PATH, or a panic that names the Debian package.
@@ -36,6 +37,29 @@ pub fn require_binary(names: &[&str], package: &str) -> PathBuf {
         }
     }
     panic!("none of {names:?} on PATH: install the Debian package {package} (apt-get install -y {package})");
+}
+
+/// Starts a planned child in `dir` (its log there too).
+pub fn spawn(child: &Child, dir: &Path) -> Process {
+    assert!(
+        child.env.is_empty(),
+        "{}: the harness passes no environment",
+        child.name
+    );
+    Process::spawn(&child.name, &child.program, &child.args, dir)
+}
+
+/// Starts a planned child asked for any port, and the address it bound
+/// (what it logs after `listening`) with its readiness URL there.
+pub fn spawn_on_any_port(
+    child: &Child,
+    listening: &str,
+    dir: &Path,
+) -> (Process, SocketAddr, String) {
+    let mut process = spawn(child, dir);
+    let address = listening_address(&mut process, listening);
+    let ready = plan::ready_url(address, child.ready_path);
+    (process, address, ready)
 }
 
 /// The launcher's own webhook receiver ([`mlwatch::stack::webhook`]) on a
@@ -201,23 +225,39 @@ impl LiveStack {
         let mlwatch = Path::new(env!("CARGO_BIN_EXE_mlwatch"));
         let mut services = Vec::new();
         let mut apps = Vec::new();
+        let mut ready = Vec::new();
         for (i, artifact) in artifacts.iter().enumerate() {
             let model_path = root.join(format!("model-{i}.json"));
             artifact.save(&model_path).expect("save artifact");
-            let mut args = commands::service(any_port, &model_path, options.drift_window);
-            args.extend(["--sample-interval".into(), "1s".into()]);
-            let mut service = Process::spawn(&format!("service-{i}"), mlwatch, &args, root);
-            apps.push(listening_address(&mut service, SERVICE_LISTENING));
+            let mut child = plan::service(
+                &format!("service-{i}"),
+                mlwatch,
+                any_port,
+                &model_path,
+                options.drift_window,
+            );
+            child.args.extend(["--sample-interval".into(), "1s".into()]);
+            let (service, address, url) = spawn_on_any_port(&child, SERVICE_LISTENING, root);
+            apps.push(address);
+            ready.push(url);
             services.push(service);
         }
         let mut trainers = Vec::new();
         let mut trainer_addresses = Vec::new();
+        let mut trainers_ready = Vec::new();
         for (i, extra) in options.trainers.iter().enumerate() {
-            let mut args = commands::trainer(any_port, &root.join(format!("trainer-{i}.json")));
-            args.extend(["--sample-interval".into(), "1s".into()]);
-            args.extend(extra.iter().cloned());
-            let mut trainer = Process::spawn(&format!("trainer-{i}"), mlwatch, &args, root);
-            trainer_addresses.push(listening_address(&mut trainer, TRAINER_LISTENING));
+            let mut flags = vec!["--sample-interval".to_owned(), "1s".to_owned()];
+            flags.extend(extra.iter().cloned());
+            let child = plan::trainer(
+                &format!("trainer-{i}"),
+                mlwatch,
+                any_port,
+                &root.join(format!("trainer-{i}.json")),
+                &flags,
+            );
+            let (trainer, address, url) = spawn_on_any_port(&child, TRAINER_LISTENING, root);
+            trainer_addresses.push(address);
+            trainers_ready.push(url);
             trainers.push(trainer);
         }
 
@@ -231,6 +271,7 @@ impl LiveStack {
             // No runbook server in these tests; the links are checked on a
             // real `mlwatch up` (tests/grafana_dashboards.rs).
             runbooks: "http://runbooks.invalid/runbooks".into(),
+            mlflow_url: "http://mlflow.invalid".into(),
         };
         let webhook = Webhook::start();
         let assets = Assets::new(env!("CARGO_MANIFEST_DIR")).expect("repository assets");
@@ -243,27 +284,22 @@ impl LiveStack {
         )
         .expect("derive configs");
 
-        // The launcher's own command lines: the flags live in one place.
-        let mut alertmanager = Process::spawn(
-            "alertmanager",
+        // The launcher's own children: the flags live in one place.
+        let alertmanager_child = plan::alertmanager(
             &alertmanager_bin,
-            &commands::alertmanager(
-                &written.alertmanager_yml,
-                &root.join("alertmanager-data"),
-                endpoints.alertmanager,
-            ),
-            root,
+            &written.alertmanager_yml,
+            &root.join("alertmanager-data"),
+            endpoints.alertmanager,
         );
-        let mut prometheus = Process::spawn(
+        let mut alertmanager = spawn(&alertmanager_child, root);
+        let prometheus_child = plan::prometheus(
             "prometheus",
             &prometheus_bin,
-            &commands::prometheus(
-                &written.prometheus_yml,
-                &root.join("prometheus-data"),
-                endpoints.prometheus,
-            ),
-            root,
+            &written.prometheus_yml,
+            &root.join("prometheus-data"),
+            endpoints.prometheus,
         );
+        let mut prometheus = spawn(&prometheus_child, root);
         let app_urls: Vec<String> = endpoints
             .apps
             .iter()
@@ -272,23 +308,18 @@ impl LiveStack {
         let prometheus_url = format!("http://{}", endpoints.prometheus);
         let alertmanager_url = format!("http://{}", endpoints.alertmanager);
         let startup = Duration::from_secs(60);
-        for (service, url) in services.iter_mut().zip(&app_urls) {
-            wait_for_status(&format!("{url}/ready"), 200, startup, service);
+        for (service, url) in services.iter_mut().zip(&ready) {
+            wait_for_status(url, 200, startup, service);
         }
+        wait_for_status(&prometheus_child.ready_url(), 200, startup, &mut prometheus);
         wait_for_status(
-            &format!("{prometheus_url}/-/ready"),
-            200,
-            startup,
-            &mut prometheus,
-        );
-        wait_for_status(
-            &format!("{alertmanager_url}/-/ready"),
+            &alertmanager_child.ready_url(),
             200,
             startup,
             &mut alertmanager,
         );
-        for (trainer, address) in trainers.iter_mut().zip(&endpoints.trainers) {
-            wait_for_status(&format!("http://{address}/health"), 200, startup, trainer);
+        for (trainer, url) in trainers.iter_mut().zip(&trainers_ready) {
+            wait_for_status(url, 200, startup, trainer);
         }
         Self {
             client: PrometheusClient::new(&prometheus_url),
