@@ -1,5 +1,5 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
-//! from the repository's own files ([`config`]), the children's command
+//! from the repository's own files ([`assets`], [`config`]), the children's command
 //! lines ([`commands`]), supervised child processes ([`children`]), the
 //! launcher that runs everything on 127.0.0.1 ([`launcher`]), its HTTP
 //! server for Alertmanager's notifications and the rendered runbooks
@@ -8,14 +8,28 @@
 //! `mlwatch up` on top of it ([`up`]). Tests, `mlwatch demo` and `nix run`
 //! use the same code, so there is never a second hand-written copy of a
 //! config or a second way to start the stack.
+//!
+//! Only [`assets`] and [`runbooks`] belong to the service build (the NixOS module's and
+//! compose's runbooks page); the rest is the launcher, built with the
+//! `tools` feature.
 
+pub mod assets;
+#[cfg(feature = "tools")]
 pub(crate) mod children;
+#[cfg(feature = "tools")]
 pub mod commands;
+#[cfg(feature = "tools")]
 pub mod config;
+#[cfg(feature = "tools")]
 pub(crate) mod grafana;
+#[cfg(feature = "tools")]
 pub mod launcher;
+#[cfg(feature = "tools")]
 pub mod mlflow;
 pub mod runbooks;
+#[cfg(feature = "tools")]
 pub(crate) mod state;
+#[cfg(feature = "tools")]
 pub mod up;
+#[cfg(feature = "tools")]
 pub mod webhook;
