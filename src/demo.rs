@@ -155,21 +155,28 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
-/// One traffic phase of the story: `mix` at `rate` requests per second
-/// for `duration`, with the load tool's other defaults (reconciled against
-/// the service's counters).
-fn traffic(
-    app: &str,
-    weights: &[(Class, u32)],
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<LoadConfig> {
-    Ok(LoadConfig {
-        pace: Pace::Rate(rate),
-        stop: Stop::Duration(duration),
-        mix: Mix::new(weights)?,
-        ..LoadConfig::new(app)
-    })
+/// The story's two traffic phases against the service at `app`: normal
+/// traffic (valid and batch), then the drifted and invalid traffic that
+/// fires the alerts. Each is the load tool's defaults (reconciled against
+/// the service's counters) at a fixed rate for a fixed time.
+fn traffic_phases(app: &str, quick: bool) -> anyhow::Result<[LoadConfig; 2]> {
+    let (normal, bad) = if quick { (4, 6) } else { (30, 60) };
+    let rate = if quick { 100.0 } else { 20.0 };
+    let phase = |weights: &[(Class, u32)], seconds| -> anyhow::Result<LoadConfig> {
+        Ok(LoadConfig {
+            pace: Pace::Rate(rate),
+            stop: Stop::Duration(Duration::from_secs(seconds)),
+            mix: Mix::new(weights)?,
+            ..LoadConfig::new(app)
+        })
+    };
+    Ok([
+        phase(&[(Class::Valid, 90), (Class::Batch, 10)], normal)?,
+        LoadConfig {
+            drift_sigma: 3.0,
+            ..phase(&[(Class::Drifted, 60), (Class::Invalid, 40)], bad)?
+        },
+    ])
 }
 
 /// The report of the story: the last `since`, into `state_dir`.
@@ -322,14 +329,7 @@ async fn story(
     )
     .await?;
     println!("[2/5] normal traffic");
-    let (normal, bad) = if quick { (4, 6) } else { (30, 60) };
-    let rate = if quick { 100.0 } else { 20.0 };
-    let normal_traffic = traffic(
-        &app,
-        &[(Class::Valid, 90), (Class::Batch, 10)],
-        rate,
-        Duration::from_secs(normal),
-    )?;
+    let [normal_traffic, bad_traffic] = traffic_phases(&app, quick)?;
     during(
         stack,
         shutdown,
@@ -338,15 +338,6 @@ async fn story(
     )
     .await?;
     println!("[3/5] drifted and invalid traffic");
-    let bad_traffic = LoadConfig {
-        drift_sigma: 3.0,
-        ..traffic(
-            &app,
-            &[(Class::Drifted, 60), (Class::Invalid, 40)],
-            rate,
-            Duration::from_secs(bad),
-        )?
-    };
     during(
         stack,
         shutdown,
@@ -457,45 +448,24 @@ mod tests {
             cli.args.into_config().unwrap()
         };
         let app = "http://127.0.0.1:9000";
-        let normal = traffic(
-            app,
-            &[(Class::Valid, 90), (Class::Batch, 10)],
-            100.0,
-            Duration::from_secs(4),
-        )
-        .unwrap();
-        let flags = [
-            "--target",
-            app,
-            "--mix",
-            "valid=90,batch=10",
-            "--rate",
-            "100",
-        ];
-        assert_eq!(
-            (normal, Output::default()),
-            load(&[&flags[..], &["--duration", "4s"]].concat())
-        );
-        let bad = traffic(
-            app,
-            &[(Class::Drifted, 60), (Class::Invalid, 40)],
-            20.0,
-            Duration::from_secs(60),
-        )
-        .unwrap();
-        let (from_flags, _) = load(&[
-            "--target",
-            app,
-            "--mix",
-            "drifted=60,invalid=40",
-            "--drift-sigma",
-            "3",
-            "--rate",
-            "20",
-            "--duration",
-            "60s",
-        ]);
-        assert_eq!(bad, from_flags);
+        for (quick, rate, normal, bad) in [(true, "100", "4s", "6s"), (false, "20", "30s", "60s")] {
+            let [normal_traffic, bad_traffic] = traffic_phases(app, quick).unwrap();
+            let flags = ["--target", app, "--rate", rate, "--duration"];
+            assert_eq!(
+                (normal_traffic, Output::default()),
+                load(&[&flags[..], &[normal, "--mix", "valid=90,batch=10"]].concat())
+            );
+            assert_eq!(
+                (bad_traffic, Output::default()),
+                load(
+                    &[
+                        &flags[..],
+                        &[bad, "--mix", "drifted=60,invalid=40", "--drift-sigma", "3"]
+                    ]
+                    .concat()
+                )
+            );
+        }
 
         let state = Path::new("/state");
         let report = report_config(
