@@ -6,13 +6,16 @@
 #   docker build --target service -t mlwatch-service .
 #   docker build --target trainer -t mlwatch-trainer .
 #
+# Both images carry the service build (--no-default-features): train, serve
+# and runbooks; the tools (demo, up, load, report) are not in the binary.
+#
 # The builder uses the bookworm variant of the Rust image so that the binary
 # links against the same glibc as the debian:bookworm-slim runtime.
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin mlwatch \
+RUN cargo build --release --locked --no-default-features --bin mlwatch \
  && install -D -m 0755 target/release/mlwatch /out/mlwatch
 
 FROM debian:bookworm-slim AS runtime

@@ -4,7 +4,9 @@
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   # This file only wires things together; everything else lives in ./nix:
-  #   nix/package.nix  the Rust build (runs the cargo tests)
+  #   nix/package.nix  the Rust build (runs the cargo tests); withTools = false
+  #                    is mlwatch-service, the service build (train, serve,
+  #                    runbooks) that the images and the NixOS units run
   #   nix/assets.nix   prometheus/ + grafana/ + runbooks, shared by all of them
   #   nix/stack.nix    `nix run`: `mlwatch up` with the monitoring binaries on PATH
   #   nix/images.nix   OCI images for docker-compose.yml
@@ -21,17 +23,19 @@
       overlays.default = final: _prev: {
         mlwatch-assets = final.callPackage ./nix/assets.nix { };
         mlwatch = final.callPackage ./nix/package.nix { };
+        mlwatch-service = final.mlwatch.override { withTools = false; };
       };
 
       packages = forAllSystems (pkgs:
         let
           mlwatch-assets = pkgs.callPackage ./nix/assets.nix { };
           mlwatch = pkgs.callPackage ./nix/package.nix { inherit mlwatch-assets; };
-          images = pkgs.callPackage ./nix/images.nix { inherit mlwatch; };
+          mlwatch-service = mlwatch.override { withTools = false; };
+          images = pkgs.callPackage ./nix/images.nix { mlwatch = mlwatch-service; };
         in
         {
           default = mlwatch;
-          inherit mlwatch mlwatch-assets;
+          inherit mlwatch mlwatch-service mlwatch-assets;
           image-service = images.service;
           image-trainer = images.trainer;
         });
@@ -48,14 +52,15 @@
           };
         });
 
-      # The module's package: services.mlwatch.package when set; otherwise
-      # pkgs.mlwatch when the system's nixpkgs has one (overlays.default, or
-      # your own overlay); otherwise this flake's build. A plain mkDefault of
-      # the flake's package would beat the option's pkgs.mlwatch default and
-      # silently ignore an overlay, hence the `or`.
+      # The module's package, the service build: services.mlwatch.package
+      # when set; otherwise pkgs.mlwatch-service when the system's nixpkgs has
+      # one (overlays.default, or your own overlay); otherwise this flake's
+      # service build. A plain mkDefault of the flake's package would beat the
+      # option's pkgs.mlwatch-service default and silently ignore an overlay,
+      # hence the `or`.
       nixosModules.default = { pkgs, lib, ... }: {
         imports = [ ./nix/module.nix ];
-        services.mlwatch.package = lib.mkDefault (pkgs.mlwatch or (packagesFor pkgs).mlwatch);
+        services.mlwatch.package = lib.mkDefault (pkgs.mlwatch-service or (packagesFor pkgs).mlwatch-service);
       };
 
       checks = forAllSystems (pkgs:
@@ -68,6 +73,9 @@
         vmTests // {
           # The package build runs `cargo test` (doCheck), integration tests included.
           package = (packagesFor pkgs).mlwatch;
+          # The service build runs the tests that need no tools, and checks
+          # that its binary has none of the tools' subcommands (installCheck).
+          package-service = (packagesFor pkgs).mlwatch-service;
         });
 
       # `nix fmt`: since Nix 2.25 it passes no path, and a bare nixpkgs-fmt

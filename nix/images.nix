@@ -3,8 +3,9 @@
 #   docker load < "$(nix build --print-out-paths .#image-service)"
 #   docker load < "$(nix build --print-out-paths .#image-trainer)"
 #
-# Each image holds the mlwatch closure and CA certificates, nothing else: no
-# shell, no package manager. Both run as nobody (65534) and share the model
+# Each image holds the service build's closure (`mlwatch` is the flake's
+# mlwatch-service: train, serve and runbooks, none of demo, up, load or
+# report) and CA certificates, nothing else: no shell, no package manager. Both run as nobody (65534) and share the model
 # through the /models volume: the trainer writes /models/model.json, the
 # service reads it (SIGHUP reloads it: `docker compose kill -s HUP app`).
 { dockerTools

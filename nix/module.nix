@@ -200,7 +200,7 @@ in
   options.services.mlwatch = {
     enable = mkEnableOption "mlwatch, a prediction API instrumented for Prometheus";
 
-    package = mkPackageOption pkgs "mlwatch" { };
+    package = mkPackageOption pkgs "mlwatch-service" { }; # the service build: train, serve, runbooks
 
     openFirewall = mkOption {
       type = types.bool;

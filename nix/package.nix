@@ -7,6 +7,12 @@
 #
 # share/mlwatch is the assets derivation (nix/assets.nix): the very files
 # that docker-compose.yml mounts and the NixOS module loads.
+#
+# `withTools = false` is the service build (the flake's `mlwatch-service`):
+# cargo's default `tools` feature off, so the binary has `train`, `serve` and
+# `runbooks` only, no `demo` (and its apt-get installer), `up`, `load` or
+# `report`. The OCI images and the NixOS module's units run it; `nix run`
+# (`mlwatch up`) runs the full build.
 { lib
 , rustPlatform
 , autoAddDriverRunpath
@@ -16,6 +22,7 @@
 , prometheus-pushgateway
 , procps
 , python3
+, withTools ? true
 }:
 
 let
@@ -24,8 +31,14 @@ let
   fs = lib.fileset;
 in
 rustPlatform.buildRustPackage {
-  pname = "mlwatch";
+  pname = if withTools then "mlwatch" else "mlwatch-service";
   inherit (cargoToml.package) version;
+
+  # buildRustPackage passes these to cargo build, and (as checkNoDefaultFeatures
+  # and checkFeatures, which default to them) to the check phase's cargo test:
+  # the service build runs the tests that need no tools (Cargo.toml's
+  # required-features), against the binary it installs.
+  buildNoDefaultFeatures = !withTools;
 
   src = fs.toSource {
     root = ../.;
@@ -71,7 +84,30 @@ rustPlatform.buildRustPackage {
     ln -s ${mlwatch-assets}/share/mlwatch $out/share/mlwatch
   '';
 
-  passthru.assets = mlwatch-assets;
+  # The service binary must not answer to the tools' subcommands (the
+  # strings and symbols are checked by .ci/service-build.sh, on a binary that
+  # still has its symbol table).
+  doInstallCheck = !withTools;
+  installCheckPhase = ''
+    runHook preInstallCheck
+    for tool in demo up load report; do
+      if $out/bin/mlwatch "$tool" --help >/dev/null 2>&1; then
+        echo "the service build has the tool subcommand '$tool'" >&2
+        exit 1
+      fi
+    done
+    if grep -qaF apt-get $out/bin/mlwatch; then
+      echo "the service build contains the demo's apt-get installer" >&2
+      exit 1
+    fi
+    $out/bin/mlwatch serve --help >/dev/null
+    runHook postInstallCheck
+  '';
+
+  passthru = {
+    assets = mlwatch-assets;
+    inherit withTools;
+  };
 
   meta = {
     inherit (cargoToml.package) description;

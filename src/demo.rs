@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
 
+use crate::load::{Class, LoadConfig, Mix, Output, Pace, Stop};
+use crate::report::ReportConfig;
 use crate::shutdown::Shutdown;
 use crate::stack::config::{Assets, Timing};
 use crate::stack::launcher::{Binaries, Ports, Stack, StackConfig, INSTALL_HINT};
@@ -154,33 +155,49 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
-#[derive(Parser)]
-struct LoadCli {
-    #[command(flatten)]
-    args: crate::load::LoadArgs,
+/// The story's two traffic phases against the service at `app`: normal
+/// traffic (valid and batch), then the drifted and invalid traffic that
+/// fires the alerts. Each is the load tool's defaults (reconciled against
+/// the service's counters) at a fixed rate for a fixed time.
+fn traffic_phases(app: &str, quick: bool) -> anyhow::Result<[LoadConfig; 2]> {
+    let (normal, bad) = if quick { (4, 6) } else { (30, 60) };
+    let rate = if quick { 100.0 } else { 20.0 };
+    let phase = |weights: &[(Class, u32)], seconds| -> anyhow::Result<LoadConfig> {
+        Ok(LoadConfig {
+            pace: Pace::Rate(rate),
+            stop: Stop::Duration(Duration::from_secs(seconds)),
+            mix: Mix::new(weights)?,
+            ..LoadConfig::new(app)
+        })
+    };
+    Ok([
+        phase(&[(Class::Valid, 90), (Class::Batch, 10)], normal)?,
+        LoadConfig {
+            drift_sigma: 3.0,
+            ..phase(&[(Class::Drifted, 60), (Class::Invalid, 40)], bad)?
+        },
+    ])
 }
 
-#[derive(Parser)]
-struct ReportCli {
-    #[command(flatten)]
-    args: crate::report::ReportArgs,
+/// The report of the story: the last `since`, into `state_dir`.
+fn report_config(
+    prometheus: &str,
+    state_dir: &Path,
+    assets: &Path,
+    since: Duration,
+) -> ReportConfig {
+    ReportConfig {
+        since,
+        output: state_dir.join("report.html"),
+        svg_dir: Some(state_dir.join("report-svg")),
+        assets: Some(assets.to_path_buf()),
+        ..ReportConfig::new(prometheus)
+    }
 }
 
-/// Runs `mlwatch load` in-process with command-line flags, the same
-/// interface a user types, under the demo's shutdown.
-async fn load(flags: &[String], shutdown: &Shutdown) -> anyhow::Result<()> {
-    let cli =
-        LoadCli::try_parse_from(std::iter::once("load".to_owned()).chain(flags.iter().cloned()))
-            .context("internal: demo load flags")?;
-    crate::load::run(cli.args, shutdown).await
-}
-
-async fn report(flags: &[String]) -> anyhow::Result<()> {
-    let cli = ReportCli::try_parse_from(
-        std::iter::once("report".to_owned()).chain(flags.iter().cloned()),
-    )
-    .context("internal: demo report flags")?;
-    crate::report::run(cli.args).await
+/// Runs a phase the way `mlwatch load` would, under the demo's shutdown.
+async fn load(config: LoadConfig, shutdown: &Shutdown) -> anyhow::Result<()> {
+    crate::load::execute(&config, Output::default(), shutdown).await
 }
 
 pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -312,41 +329,20 @@ async fn story(
     )
     .await?;
     println!("[2/5] normal traffic");
-    let (normal, bad) = if quick { ("4s", "6s") } else { ("30s", "60s") };
-    let rate = if quick { "100" } else { "20" };
-    let flags: Vec<String> = [
-        "--target",
-        &app,
-        "--mix",
-        "valid=90,batch=10",
-        "--rate",
-        rate,
-        "--duration",
-        normal,
-    ]
-    .map(String::from)
-    .to_vec();
-    during(stack, shutdown, "normal traffic", load(&flags, shutdown)).await?;
+    let [normal_traffic, bad_traffic] = traffic_phases(&app, quick)?;
+    during(
+        stack,
+        shutdown,
+        "normal traffic",
+        load(normal_traffic, shutdown),
+    )
+    .await?;
     println!("[3/5] drifted and invalid traffic");
-    let flags: Vec<String> = [
-        "--target",
-        &app,
-        "--mix",
-        "drifted=60,invalid=40",
-        "--drift-sigma",
-        "3",
-        "--rate",
-        rate,
-        "--duration",
-        bad,
-    ]
-    .map(String::from)
-    .to_vec();
     during(
         stack,
         shutdown,
         "drifted and invalid traffic",
-        load(&flags, shutdown),
+        load(bad_traffic, shutdown),
     )
     .await?;
     println!(
@@ -391,22 +387,11 @@ async fn story(
         );
     }
     println!("[5/5] writing the report");
-    let output = state_dir.join("report.html");
-    let since = format!("{}s", started.elapsed().as_secs() + 60);
-    let flags: Vec<String> = vec![
-        "--prometheus".into(),
-        prometheus.clone(),
-        "--since".into(),
-        since,
-        "--output".into(),
-        output.display().to_string(),
-        "--svg-dir".into(),
-        state_dir.join("report-svg").display().to_string(),
-        "--assets".into(),
-        assets.display().to_string(),
-    ];
-    during(stack, shutdown, "the report", report(&flags)).await?;
-    println!("report: {}", output.display());
+    // The whole story and a minute before it.
+    let since = Duration::from_secs(started.elapsed().as_secs() + 60);
+    let report = report_config(&prometheus, state_dir, assets, since);
+    during(stack, shutdown, "the report", crate::report::write(&report)).await?;
+    println!("report: {}", report.output.display());
     Ok(())
 }
 
@@ -440,6 +425,70 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(value, 2, "an error is not the end of the wait");
+    }
+
+    /// The typed configs are what the command lines the demo used to build
+    /// give: the story sends and reports exactly as before.
+    #[test]
+    fn the_phases_are_what_their_command_lines_give() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct LoadCli {
+            #[command(flatten)]
+            args: crate::load::LoadArgs,
+        }
+        #[derive(Parser)]
+        struct ReportCli {
+            #[command(flatten)]
+            args: crate::report::ReportArgs,
+        }
+        let load = |flags: &[&str]| {
+            let cli = LoadCli::try_parse_from(std::iter::once("load").chain(flags.iter().copied()))
+                .unwrap();
+            cli.args.into_config().unwrap()
+        };
+        let app = "http://127.0.0.1:9000";
+        for (quick, rate, normal, bad) in [(true, "100", "4s", "6s"), (false, "20", "30s", "60s")] {
+            let [normal_traffic, bad_traffic] = traffic_phases(app, quick).unwrap();
+            let flags = ["--target", app, "--rate", rate, "--duration"];
+            assert_eq!(
+                (normal_traffic, Output::default()),
+                load(&[&flags[..], &[normal, "--mix", "valid=90,batch=10"]].concat())
+            );
+            assert_eq!(
+                (bad_traffic, Output::default()),
+                load(
+                    &[
+                        &flags[..],
+                        &[bad, "--mix", "drifted=60,invalid=40", "--drift-sigma", "3"]
+                    ]
+                    .concat()
+                )
+            );
+        }
+
+        let state = Path::new("/state");
+        let report = report_config(
+            "http://127.0.0.1:9090",
+            state,
+            Path::new("/assets"),
+            Duration::from_secs(75),
+        );
+        let cli = ReportCli::try_parse_from([
+            "report",
+            "--prometheus",
+            "http://127.0.0.1:9090",
+            "--since",
+            "75s",
+            "--output",
+            "/state/report.html",
+            "--svg-dir",
+            "/state/report-svg",
+            "--assets",
+            "/assets",
+        ])
+        .unwrap();
+        assert_eq!(report, ReportConfig::from(cli.args));
     }
 
     #[test]

@@ -22,16 +22,27 @@
 //!
 //! Modules are public only where the binary, the integration tests or the
 //! benchmarks need them.
+//!
+//! The tools (`demo`, `load`, `report`, the launcher behind `up`, and the
+//! Prometheus API client they share) exist only with the `tools` feature, on
+//! by default. The service build (`--no-default-features`, what the images
+//! and the NixOS units run) is the trainer, the service and the runbooks
+//! page: a production host carries no installer, traffic generator or
+//! dashboard renderer.
 
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod free_ports;
 pub(crate) mod listen;
+#[cfg(feature = "tools")]
 pub mod load;
 pub mod mlflow;
 pub mod model;
 pub mod poll;
 pub mod process_tree;
+#[cfg(feature = "tools")]
 pub mod prometheus_api;
+#[cfg(feature = "tools")]
 pub mod report;
 pub(crate) mod resources;
 pub mod serve;

@@ -1,4 +1,6 @@
-//! The `mlwatch` command line: one binary, one subcommand per role.
+//! The `mlwatch` command line: one binary, one subcommand per role. The
+//! tools (`load`, `demo`, `up`, `report`) are subcommands only with the
+//! `tools` feature; the service build has `train`, `serve` and `runbooks`.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -8,6 +10,12 @@ use std::process::ExitCode;
     name = "mlwatch",
     version,
     about = "Observability for ML training and serving"
+)]
+#[cfg_attr(
+    not(feature = "tools"),
+    command(
+        after_help = "This is the service build: train, serve and runbooks only. `demo`, `up`, `load` and `report` are in the full build (cargo's default `tools` feature)."
+    )
 )]
 struct Cli {
     /// Log format on stderr: human-readable text, or one JSON object per line
@@ -37,12 +45,16 @@ enum Command {
     /// Serve predictions from a trained artifact, with metrics and drift.
     Serve(mlwatch::serve::ServeArgs),
     /// Send prediction traffic (valid, invalid, drifted, batch) and reconcile counts.
+    #[cfg(feature = "tools")]
     Load(mlwatch::load::LoadArgs),
     /// Train, serve, load, provoke alerts and write the report: the whole story.
+    #[cfg(feature = "tools")]
     Demo(mlwatch::demo::DemoArgs),
     /// Start the whole stack on 127.0.0.1 until Ctrl-C.
+    #[cfg(feature = "tools")]
     Up(mlwatch::stack::up::UpArgs),
     /// Render the dashboards and fired alerts into a static HTML report.
+    #[cfg(feature = "tools")]
     Report(mlwatch::report::ReportArgs),
     /// Print docs/runbooks.md as HTML, or serve it at /runbooks (--listen).
     Runbooks(mlwatch::stack::runbooks::RunbooksArgs),
@@ -69,10 +81,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Train(args) => mlwatch::train::run(args, shutdown).await,
             Command::Serve(args) => mlwatch::serve::run(args, shutdown).await,
+            #[cfg(feature = "tools")]
             Command::Demo(args) => mlwatch::demo::run(args, shutdown).await,
+            #[cfg(feature = "tools")]
             Command::Up(args) => mlwatch::stack::up::run(args, shutdown).await,
             Command::Runbooks(args) => mlwatch::stack::runbooks::run(args, shutdown).await,
+            #[cfg(feature = "tools")]
             Command::Load(args) => mlwatch::load::run(args, &shutdown).await,
+            #[cfg(feature = "tools")]
             Command::Report(args) => {
                 shutdown
                     .guard("the report", mlwatch::report::run(args))

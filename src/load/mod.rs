@@ -3,8 +3,9 @@
 //! fixed rate or concurrency, prints what came back, and checks that the
 //! service's own request counters saw exactly that traffic.
 //!
-//! [`generate`] is the library entry (the demo calls it with a
-//! [`LoadConfig`]); [`run`] is the subcommand. The parts: [`target`] learns
+//! [`generate`] is the library entry; [`execute`] runs a [`LoadConfig`]
+//! and reports like the subcommand (the demo calls it); [`run`] is the
+//! subcommand. The parts: [`target`] learns
 //! the model's features and training reference, [`traffic`] builds the
 //! requests, [`mix`] interleaves the classes, [`driver`] paces and sends,
 //! [`stats`] keeps latency percentiles, [`summary`] reports, [`reconcile`]
@@ -398,21 +399,49 @@ fn drift_indices(names: &[String], features: &[String]) -> anyhow::Result<Vec<us
     Ok(indices)
 }
 
-/// `mlwatch load`: runs, prints the summary (text or `--json`) on stdout,
-/// and fails when the counts do not reconcile (or, with `--strict`, when an
-/// answer was unexpected or a request got none).
+/// What `mlwatch load` does with a run's summary besides printing it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Print the summary as JSON instead of text.
+    pub json: bool,
+    /// Also fail on unexpected answers and on transport errors.
+    pub strict: bool,
+}
+
+impl LoadArgs {
+    /// The run and its reporting that these flags describe, checked.
+    pub fn into_config(self) -> anyhow::Result<(LoadConfig, Output)> {
+        let output = Output {
+            json: self.json,
+            strict: self.strict,
+        };
+        Ok((LoadConfig::try_from(self)?, output))
+    }
+}
+
+/// `mlwatch load`: [`execute`] with the command line's config.
 pub async fn run(args: LoadArgs, shutdown: &crate::shutdown::Shutdown) -> anyhow::Result<()> {
-    let json = args.json;
-    let strict = args.strict;
-    let config = LoadConfig::try_from(args)?;
-    let summary = generate_until(&config, shutdown.requested()).await?;
-    if json {
+    let (config, output) = args.into_config()?;
+    execute(&config, output, shutdown).await
+}
+
+/// Runs `config` until done or a stop request, prints the summary (text or
+/// JSON) on stdout, and fails when the counts do not reconcile (or, with
+/// `strict`, when an answer was unexpected or a request got none). What
+/// `mlwatch load` and `mlwatch demo` run.
+pub async fn execute(
+    config: &LoadConfig,
+    output: Output,
+    shutdown: &crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    let summary = generate_until(config, shutdown.requested()).await?;
+    if output.json {
         println!("{}", summary.to_json());
     } else {
         println!("{summary}");
     }
     summary.check_reconciliation()?;
-    if strict {
+    if output.strict {
         anyhow::ensure!(
             summary.unexpected.is_empty(),
             "--strict: {} answers had an unexpected status or error",

@@ -37,11 +37,17 @@ const DATASOURCES_DIR: &str = "grafana/provisioning/datasources";
 const MAX_POINTS: f64 = 11_000.0;
 /// Points per chart when --step is not given.
 const POINTS_PER_CHART: u32 = 240;
+/// `--prometheus`, `--output` and `--title` when not given.
+pub const DEFAULT_PROMETHEUS: &str = "http://127.0.0.1:9090";
+pub const DEFAULT_OUTPUT: &str = "report.html";
+pub const DEFAULT_TITLE: &str = "mlwatch report";
+/// `--since` when not given (the flag's default_value, "30m").
+pub const DEFAULT_SINCE: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// Prometheus base URL.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    #[arg(long, default_value = DEFAULT_PROMETHEUS)]
     pub prometheus: String,
 
     /// Directory containing grafana/provisioning/dashboards [default: the
@@ -66,7 +72,7 @@ pub struct ReportArgs {
     pub step: Option<Duration>,
 
     /// The HTML file to write.
-    #[arg(long, short, value_name = "PATH", default_value = "report.html")]
+    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_OUTPUT)]
     pub output: PathBuf,
 
     /// Also write each chart, titled, as DIR/<dashboard uid>/<panel title>.svg.
@@ -79,8 +85,68 @@ pub struct ReportArgs {
     pub vars: Vec<(String, String)>,
 
     /// Title of the page.
-    #[arg(long, default_value = "mlwatch report")]
+    #[arg(long, default_value = DEFAULT_TITLE)]
     pub title: String,
+}
+
+/// Everything a report needs; [`ReportConfig::new`] gives the CLI's
+/// defaults, and [`ReportArgs`] converts into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportConfig {
+    /// Prometheus base URL.
+    pub prometheus: String,
+    /// Directory holding grafana/provisioning/dashboards; `None`: discovered.
+    pub assets: Option<PathBuf>,
+    /// The window's length when `start` is not given.
+    pub since: Duration,
+    /// Start of the window; overrides `since`.
+    pub start: Option<SystemTime>,
+    /// End of the window; `None`: now.
+    pub end: Option<SystemTime>,
+    /// Query step; `None`: the window / 240, at least 1 s.
+    pub step: Option<Duration>,
+    /// The HTML file to write.
+    pub output: PathBuf,
+    /// Also write each chart as DIR/<dashboard uid>/<panel title>.svg.
+    pub svg_dir: Option<PathBuf>,
+    /// Template variables as (name, regex); unset variables are All.
+    pub vars: Vec<(String, String)>,
+    /// Title of the page.
+    pub title: String,
+}
+
+impl ReportConfig {
+    pub fn new(prometheus: impl Into<String>) -> Self {
+        Self {
+            prometheus: prometheus.into(),
+            assets: None,
+            since: DEFAULT_SINCE,
+            start: None,
+            end: None,
+            step: None,
+            output: PathBuf::from(DEFAULT_OUTPUT),
+            svg_dir: None,
+            vars: Vec::new(),
+            title: DEFAULT_TITLE.to_owned(),
+        }
+    }
+}
+
+impl From<ReportArgs> for ReportConfig {
+    fn from(args: ReportArgs) -> Self {
+        Self {
+            prometheus: args.prometheus,
+            assets: args.assets,
+            since: args.since,
+            start: args.start,
+            end: args.end,
+            step: args.step,
+            output: args.output,
+            svg_dir: args.svg_dir,
+            vars: args.vars,
+            title: args.title,
+        }
+    }
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -106,12 +172,12 @@ fn unix(t: SystemTime) -> anyhow::Result<f64> {
 }
 
 /// The window and step the arguments ask for.
-pub fn window(args: &ReportArgs, now: SystemTime) -> anyhow::Result<Window> {
-    let end = args.end.unwrap_or(now);
-    let start = match args.start {
+pub fn window(config: &ReportConfig, now: SystemTime) -> anyhow::Result<Window> {
+    let end = config.end.unwrap_or(now);
+    let start = match config.start {
         Some(start) => start,
         None => end
-            .checked_sub(args.since)
+            .checked_sub(config.since)
             .context("--since reaches before 1970")?,
     };
     let range = end
@@ -119,7 +185,7 @@ pub fn window(args: &ReportArgs, now: SystemTime) -> anyhow::Result<Window> {
         .ok()
         .filter(|r| !r.is_zero())
         .context("the window is empty: --start must be before --end")?;
-    let step = args
+    let step = config
         .step
         .unwrap_or_else(|| {
             Duration::from_millis((range.as_millis() / POINTS_PER_CHART as u128) as u64)
@@ -251,14 +317,22 @@ async fn label_table(client: &Client, metric: &str, window: Window) -> anyhow::R
     Ok(Table { columns, rows })
 }
 
+/// `mlwatch report`: [`write`] with the command line's config.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
-    let assets = find_assets(args.assets.as_deref())?;
+    write(&ReportConfig::from(args)).await
+}
+
+/// Queries Prometheus over the window, writes the HTML report (and the SVG
+/// charts, when asked) and prints what it wrote. What `mlwatch report` and
+/// `mlwatch demo` run.
+pub async fn write(config: &ReportConfig) -> anyhow::Result<()> {
+    let assets = find_assets(config.assets.as_deref())?;
     let dashboards = dashboard::load_dir(&assets.join(DASHBOARDS_DIR))?;
-    let chosen = chosen_variables(&args.vars, &dashboards)?;
+    let chosen = chosen_variables(&config.vars, &dashboards)?;
     let now = SystemTime::now();
-    let window = window(&args, now)?;
+    let window = window(config, now)?;
     let scrape = scrape_interval(&assets);
-    let client = Client::new(&args.prometheus)?;
+    let client = Client::new(&config.prometheus)?;
     // Fail early, and clearly, when Prometheus is not there.
     client.query("1", window.end).await?;
 
@@ -291,7 +365,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             template: &template,
             window,
             alerts: &alert_data,
-            standalone: args.svg_dir.is_some(),
+            standalone: config.svg_dir.is_some(),
             markers: &markers,
         };
         // A dashboard's panels are queried concurrently, as Grafana does.
@@ -328,7 +402,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     ];
 
     let page = html::Page {
-        title: &args.title,
+        title: &config.title,
         prometheus: client.url(),
         window,
         variables: &chosen,
@@ -339,12 +413,12 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         annotations: &annotation_events,
     };
     let text = html::page(&page);
-    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = config.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    std::fs::write(&args.output, text)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    std::fs::write(&config.output, text)
+        .with_context(|| format!("cannot write {}", config.output.display()))?;
 
     let mut panels = 0;
     let mut empty = Vec::new();
@@ -360,7 +434,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
                     State::Empty => empty.push(p.title.clone()),
                     State::Error => failed.push(p.title.clone()),
                 }
-                if let (Some(dir), Some(svg)) = (&args.svg_dir, &r.standalone) {
+                if let (Some(dir), Some(svg)) = (&config.svg_dir, &r.standalone) {
                     let dir = dir.join(&d.uid);
                     std::fs::create_dir_all(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -385,7 +459,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .collect::<BTreeSet<_>>();
     println!(
         "wrote {}: {panels} panels from {} dashboards, {} → {}",
-        args.output.display(),
+        config.output.display(),
         page.dashboards.len(),
         rfc3339(window.start),
         rfc3339(window.end)
@@ -404,7 +478,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             fired.into_iter().collect::<Vec<_>>().join(", ")
         }
     );
-    if let Some(dir) = &args.svg_dir {
+    if let Some(dir) = &config.svg_dir {
         println!("  wrote {svgs} SVG charts under {}", dir.display());
     }
     Ok(())
@@ -421,10 +495,17 @@ mod tests {
         args: ReportArgs,
     }
 
-    fn args(argv: &[&str]) -> ReportArgs {
+    fn args(argv: &[&str]) -> ReportConfig {
         Cli::try_parse_from(std::iter::once("report").chain(argv.iter().copied()))
             .unwrap()
             .args
+            .into()
+    }
+
+    #[test]
+    fn the_config_defaults_are_the_command_line_defaults() {
+        assert_eq!(args(&[]), ReportConfig::new(DEFAULT_PROMETHEUS));
+        assert_eq!(args(&["--since", "30m"]).since, DEFAULT_SINCE);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn endpoint(page: String) -> poem::RouteMethod {
 }
 
 pub async fn run(args: RunbooksArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
-    let assets = super::config::Assets::discover(args.assets.as_deref())?;
+    let assets = super::assets::Assets::discover(args.assets.as_deref())?;
     let page = load(&assets.root)?;
     let Some(address) = args.listen else {
         print!("{page}");

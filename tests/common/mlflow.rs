@@ -261,11 +261,13 @@ impl Api {
     /// of validation_loss (the trainer is mid-run and MLflow is taking
     /// it); returns the run's id.
     pub fn wait_for_logged_iterations(&self, experiment: &str, count: usize) -> String {
-        super::stack::eventually("the run logs iterations", Duration::from_secs(60), || {
+        // Every 250 ms, as the stack's checks poll: each try is two requests.
+        mlwatch::poll::blocking(Duration::from_millis(250), Duration::from_secs(60), || {
             let runs = self.runs(experiment);
             let run_id = runs.first()?["info"]["run_id"].as_str()?.to_owned();
             (self.history(&run_id, "validation_loss").len() >= count).then_some(run_id)
         })
+        .unwrap_or_else(|e| panic!("waiting for the run logs iterations: {e}"))
     }
 
     /// The runs of an experiment (`runs/search`), none while it does not exist.

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 pub mod mlflow;
 pub mod queries;
+// The local stack is built on the launcher's configs: tests that start it
+// need the tools (Cargo.toml's `required-features`).
+#[cfg(feature = "tools")]
 pub mod stack;
 
 use mlwatch::process_tree::ProcessTree;
