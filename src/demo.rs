@@ -18,7 +18,7 @@ use crate::stack::launcher::{Binaries, Ports, Stack, StackConfig, INSTALL_HINT};
 use crate::stack::up::{default_state_dir, print_urls};
 
 /// The alerts the demo provokes and waits for.
-pub const EXPECTED_ALERTS: [&str; 2] = ["DataDrift", "InvalidInputSurge"];
+const EXPECTED_ALERTS: [&str; 2] = ["DataDrift", "InvalidInputSurge"];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {

@@ -144,7 +144,7 @@ impl ProcessTree {
 
     /// Whether every member has exited (the leader may be an unreaped
     /// zombie: its parent reaps it after the stop).
-    pub fn is_gone(&mut self) -> bool {
+    fn is_gone(&mut self) -> bool {
         self.refresh();
         self.running().is_empty()
     }

@@ -99,13 +99,13 @@ impl Gauges {
 
 /// One reading of one GPU.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GpuReading {
+struct GpuReading {
     pub index: u32,
-    pub utilization_percent: f64,
-    pub memory_used_bytes: f64,
-    pub memory_total_bytes: f64,
-    pub temperature_celsius: f64,
-    pub power_watts: f64,
+    utilization_percent: f64,
+    memory_used_bytes: f64,
+    memory_total_bytes: f64,
+    temperature_celsius: f64,
+    power_watts: f64,
 }
 
 /// NVML when a driver is present; `None` otherwise, decided once.

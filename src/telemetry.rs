@@ -13,7 +13,7 @@ use prometheus::{Encoder, TextEncoder};
 
 /// The Content-Type of the Prometheus text format 0.0.4. Prometheus 3 refuses
 /// a scrape whose Content-Type it cannot parse.
-pub const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Request latency buckets: 50 µs to 5 s. In-process model inference sits in
 /// the tens of microseconds, so the low end needs resolution too.

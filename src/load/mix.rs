@@ -60,7 +60,7 @@ pub struct Mix {
 
 impl Mix {
     /// Only valid traffic (`valid=100`, the CLI's default).
-    pub fn valid_only() -> Self {
+    fn valid_only() -> Self {
         Self {
             weights: [100, 0, 0, 0],
         }

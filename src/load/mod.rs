@@ -38,12 +38,12 @@ use summary::RunInfo;
 use traffic::{Generator, TrafficOptions};
 
 /// The slowest `--rate`: one request a day.
-pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+const MIN_RATE: f64 = 1.0 / 86_400.0;
 
 /// Closed-loop clients when neither `--rate` nor `--concurrency` is given.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_CONCURRENCY: usize = 8;
 /// Run length when neither `--duration` nor `--requests` is given.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
@@ -86,7 +86,7 @@ pub struct LoadArgs {
     /// Do not compare the tool's counts with the service's counters (for a
     /// service that other clients use at the same time).
     #[arg(long)]
-    pub no_reconcile: bool,
+    no_reconcile: bool,
     /// The service's --max-body-bytes: adds a body just over it to the invalid rotation.
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
@@ -251,7 +251,7 @@ pub async fn generate(config: &LoadConfig) -> anyhow::Result<LoadSummary> {
 
 /// [`generate`], stopping early (and still summarising and reconciling
 /// what was sent) when `interrupt` completes.
-pub async fn generate_until(
+async fn generate_until(
     config: &LoadConfig,
     interrupt: impl Future<Output = ()>,
 ) -> anyhow::Result<LoadSummary> {

@@ -25,14 +25,14 @@ use anyhow::Context;
 use serde::Serialize;
 
 /// The counter the service counts every /predict request in.
-pub const REQUESTS_METRIC: &str = "model_prediction_requests_total";
+const REQUESTS_METRIC: &str = "model_prediction_requests_total";
 
 /// The service's request outcomes (`status` label values).
-pub const STATUSES: [&str; 3] = ["success", "invalid_input", "error"];
+const STATUSES: [&str; 3] = ["success", "invalid_input", "error"];
 
 /// Parses a whole exposition (Prometheus text format 0.0.4); an error when
 /// nothing in it is a sample.
-pub fn parse_exposition(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+fn parse_exposition(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .context("cannot read the exposition")?;
     anyhow::ensure!(
@@ -58,7 +58,7 @@ pub struct RequestCounts {
 }
 
 impl RequestCounts {
-    pub fn from_samples(scrape: &prometheus_parse::Scrape) -> Self {
+    fn from_samples(scrape: &prometheus_parse::Scrape) -> Self {
         use prometheus_parse::Value;
         let mut counts = RequestCounts::default();
         for sample in scrape
@@ -123,7 +123,7 @@ pub async fn scrape_all(
 
 /// The tool's tally key for a 405: the service does not count a wrong
 /// method as a prediction request (docs/service.md).
-pub const NOT_COUNTED: &str = "not_counted";
+const NOT_COUNTED: &str = "not_counted";
 
 /// The outcome the service counts for an HTTP status, or `None` for a
 /// status it never answers on /predict (1xx, 3xx).

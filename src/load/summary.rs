@@ -51,10 +51,10 @@ const ERROR_EXAMPLES: usize = 5;
 /// Distinct unexpected answers itemised; further ones are only counted. The
 /// key holds the service's own phrase, so without a cap a misbehaving
 /// service could grow the tally without end.
-pub const UNEXPECTED_KEYS: usize = 32;
+const UNEXPECTED_KEYS: usize = 32;
 
 /// The longest service phrase kept, in characters.
-pub const PHRASE_CHARS: usize = 120;
+const PHRASE_CHARS: usize = 120;
 
 #[derive(Debug, Clone, Default)]
 struct ClassTally {
@@ -185,7 +185,7 @@ pub struct LoadSummary {
     pub mix: String,
     /// Stopped early by Ctrl-C/SIGTERM.
     pub interrupted: bool,
-    pub elapsed_seconds: f64,
+    elapsed_seconds: f64,
     /// Requests started; `sent == answered + errors.total`.
     pub sent: u64,
     pub answered: u64,
@@ -202,13 +202,13 @@ pub struct LoadSummary {
     /// itemised up to 32 distinct kinds.
     pub unexpected: Vec<Unexpected>,
     /// Further unexpected answers, counted but not itemised.
-    pub unexpected_unlisted: u64,
+    unexpected_unlisted: u64,
     pub errors: ErrorSummary,
     /// Latency of answered requests, in milliseconds; `None` without answers.
     pub latency_ms: Option<LatencySummary>,
     /// Open loop: how late sends started against the schedule, in
     /// milliseconds (large values mean the generator could not keep the rate).
-    pub schedule_lag_ms: Option<LagSummary>,
+    schedule_lag_ms: Option<LagSummary>,
     /// `None` with `--no-reconcile`.
     pub reconciliation: Option<Reconciliation>,
 }
@@ -247,11 +247,11 @@ pub struct ErrorSummary {
     pub connect: u64,
     pub other: u64,
     /// Up to five distinct messages.
-    pub examples: Vec<String>,
+    examples: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LagSummary {
+struct LagSummary {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,

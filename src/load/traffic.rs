@@ -258,7 +258,7 @@ pub struct TrafficOptions {
 const NESTING: usize = 200;
 
 /// The largest oversized body the generator is willing to build.
-pub const MAX_OVERSIZED_BODY: usize = 64 * 1024 * 1024;
+const MAX_OVERSIZED_BODY: usize = 64 * 1024 * 1024;
 
 /// Produces the request sequence: deterministic for a given profile,
 /// options and seed.

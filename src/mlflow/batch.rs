@@ -7,12 +7,12 @@
 use serde_json::{json, Value};
 
 pub const MAX_METRICS: usize = 1000;
-pub const MAX_PARAMS: usize = 100;
+const MAX_PARAMS: usize = 100;
 pub const MAX_TAGS: usize = 100;
-pub const MAX_ENTITIES: usize = 1000;
-pub const MAX_KEY_LENGTH: usize = 250;
-pub const MAX_PARAM_VALUE_LENGTH: usize = 6000;
-pub const MAX_TAG_VALUE_LENGTH: usize = 8000;
+const MAX_ENTITIES: usize = 1000;
+const MAX_KEY_LENGTH: usize = 250;
+const MAX_PARAM_VALUE_LENGTH: usize = 6000;
+const MAX_TAG_VALUE_LENGTH: usize = 8000;
 
 /// One metric point. `step` is the training iteration (1-based, the value
 /// `training_epochs_total` has once the iteration completed).

@@ -274,7 +274,7 @@ impl Client {
     }
 
     /// The id of the experiment called `name`, if it exists.
-    pub async fn experiment_id_by_name(&self, name: &str) -> Result<Option<String>, MlflowError> {
+    async fn experiment_id_by_name(&self, name: &str) -> Result<Option<String>, MlflowError> {
         const OP: Operation = Operation::Experiment;
         let mut url = self.url(OP, "api/2.0/mlflow/experiments/get-by-name")?;
         url.query_pairs_mut().append_pair("experiment_name", name);
@@ -453,7 +453,7 @@ fn string_at(operation: Operation, value: &Value, pointer: &str) -> Result<Strin
 /// The path under the proxy's root of an `mlflow-artifacts:` URI, in either
 /// form the server hands out (`mlflow-artifacts:/1/<run>/artifacts` or
 /// `mlflow-artifacts://host:port/1/<run>/artifacts`).
-pub fn proxied_artifact_path(artifact_uri: &str) -> Option<String> {
+fn proxied_artifact_path(artifact_uri: &str) -> Option<String> {
     let rest = artifact_uri.strip_prefix("mlflow-artifacts:")?;
     let path = match rest.strip_prefix("//") {
         Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],

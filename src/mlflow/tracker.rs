@@ -27,13 +27,13 @@ pub const FINISH_WAIT: Duration = Duration::from_secs(60);
 /// The same when a stop was requested (Ctrl-C, SIGTERM).
 pub const STOP_WAIT: Duration = Duration::from_secs(10);
 /// Failed calls in a row after which the run is abandoned.
-pub const GIVE_UP_AFTER: u32 = 3;
+const GIVE_UP_AFTER: u32 = 3;
 /// Queued iterations; above the trainer's 10 000-iteration limit, so a
 /// single run never overflows it, and memory stays bounded regardless.
 const QUEUE: usize = 16_384;
 
 /// Artifact path of the model file inside the run.
-pub const MODEL_DIR: &str = "model";
+const MODEL_DIR: &str = "model";
 
 /// What the run is created with.
 #[derive(Debug, Clone, Default)]

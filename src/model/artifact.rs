@@ -271,7 +271,7 @@ impl Artifact {
 /// strings and numbers as serde_json writes them. These are the bytes
 /// serde_json wrote for a sorted map, so hashes from before this function
 /// existed are unchanged (`golden_hash`).
-pub fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
+fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
     use serde_json::Value;
     match value {
         Value::Array(items) => {

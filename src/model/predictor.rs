@@ -53,14 +53,6 @@ impl Prediction {
 }
 
 impl Model {
-    /// How many inputs the model takes, where the model itself knows.
-    pub fn input_width(&self) -> Option<usize> {
-        match self {
-            Model::Linear { coefficients, .. } => Some(coefficients.len()),
-            Model::Trees { .. } => None,
-        }
-    }
-
     /// Predicts every row. Rows must have the width the model was fit on;
     /// the caller validates that against the artifact's feature names.
     pub fn predict(&self, rows: ArrayView2<'_, f64>) -> Vec<Prediction> {

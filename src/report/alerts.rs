@@ -28,8 +28,10 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Label pairs other than the name, as `key=value` text.
-    pub fn label_text(&self) -> String {
+    /// Label pairs other than the name, as `key=value` text (what the
+    /// tests compare).
+    #[cfg(test)]
+    fn label_text(&self) -> String {
         self.labels
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -377,7 +377,7 @@ const TICK_STEPS: [f64; 20] = [
 
 /// Times on a round interval (10 s, 1 min, 5 min, 1 h, ... in UTC) that
 /// give at most `max` ticks between `x0` and `x1`, and that interval.
-pub fn time_ticks(x0: f64, x1: f64, max: usize) -> (Vec<f64>, f64) {
+fn time_ticks(x0: f64, x1: f64, max: usize) -> (Vec<f64>, f64) {
     let span = (x1 - x0).max(1.0);
     let max = max.max(1) as f64;
     let step = TICK_STEPS
@@ -396,7 +396,7 @@ pub fn time_ticks(x0: f64, x1: f64, max: usize) -> (Vec<f64>, f64) {
 
 /// A tick label in UTC: "HH:MM:SS" for ticks under a minute apart,
 /// "HH:MM" within two days, else "MM-DD HH:MM".
-pub fn time_label(t: f64, tick_step: f64, span: f64) -> String {
+fn time_label(t: f64, tick_step: f64, span: f64) -> String {
     let secs = t.max(0.0).round() as u64;
     let text = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
@@ -491,7 +491,7 @@ fn segments(points: &[(f64, f64)], step: f64, y: (f64, f64)) -> Vec<Vec<(f64, f6
 }
 
 /// Y bounds from the data, the axis' fixed min/max and nearby thresholds.
-pub fn y_range(values: &[f64], axis: &Axis, thresholds: &[f64]) -> (f64, f64) {
+fn y_range(values: &[f64], axis: &Axis, thresholds: &[f64]) -> (f64, f64) {
     // Beyond ±1e300 the span itself would overflow.
     let finite: Vec<f64> = values
         .iter()

@@ -899,7 +899,7 @@ pub fn legend(format: Option<&str>, labels: &Labels, expr: &str) -> String {
 /// A JavaScript-style regex (`/^MSE /` or `^MSE `, Grafana's byRegexp
 /// matcher) matched against `text`, with the `regex` crate; None when the
 /// pattern does not compile (the caller reports it).
-pub fn regex_match(pattern: &str, text: &str) -> Option<bool> {
+fn regex_match(pattern: &str, text: &str) -> Option<bool> {
     let source = match pattern.strip_prefix('/') {
         Some(rest) => &rest[..rest.rfind('/')?],
         None => pattern,

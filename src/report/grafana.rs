@@ -330,8 +330,10 @@ pub struct FieldDefaults {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Custom {
-    /// Lines only: bars or points would be drawn as lines.
-    pub draw_style: Option<DrawStyle>,
+    /// Lines only: bars or points would be drawn as lines. Parsed, never
+    /// read: its type refuses every other style at load time.
+    #[allow(dead_code)]
+    draw_style: Option<DrawStyle>,
     pub axis_placement: Option<AxisPlacement>,
     pub stacking: Option<Stacking>,
     pub thresholds_style: Option<ThresholdsStyle>,
@@ -353,7 +355,7 @@ pub struct Custom {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DrawStyle {
+enum DrawStyle {
     Line,
 }
 
@@ -419,7 +421,7 @@ pub enum LineFill {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FieldColor {
     pub mode: ColorMode,
-    pub fixed_color: Option<String>,
+    fixed_color: Option<String>,
 }
 
 impl FieldColor {
@@ -875,8 +877,8 @@ pub struct AlertListOptions {
 pub struct StateFilter {
     pub firing: Option<bool>,
     pub pending: Option<bool>,
-    pub recovering: Option<bool>,
-    pub no_data: Option<bool>,
+    recovering: Option<bool>,
+    no_data: Option<bool>,
     pub normal: Option<bool>,
     pub error: Option<bool>,
 }

@@ -38,11 +38,11 @@ const MAX_POINTS: f64 = 11_000.0;
 /// Points per chart when --step is not given.
 const POINTS_PER_CHART: u32 = 240;
 /// `--prometheus`, `--output` and `--title` when not given.
-pub const DEFAULT_PROMETHEUS: &str = "http://127.0.0.1:9090";
-pub const DEFAULT_OUTPUT: &str = "report.html";
-pub const DEFAULT_TITLE: &str = "mlwatch report";
+const DEFAULT_PROMETHEUS: &str = "http://127.0.0.1:9090";
+const DEFAULT_OUTPUT: &str = "report.html";
+const DEFAULT_TITLE: &str = "mlwatch report";
 /// `--since` when not given (the flag's default_value, "30m").
-pub const DEFAULT_SINCE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_SINCE: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
@@ -207,7 +207,7 @@ pub fn window(config: &ReportConfig, now: SystemTime) -> anyhow::Result<Window> 
 
 /// Where prometheus/ and grafana/ are: the one discovery that `up` and
 /// `demo` use too.
-pub fn find_assets(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+fn find_assets(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(crate::stack::config::Assets::discover(explicit)?.root)
 }
 

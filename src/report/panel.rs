@@ -96,7 +96,7 @@ struct Named {
 }
 
 /// Pixel size of a panel's chart from its grid size.
-pub fn size_of(panel: &Panel) -> Size {
+fn size_of(panel: &Panel) -> Size {
     Size {
         width: panel.width * 50,
         height: (panel.height * 28).max(100),

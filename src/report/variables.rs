@@ -28,7 +28,7 @@ pub struct Timing {
 }
 
 /// Grafana's `$__rate_interval`.
-pub fn rate_interval(step: Duration, scrape: Duration) -> Duration {
+fn rate_interval(step: Duration, scrape: Duration) -> Duration {
     (step + scrape).max(scrape * 4)
 }
 

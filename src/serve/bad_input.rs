@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 pub const ECHO_LIMIT: usize = 64;
 
 /// serde_json refuses input nested deeper than this.
-pub const MAX_NESTING: usize = 128;
+const MAX_NESTING: usize = 128;
 
 /// One class of refused request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

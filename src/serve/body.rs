@@ -30,8 +30,8 @@ const INITIAL_CAPACITY: usize = 16 * 1024;
 /// The limits, shared by every request.
 #[derive(Debug, Clone)]
 pub struct BodyLimits {
-    pub max_bytes: usize,
-    pub read_timeout: Duration,
+    max_bytes: usize,
+    read_timeout: Duration,
     permits: Arc<Semaphore>,
     max_inflight: usize,
 }

@@ -28,7 +28,7 @@ use super::bad_input::echo;
 pub use super::bad_input::{BadInput, InputError};
 
 /// The Content-Type every request to /predict must carry.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// The inputs a model takes, by position and by name.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
 /// (OpenTelemetry has no way to retire a label set), so reloads accumulate
 /// series; past these limits new label sets fold into one
 /// `otel_metric_overflow="true"` series instead of growing without bound.
-pub const MODEL_VERSIONS_KEPT: usize = 64;
+const MODEL_VERSIONS_KEPT: usize = 64;
 
 /// The service's deliberate per-instrument cardinality limits
 /// (docs/metrics.md): label sets per instrument.

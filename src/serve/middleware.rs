@@ -18,7 +18,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
 /// The `route` label of a request no route matched.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The middleware; clone-cheap handles to its two instruments.
 #[derive(Clone)]
@@ -119,7 +119,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// The `method` label: standard methods by name, anything else `other`.
-pub fn method_label(method: &Method) -> &'static str {
+fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -57,7 +57,7 @@ pub const ROUTES: [&str; 6] = [
 ];
 
 /// How long in-flight requests get to finish after SIGTERM/Ctrl-C.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -84,7 +84,7 @@ pub struct ServeArgs {
     pub header_read_timeout: Duration,
     /// Time a client has to send a whole request body once its header is in (408).
     #[arg(long, env = "MLWATCH_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub body_read_timeout: Duration,
+    body_read_timeout: Duration,
     /// Request bodies read at once; more get 503 (bounds body memory to about this × --max-body-bytes).
     #[arg(long, env = "MLWATCH_MAX_INFLIGHT_BODIES", default_value_t = 128)]
     pub max_inflight_bodies: usize,
@@ -96,7 +96,7 @@ pub struct ServeArgs {
     pub sample_interval: Duration,
     /// Disable prediction metrics and drift tracking (benchmark baseline).
     #[arg(long)]
-    pub no_instrumentation: bool,
+    no_instrumentation: bool,
 }
 
 /// Runs the service until SIGTERM/Ctrl-C. Only configuration errors and a

@@ -23,7 +23,7 @@ pub trait Loaded: Send + Sync + 'static {
 }
 
 /// Builds a model from a freshly loaded artifact.
-pub type Prepare<M> = Box<dyn Fn(Artifact) -> M + Send + Sync>;
+type Prepare<M> = Box<dyn Fn(Artifact) -> M + Send + Sync>;
 
 /// Why no model is loaded, as /ready and /predict report it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -186,14 +186,14 @@ fn place(job: &mut Mapping, targets: Vec<String>, timing: &Timing) -> anyhow::Re
 
 /// The job whose targets come from a file (`file_sd_configs`): the
 /// prediction API, the one job that runs as several replicas.
-pub const DISCOVERED_JOB: &str = "ml-api";
+const DISCOVERED_JOB: &str = "ml-api";
 
 /// A derived prometheus.yml where `job` finds its targets in `targets_file`
 /// (`file_sd_configs`) instead of a static list. Prometheus watches the
 /// file, so a launcher that rewrites it changes the targets without a
 /// reload. prometheus/prometheus.yml itself keeps its static target, which
 /// docker-compose's DNS resolves.
-pub fn discover_from_file(source: &str, job: &str, targets_file: &Path) -> anyhow::Result<String> {
+fn discover_from_file(source: &str, job: &str, targets_file: &Path) -> anyhow::Result<String> {
     let mut doc: Value =
         serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
     let jobs = doc
@@ -353,7 +353,7 @@ fn shorten_route(route: &mut Mapping, wait: Duration) {
 
 /// The Grafana datasource file with the Prometheus URL replaced; the uid
 /// and everything else stay as provisioned.
-pub fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<String> {
+fn grafana_datasource(source: &str, prometheus_url: &str) -> anyhow::Result<String> {
     let mut doc: Value =
         serde_yaml::from_str(source).context("datasource file is not valid YAML")?;
     let sources = doc
@@ -416,8 +416,6 @@ impl Assets {
 #[derive(Debug, Clone)]
 pub struct Written {
     pub prometheus_yml: PathBuf,
-    /// The `file_sd` targets of [`DISCOVERED_JOB`].
-    pub app_targets: PathBuf,
     pub alertmanager_yml: PathBuf,
     pub grafana_provisioning: PathBuf,
 }
@@ -562,7 +560,6 @@ pub fn derive(
     );
     let written = Written {
         prometheus_yml,
-        app_targets,
         alertmanager_yml,
         grafana_provisioning: grafana,
     };

@@ -19,14 +19,16 @@ use anyhow::Context;
 use super::config::Endpoints;
 
 /// One variable that each deployment sets at provisioning.
-pub struct Provisioned {
+struct Provisioned {
     /// The dashboard variable (`templating.list[].name`).
     pub name: &'static str,
     /// Its value in the launcher's stack.
     pub value: fn(&Endpoints) -> &str,
     /// The NixOS module expression the value comes from (nix/module.nix
     /// hands it to nix/lib/dashboard-constants.jq as `--arg <name>`).
-    pub nix_option: &'static str,
+    /// Read by the test that holds the module to this list.
+    #[cfg_attr(not(test), allow(dead_code))]
+    nix_option: &'static str,
 }
 
 fn runbook_base(endpoints: &Endpoints) -> &str {
@@ -38,7 +40,7 @@ fn mlflow_url(endpoints: &Endpoints) -> &str {
 }
 
 /// Every provisioned variable of every dashboard.
-pub const PROVISIONED: [Provisioned; 2] = [
+const PROVISIONED: [Provisioned; 2] = [
     Provisioned {
         name: "runbook_base",
         value: runbook_base,

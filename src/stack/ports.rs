@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 /// The most replicas `mlwatch up` starts: a laptop's worth, and a bound on
 /// the `instance` label's cardinality.
-pub const MAX_REPLICAS: usize = 32;
+const MAX_REPLICAS: usize = 32;
 
 /// How many consecutive ports from its flag's a component takes.
 #[derive(Debug, Clone, Copy)]

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 /// The file that says "mlwatch created this directory".
-pub const MARKER: &str = ".mlwatch-state";
+const MARKER: &str = ".mlwatch-state";
 
 /// What the launcher and the demo write into a state directory; the only
 /// names a clear removes.
-pub const ENTRIES: [&str; 9] = [
+const ENTRIES: [&str; 9] = [
     "config",
     "ha",
     "logs",

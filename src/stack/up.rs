@@ -31,10 +31,10 @@ pub struct UpArgs {
     pub runbook_url: Option<String>,
     /// Do not start Grafana even if it is installed.
     #[arg(long)]
-    pub no_grafana: bool,
+    no_grafana: bool,
     /// Do not start an MLflow server even if `mlflow` is on PATH.
     #[arg(long)]
-    pub no_mlflow: bool,
+    no_mlflow: bool,
     /// Model for the trainer (the same choices as `mlwatch train --model`).
     #[arg(long, value_enum, default_value = "linear")]
     pub model: Algorithm,
@@ -49,7 +49,7 @@ pub struct UpArgs {
     pub ha: bool,
     /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
     #[arg(long, hide = true)]
-    pub test_timing: bool,
+    test_timing: bool,
 }
 
 /// `mlwatch train` flags for `model` at `pace`, spelled as a user would.

@@ -115,7 +115,7 @@ pub struct TrainArgs {
     pub sample_interval: Duration,
     /// Train without recording metrics or serving /metrics (benchmark baseline).
     #[arg(long)]
-    pub no_metrics: bool,
+    no_metrics: bool,
     #[command(flatten)]
     pub mlflow: crate::mlflow::MlflowArgs,
 }
@@ -192,7 +192,7 @@ pub trait Progress {
 }
 
 /// No metrics, no output.
-pub struct Silent;
+struct Silent;
 impl Progress for Silent {}
 
 pub struct IterationReport<'a> {
@@ -385,7 +385,7 @@ impl Reporter {
     }
 
     /// Also queue every iteration's metrics for the MLflow run.
-    pub fn with_mlflow(mut self, sink: Option<crate::mlflow::Sink>) -> Self {
+    fn with_mlflow(mut self, sink: Option<crate::mlflow::Sink>) -> Self {
         self.mlflow = sink;
         self
     }

@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Pushgateway URL of `job`'s group below `base`
 /// (`<base>/metrics/job/<job>`); `base` may carry a path prefix.
-pub fn group_url(base: &str, job: &str) -> anyhow::Result<Url> {
+fn group_url(base: &str, job: &str) -> anyhow::Result<Url> {
     let mut url = Url::parse(base).with_context(|| format!("--pushgateway {base:?}"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         bail!("--pushgateway must be an http:// URL, got {base:?}");
