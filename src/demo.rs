@@ -92,6 +92,12 @@ fn install_args() -> Vec<&'static str> {
     args
 }
 
+/// Test hook: when set, the report step waits for a stop request before it
+/// writes. The step otherwise takes well under a second, too short for a
+/// test's signal to land in it reliably on a loaded machine; with the hold
+/// the signal lands in it by construction (tests/demo_cli.rs).
+const HOLD_REPORT_ENV: &str = "MLWATCH_TEST_HOLD_REPORT";
+
 /// Runs `work` while the stack is supervised (reloads, dead children) and
 /// until a stop is requested, which is an error naming `what`.
 async fn during<T>(
@@ -390,7 +396,13 @@ async fn story(
     // The whole story and a minute before it.
     let since = Duration::from_secs(started.elapsed().as_secs() + 60);
     let report = report_config(&prometheus, state_dir, assets, since);
-    during(stack, shutdown, "the report", crate::report::write(&report)).await?;
+    let write = async {
+        if std::env::var_os(HOLD_REPORT_ENV).is_some() {
+            std::future::pending::<()>().await;
+        }
+        crate::report::write(&report).await
+    };
+    during(stack, shutdown, "the report", write).await?;
     println!("report: {}", report.output.display());
     Ok(())
 }
