@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mlflow::{start_tracked_trainer, MlflowServer};
 use common::{free_port, samples, scalar, scrape, value, Process, Scrape};
@@ -59,17 +59,11 @@ fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
         "no errors while MLflow is up"
     );
     server.kill();
-    let killed = Instant::now();
 
-    let done = finished(&metrics, Duration::from_secs(30));
-    // The remaining iterations at 400 ms each, and no more: MLflow's
-    // absence adds no waiting (8 s slack for a loaded 2-core machine).
-    let budget = Duration::from_millis(400 * (30 - before as u64)) + Duration::from_secs(8);
-    assert!(
-        killed.elapsed() < budget,
-        "training took {:?} after the kill (budget {budget:?})",
-        killed.elapsed()
-    );
+    // That a dead server never slows the loop is the hung-server test's
+    // (a refused connection costs nothing to wait for); this one is about
+    // what is left and counted.
+    let done = finished(&metrics, Duration::from_secs(60));
     let artifact =
         Artifact::load(&dir.path().join("model.json")).expect("a complete, valid local artifact");
     assert_eq!(value(&done, "training_epochs_total", &[]), Some(30.0));
@@ -89,7 +83,11 @@ fn killing_mlflow_mid_run_leaves_a_complete_artifact_and_a_counted_error() {
         (n > 0.0).then_some(n)
     });
     assert!(counted >= 1.0);
-    std::thread::sleep(Duration::from_secs(3));
+    // After the run's closing tally no MLflow call is made: count the
+    // warnings then (the counter moves before the warning is written).
+    common::poll("the MLflow tally", Duration::from_secs(60), || {
+        trainer.log_text().contains("is incomplete: ").then_some(())
+    });
     let log = trainer.log_text();
     assert_eq!(
         mlflow_warnings(&log),
@@ -108,7 +106,7 @@ fn a_hung_mlflow_server_never_slows_training() {
     let server = MlflowServer::start();
     let dir = tempfile::tempdir().unwrap();
     let experiment = "hung";
-    let (trainer, metrics) = start_tracked_trainer(
+    let (mut trainer, metrics) = start_tracked_trainer(
         dir.path(),
         &server.url,
         &[
@@ -120,8 +118,11 @@ fn a_hung_mlflow_server_never_slows_training() {
             "300ms",
             "--mlflow-experiment",
             experiment,
+            // Far longer than the rest of training: a call that the loop
+            // waited for could not have returned, failed or succeeded,
+            // before training ends (3 attempts: 90 s before a failure).
             "--mlflow-timeout",
-            "1s",
+            "30s",
         ],
     );
     server.wait_for_logged_iterations(experiment, 2);
@@ -129,24 +130,18 @@ fn a_hung_mlflow_server_never_slows_training() {
     assert!(before < 30.0, "frozen mid-run, after {before} iterations");
     // Every request from now on hangs until the client's timeout.
     server.freeze();
-    let frozen = Instant::now();
+    // Training ends while every MLflow call since the freeze still hangs:
+    // no failure is counted yet, so none of them has returned, and the
+    // loop cannot have waited for one. No clock decides it.
     let done = finished(&metrics, Duration::from_secs(60));
-    let budget = Duration::from_millis(300 * (30 - before as u64)) + Duration::from_secs(8);
-    assert!(
-        frozen.elapsed() < budget,
-        "training took {:?} after the freeze (budget {budget:?}): the loop waited on MLflow",
-        frozen.elapsed()
-    );
     assert_eq!(value(&done, "training_epochs_total", &[]), Some(30.0));
+    assert_eq!(
+        errors(&done),
+        0.0,
+        "training finished before any MLflow call returned"
+    );
     Artifact::load(&dir.path().join("model.json")).expect("a complete, valid local artifact");
-    // Timeouts count once the retries are spent (3 attempts of 1 s each).
-    let counted = common::stack::eventually("timeouts counted", Duration::from_secs(60), || {
-        let n = errors(&scrape(&metrics));
-        (n >= 1.0).then_some(n)
-    });
-    assert!(counted >= 1.0);
-    let log = trainer.log_text();
-    assert_eq!(mlflow_warnings(&log), 1, "{log}");
+    assert!(trainer.try_exit().is_none(), "still lingering, not crashed");
 }
 
 #[test]
