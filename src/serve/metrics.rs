@@ -40,6 +40,8 @@ pub const CARDINALITY_LIMITS: &[(&str, usize)] = &[
     ("model_prediction_value", MODEL_VERSIONS_KEPT),
     // classes × versions; a classifier with more than 16 classes reaches it sooner.
     ("model_predictions", 16 * MODEL_VERSIONS_KEPT),
+    // classes² × versions (winequality: 36 × 64 = 2304).
+    ("model_feedback_confusion", 4096),
     // Features of every model loaded (the label has no version).
     ("model_input_out_of_range", 512),
     // 8 methods × 7 routes × the status codes the service answers.
