@@ -354,7 +354,11 @@ fn every_documented_quality_metric_is_exported_with_its_type_and_labels() {
     let scrape = service.scrape();
     let classifier_scrape = classifier.scrape();
     for (name, kind, labels) in common::documented_metrics("Quality") {
-        let from = if name == "model_feedback_confusion_total" {
+        let classifier_only = [
+            "model_feedback_confusion_total",
+            "model_feedback_correct_total",
+        ];
+        let from = if classifier_only.contains(&name.as_str()) {
             &classifier_scrape
         } else {
             &scrape

@@ -88,6 +88,9 @@ pub struct VersionQuality {
     signs: [[KeyValue; 2]; 2],
     /// `[predicted][actual]`.
     confusion: Vec<Vec<[KeyValue; 3]>>,
+    /// `{model_version, class}` per class: the confusion matrix's diagonal,
+    /// which PromQL cannot select (it cannot compare two labels).
+    correct: Vec<[KeyValue; 2]>,
 }
 
 impl VersionQuality {
@@ -118,9 +121,14 @@ impl VersionQuality {
                 value.is_finite().then(|| (metric.to_owned(), *value))
             })
             .collect();
+        let correct = classes
+            .iter()
+            .map(|class| [label(), KeyValue::new("class", class.clone())])
+            .collect();
         Self {
             version: artifact.model_version.clone(),
             bytes,
+            correct,
             task: artifact.task,
             classes,
             baseline,
@@ -189,6 +197,7 @@ pub struct QualityMetrics {
     truth: Counter<f64>,
     truth_squared: Counter<f64>,
     confusion: Counter<u64>,
+    correct: Counter<u64>,
     delay: Histogram<f64>,
 }
 
@@ -261,6 +270,11 @@ impl QualityMetrics {
                 .with_unit("{prediction}")
                 .with_description("Labelled predictions by predicted and actual class")
                 .build(),
+            correct: meter
+                .u64_counter("model_feedback_correct")
+                .with_unit("{prediction}")
+                .with_description("Labelled predictions whose class was right, by class")
+                .build(),
             delay: meter
                 .f64_histogram("model_feedback_delay_seconds")
                 .with_unit("s")
@@ -292,6 +306,9 @@ impl QualityMetrics {
                     for cell in row {
                         self.confusion.add(0, cell);
                     }
+                }
+                for class in &version.correct {
+                    self.correct.add(0, class);
                 }
             }
         }
@@ -327,6 +344,11 @@ impl QualityMetrics {
             Labelled::Class { predicted, truth } => {
                 if let Some(cell) = version.confusion.get(predicted).and_then(|r| r.get(truth)) {
                     self.confusion.add(1, cell);
+                }
+                if predicted == truth {
+                    if let Some(class) = version.correct.get(truth) {
+                        self.correct.add(1, class);
+                    }
                 }
             }
         }
