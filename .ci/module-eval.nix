@@ -92,6 +92,7 @@ let
         port = 9000;
         modelPath = "/var/lib/mlwatch/model.json";
         adminTokenFile = null;
+        feedbackKeyFile = null;
         extraArgs = [ ];
       };
       train = {

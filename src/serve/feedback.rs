@@ -429,7 +429,7 @@ mod tests {
         let meter = opentelemetry::global::meter("feedback-test");
         FeedbackState {
             issuer: Issuer::new(Key::new(&[3u8; 32])),
-            metrics: QualityMetrics::new(&meter),
+            metrics: QualityMetrics::new(&meter, Default::default()),
             seen: SeenIds::new(100),
             window,
         }

@@ -176,10 +176,12 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
     let refusals = Refusals::new(&meter);
+    let versions = Arc::new(quality::Versions::default());
+    quality::observe_baseline(&meter, Arc::clone(&versions));
     let feedback = key.map(|key| {
         Arc::new(FeedbackState {
             issuer: prediction_id::Issuer::new(key),
-            metrics: quality::QualityMetrics::new(&meter),
+            metrics: quality::QualityMetrics::new(&meter, Arc::clone(&versions)),
             seen: seen::SeenIds::new(args.feedback_dedup_capacity),
             window: args.feedback_window,
         })
@@ -192,8 +194,11 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         let metrics = Arc::clone(&metrics);
         let feedback = feedback.clone();
         Box::new(move |artifact| {
-            if let Some(feedback) = &feedback {
-                feedback.metrics.prepare(&artifact);
+            match &feedback {
+                Some(feedback) => feedback.metrics.prepare(&artifact),
+                None => {
+                    versions.register(&artifact);
+                }
             }
             let labels = metrics.prepare(&artifact);
             LoadedModel::new(artifact, labels, drift_capacity)

@@ -151,7 +151,7 @@ pub struct Versions {
 impl Versions {
     /// Remembers a freshly loaded version (once). Past the bound, a new
     /// version is not remembered: its feedback is `unknown_version`.
-    fn register(&self, artifact: &Artifact) -> Option<Arc<VersionQuality>> {
+    pub fn register(&self, artifact: &Artifact) -> Option<Arc<VersionQuality>> {
         let bytes = version_bytes(&artifact.model_version)?;
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = known.iter().find(|v| v.bytes == bytes) {
@@ -185,6 +185,30 @@ pub enum Labelled {
     Class { predicted: usize, truth: usize },
 }
 
+/// `model_training_score{model_version, metric}`: the validation scores of
+/// every version `versions` remembers, read at scrape time. Exported with or
+/// without a feedback key (it is the artifact's, and the dashboards draw
+/// serving quality against it).
+pub fn observe_baseline(meter: &Meter, versions: Arc<Versions>) {
+    meter
+        .f64_observable_gauge("model_training_score")
+        .with_description("Validation scores the artifact recorded at training time")
+        .with_callback(move |o| {
+            for version in versions.all() {
+                for (metric, value) in &version.baseline {
+                    o.observe(
+                        *value,
+                        &[
+                            version.version_label[0].clone(),
+                            KeyValue::new("metric", metric.clone()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+}
+
 /// The quality instruments and the versions they count for.
 pub struct QualityMetrics {
     pub versions: Arc<Versions>,
@@ -202,7 +226,8 @@ pub struct QualityMetrics {
 }
 
 impl QualityMetrics {
-    pub fn new(meter: &Meter) -> Self {
+    /// The counters, for the versions `versions` remembers.
+    pub fn new(meter: &Meter, versions: Arc<Versions>) -> Self {
         let outcomes = meter
             .u64_counter("model_feedback")
             .with_unit("{item}")
@@ -212,25 +237,6 @@ impl QualityMetrics {
         for labels in &outcome_labels {
             outcomes.add(0, labels);
         }
-        let versions = Arc::new(Versions::default());
-        let observed = Arc::clone(&versions);
-        meter
-            .f64_observable_gauge("model_training_score")
-            .with_description("Validation scores the artifact recorded at training time")
-            .with_callback(move |o| {
-                for version in observed.all() {
-                    for (metric, value) in &version.baseline {
-                        o.observe(
-                            *value,
-                            &[
-                                version.version_label[0].clone(),
-                                KeyValue::new("metric", metric.clone()),
-                            ],
-                        );
-                    }
-                }
-            })
-            .build();
         Self {
             versions,
             issued: meter

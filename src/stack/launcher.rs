@@ -451,6 +451,10 @@ impl Stack {
 
         let exe = std::env::current_exe().context("cannot find the mlwatch executable")?;
         let model_path = state.join("model.json");
+        // One feedback key for every replica (0600, kept across restarts so
+        // ids issued before a restart still verify): docs/quality.md.
+        let feedback_key = state.join("feedback.key");
+        super::grafana::persistent_secret(&feedback_key)?;
         let mut services = Vec::new();
         for (i, address) in endpoints.apps.iter().enumerate() {
             let name = if endpoints.apps.len() == 1 {
@@ -458,12 +462,12 @@ impl Stack {
             } else {
                 format!("service-{i}")
             };
-            services.push(Supervised::spawn(
-                &name,
-                &exe,
-                &commands::service(*address, &model_path, config.drift_window),
-                &logs,
-            )?);
+            let mut args = commands::service(*address, &model_path, config.drift_window);
+            args.extend([
+                "--feedback-key-file".into(),
+                feedback_key.display().to_string(),
+            ]);
+            services.push(Supervised::spawn(&name, &exe, &args, &logs)?);
         }
         let app_urls: Vec<String> = endpoints
             .apps
