@@ -435,3 +435,69 @@ fn a_key_readable_by_others_or_too_short_stops_the_service_at_start() {
         );
     }
 }
+
+/// `mlwatch load --feedback-fraction` against `service`: its JSON summary.
+fn load_with_feedback(service: &Service, shift: &str) -> Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args([
+            "load",
+            "--target",
+            &service.base,
+            "--requests",
+            "20",
+            "--concurrency",
+            "2",
+            "--feedback-fraction",
+            "0.5",
+            "--feedback-rows",
+            "88",
+            "--feedback-delay",
+            "200ms",
+            "--concept-shift",
+            shift,
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run mlwatch load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mlwatch load failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_json(&stdout)
+}
+
+#[test]
+fn load_sends_feedback_for_a_fraction_reconciled_and_a_concept_shift_raises_the_error() {
+    let artifact = linear_artifact(1);
+    let version = artifact.model_version.clone();
+    let (service, _keys) = start_with_key(&artifact, &[]);
+    let squared_and_n = || {
+        let scrape = service.scrape();
+        let v = [("model_version", version.as_str())];
+        (
+            common::value(&scrape, "model_feedback_squared_error_total", &v).unwrap_or(0.0),
+            common::value(&scrape, "model_feedback_labelled_total", &v).unwrap_or(0.0),
+        )
+    };
+    let summary = load_with_feedback(&service, "0");
+    let feedback = &summary["feedback"];
+    assert_eq!(feedback["predicted"], json!(88), "{feedback}");
+    assert_eq!(feedback["feedback_sent"], json!(44), "half of the rows");
+    assert_eq!(feedback["by_outcome"], json!({"accepted": 44}));
+    assert_eq!(feedback["mismatches"], json!([]));
+    let (squared, n) = squared_and_n();
+    assert_eq!(n, 44.0);
+    let plain_rmse = (squared / n).sqrt();
+
+    let shifted = load_with_feedback(&service, "1.0");
+    assert_eq!(shifted["feedback"]["by_outcome"], json!({"accepted": 44}));
+    let (squared_after, n_after) = squared_and_n();
+    let shifted_rmse = ((squared_after - squared) / (n_after - n)).sqrt();
+    assert!(
+        shifted_rmse > 1.3 * plain_rmse,
+        "a one-sigma concept shift of the truth: RMSE {shifted_rmse} vs {plain_rmse}"
+    );
+}
