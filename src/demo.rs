@@ -327,6 +327,7 @@ async fn story(
     .map(String::from)
     .to_vec();
     during(stack, shutdown, "normal traffic", load(&flags, shutdown)).await?;
+    concept_shift(stack, shutdown, api, &app, quick).await?;
     println!("[3/5] drifted and invalid traffic");
     let flags: Vec<String> = [
         "--target",
@@ -407,6 +408,71 @@ async fn story(
     ];
     during(stack, shutdown, "the report", report(&flags)).await?;
     println!("report: {}", output.display());
+    Ok(())
+}
+
+/// Part of step 2: labelled predictions whose truth moved while their
+/// inputs stayed the data set's own (a concept shift, docs/quality.md).
+/// ModelQualityDegraded must fire while DataDrift stays silent: drift
+/// watches inputs, only the truth shows a model that became wrong.
+async fn concept_shift(
+    stack: &mut Stack,
+    shutdown: &Shutdown,
+    api: &crate::prometheus_api::Client,
+    app: &str,
+    quick: bool,
+) -> anyhow::Result<()> {
+    println!("      concept shift: the truth moves by 1.5 standard deviations, the inputs do not");
+    // 240 labels: over ModelQualityDegraded's floor of 200 in 30 minutes.
+    let flags: Vec<String> = [
+        "--target",
+        app,
+        "--requests",
+        "1",
+        "--feedback-fraction",
+        "1",
+        "--feedback-rows",
+        "240",
+        "--feedback-delay",
+        "1s",
+        "--concept-shift",
+        "1.5",
+    ]
+    .map(String::from)
+    .to_vec();
+    during(stack, shutdown, "the concept shift", load(&flags, shutdown)).await?;
+    let limit = Duration::from_secs(if quick { 120 } else { 300 });
+    let degraded = during(
+        stack,
+        shutdown,
+        "the quality alert wait",
+        wait_until(
+            "ModelQualityDegraded firing in Prometheus",
+            limit,
+            || async move {
+                let alerts = api.alerts().await?;
+                let firing = |name: &str| {
+                    alerts
+                        .iter()
+                        .find(|a| a.name() == name && a.state == "firing")
+                        .cloned()
+                };
+                if let Some(drift) = alerts.iter().find(|a| a.name() == "DataDrift") {
+                    anyhow::bail!(
+                        "DataDrift is {} during the concept shift: the inputs were meant to stay in distribution",
+                        drift.state
+                    );
+                }
+                Ok(firing("ModelQualityDegraded"))
+            },
+        ),
+    )
+    .await?;
+    println!(
+        "      ModelQualityDegraded fired, DataDrift is silent: {}\n      \
+         the inputs look like the training data, so only ground truth shows the model is now wrong",
+        degraded.annotation("description")
+    );
     Ok(())
 }
 
