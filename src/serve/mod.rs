@@ -194,14 +194,14 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         let metrics = Arc::clone(&metrics);
         let feedback = feedback.clone();
         Box::new(move |artifact| {
-            match &feedback {
+            let quality = match &feedback {
                 Some(feedback) => feedback.metrics.prepare(&artifact),
-                None => {
-                    versions.register(&artifact);
-                }
-            }
+                None => versions.register(&artifact),
+            };
             let labels = metrics.prepare(&artifact);
-            LoadedModel::new(artifact, labels, drift_capacity)
+            let mut model = LoadedModel::new(artifact, labels, drift_capacity);
+            model.quality = quality;
+            model
         })
     };
     let store = Arc::new(Store::open(&args.model_path, prepare).await);

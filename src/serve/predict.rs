@@ -21,7 +21,7 @@ use super::feedback::FeedbackState;
 use super::json_response;
 use super::loaded::{LoadedModel, Store};
 use super::metrics::{Outcome, ServiceMetrics};
-use super::prediction_id::Predicted;
+use super::prediction_id::{Predicted, ID_CHARS};
 use super::refusals::{Refusal, Refusals};
 use crate::model::Prediction;
 use poem::http::{header, Method, StatusCode};
@@ -165,33 +165,34 @@ impl PredictEndpoint {
         self.metrics
             .success(model, rows, &predictions, started.elapsed());
         let mut response = json_response(StatusCode::OK, body);
-        if let Some(header) = ids
-            .map(|ids| ids.join(","))
-            .and_then(|ids| header::HeaderValue::from_str(&ids).ok())
-        {
+        if let Some(header) = ids.and_then(|ids| header::HeaderValue::try_from(ids).ok()) {
             response.headers_mut().insert(PREDICTION_ID_HEADER, header);
         }
         Ok(response)
     }
 
-    /// One signed id per prediction, when feedback is configured.
-    fn issue_ids(&self, model: &LoadedModel, predictions: &[Prediction]) -> Option<Vec<String>> {
+    /// One signed id per prediction, comma-separated (the header's form;
+    /// the JSON lists the same), when feedback is configured.
+    fn issue_ids(&self, model: &LoadedModel, predictions: &[Prediction]) -> Option<String> {
         let feedback = self.feedback.as_ref()?;
         let version = model.id_version?;
         let issued_ms = FeedbackState::now_ms();
-        let ids = predictions
-            .iter()
-            .map(|prediction| {
-                let predicted = match prediction {
-                    Prediction::Value(v) => Predicted::Value(*v),
-                    Prediction::Class { class, .. } => Predicted::Class(*class),
-                };
-                feedback.issuer.issue(version, issued_ms, predicted)
-            })
-            .collect();
-        feedback
-            .metrics
-            .issued(&model.labels.version, predictions.len());
+        let mut ids = String::with_capacity(predictions.len() * (ID_CHARS + 1));
+        for (i, prediction) in predictions.iter().enumerate() {
+            if i > 0 {
+                ids.push(',');
+            }
+            let predicted = match prediction {
+                Prediction::Value(v) => Predicted::Value(*v),
+                Prediction::Class { class, .. } => Predicted::Class(*class),
+            };
+            feedback
+                .issuer
+                .issue_into(version, issued_ms, predicted, &mut ids);
+        }
+        if let Some(quality) = &model.quality {
+            quality.issued(predictions.len());
+        }
         Some(ids)
     }
 }
@@ -241,7 +242,7 @@ fn render(
     model: &LoadedModel,
     predictions: &[Prediction],
     batch: bool,
-    ids: Option<&[String]>,
+    ids: Option<&str>,
 ) -> Result<String, serde_json::Error> {
     #[derive(serde::Serialize)]
     struct Single<'a> {
@@ -255,7 +256,7 @@ fn render(
         model_version: &'a str,
         predictions: Vec<Output<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        prediction_ids: Option<&'a [String]>,
+        prediction_ids: Option<IdList<'a>>,
     }
     let classes = &model.artifact.class_names;
     let model_version = &model.artifact.model_version;
@@ -267,14 +268,23 @@ fn render(
         serde_json::to_string(&Batch {
             model_version,
             predictions: outputs.collect(),
-            prediction_ids: ids,
+            prediction_ids: ids.map(IdList),
         })
     } else {
         serde_json::to_string(&Single {
             model_version,
             prediction: outputs.next(),
-            prediction_id: ids.and_then(|ids| ids.first()).map(String::as_str),
+            prediction_id: ids,
         })
+    }
+}
+
+/// Comma-separated ids as a JSON list (ids are base64url: no commas).
+struct IdList<'a>(&'a str);
+
+impl Serialize for IdList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.split(','))
     }
 }
 

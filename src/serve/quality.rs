@@ -8,6 +8,7 @@
 //! `model_version` label value the process did not load itself. Label sets
 //! are built when a version is registered, so recording is a lookup.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -88,12 +89,20 @@ pub struct VersionQuality {
     signs: [[KeyValue; 2]; 2],
     /// `[predicted][actual]`.
     confusion: Vec<Vec<[KeyValue; 3]>>,
+    /// Ids issued for this version: an atomic read at scrape time, so that
+    /// /predict makes no OpenTelemetry call for it (like the drift bins).
+    issued: AtomicU64,
     /// `{model_version, class}` per class: the confusion matrix's diagonal,
     /// which PromQL cannot select (it cannot compare two labels).
     correct: Vec<[KeyValue; 2]>,
 }
 
 impl VersionQuality {
+    /// Counts `rows` ids issued for this version.
+    pub fn issued(&self, rows: usize) {
+        self.issued.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn new(artifact: &Artifact, bytes: [u8; 6]) -> Self {
         let version: Arc<str> = Arc::from(artifact.model_version.as_str());
         let label = || KeyValue::new("model_version", Arc::clone(&version));
@@ -128,6 +137,7 @@ impl VersionQuality {
         Self {
             version: artifact.model_version.clone(),
             bytes,
+            issued: AtomicU64::new(0),
             correct,
             task: artifact.task,
             classes,
@@ -212,7 +222,6 @@ pub fn observe_baseline(meter: &Meter, versions: Arc<Versions>) {
 /// The quality instruments and the versions they count for.
 pub struct QualityMetrics {
     pub versions: Arc<Versions>,
-    issued: Counter<u64>,
     outcomes: Counter<u64>,
     outcome_labels: [[KeyValue; 1]; 7],
     labelled: Counter<u64>,
@@ -237,13 +246,22 @@ impl QualityMetrics {
         for labels in &outcome_labels {
             outcomes.add(0, labels);
         }
+        let observed = Arc::clone(&versions);
+        meter
+            .u64_observable_counter("model_prediction_ids_issued")
+            .with_unit("{prediction}")
+            .with_description("Prediction ids issued (one per predicted row)")
+            .with_callback(move |o| {
+                for version in observed.all() {
+                    o.observe(
+                        version.issued.load(Ordering::Relaxed),
+                        &version.version_label,
+                    );
+                }
+            })
+            .build();
         Self {
             versions,
-            issued: meter
-                .u64_counter("model_prediction_ids_issued")
-                .with_unit("{prediction}")
-                .with_description("Prediction ids issued (one per predicted row)")
-                .build(),
             outcomes,
             outcome_labels,
             labelled: meter
@@ -290,13 +308,11 @@ impl QualityMetrics {
         }
     }
 
-    /// Registers a freshly loaded model and creates its series at zero.
-    pub fn prepare(&self, artifact: &Artifact) {
-        let Some(version) = self.versions.register(artifact) else {
-            return;
-        };
+    /// Registers a freshly loaded model and creates its series at zero;
+    /// its entry, unless the version bound is reached.
+    pub fn prepare(&self, artifact: &Artifact) -> Option<Arc<VersionQuality>> {
+        let version = self.versions.register(artifact)?;
         let label = &version.version_label;
-        self.issued.add(0, label);
         self.labelled.add(0, label);
         match version.task {
             Task::Regression => {
@@ -318,10 +334,7 @@ impl QualityMetrics {
                 }
             }
         }
-    }
-
-    pub fn issued(&self, labels: &[KeyValue], rows: usize) {
-        self.issued.add(rows as u64, labels);
+        Some(version)
     }
 
     pub fn outcome(&self, outcome: FeedbackOutcome) {
