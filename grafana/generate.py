@@ -59,6 +59,8 @@ HEARTBEAT_SECONDS = 900       # StalledTraining
 R2_FLOOR = 0.3                # ModelQualityLow (regression)
 ACCURACY_FLOOR = 0.5          # ModelQualityLow (classification)
 OVERFIT_GAP = 0.2             # TrainingOverfitting
+RMSE_FACTOR = 1.5             # ModelQualityDegraded (regression)
+ACCURACY_FACTOR = 0.85        # ModelQualityDegraded (classification)
 
 NO_GPU = "No GPU detected"
 
@@ -691,6 +693,97 @@ def quantile(qq, by="model_version"):
     return f"histogram_quantile({qq}, sum by ({by}, le) ({DUR}{{{IV}}}))"
 
 
+# Quality from ground truth (prometheus/rules/ml_quality.yml): sums of the
+# instance-level 30m increases over the selected instances, then the ratio,
+# so "All" instances is the fleet value the alert reads and one instance is
+# that replica's own.
+QI = "job_instance_model_version"
+
+
+def fsum(metric):
+    return f"sum by (model_version) ({QI}:model_feedback_{metric}:increase30m{{{IV}}})"
+
+
+N30 = f"({fsum('labelled')} > 0)"
+
+
+def serving(expr, name):
+    return f'label_replace({expr}, "series", "{name} serving", "", "")'
+
+
+def at_training(metrics):
+    return (f'label_replace(max by (model_version, metric) (model_training_score'
+            f'{{{IV}, metric=~"{metrics}"}}), "series", "$1 at training", "metric", "(.*)")')
+
+
+def quality_row():
+    mae = f"{fsum('absolute_error')} / {N30}"
+    rmse = f"sqrt({fsum('squared_error')} / {N30})"
+    r2 = (f"1 - {fsum('squared_error')} / (({fsum('truth_squared')} - "
+          f"{fsum('truth')} ^ 2 / {N30}) > 0)")
+    accuracy = (f"sum by (model_version) ({QI}_class:model_feedback_correct:increase30m"
+                f"{{{IV}}}) / {N30}")
+    legend = "{{series}} · {{model_version}}"
+    return row(
+        "Quality from ground truth",
+        "Is the model still right? Truth sent to POST /feedback, joined to "
+        "the prediction it belongs to by its signed id, over 30 minutes "
+        "(docs/quality.md). All instances: the fleet; one instance: what "
+        "that replica joined.",
+        timeseries("Error vs training (MAE, RMSE, 30 m)",
+                   "Serving MAE and RMSE of the labelled predictions of the last "
+                   "30 minutes, against the validation MAE and RMSE the same "
+                   "model version scored at training time (model_training_score). "
+                   "ModelQualityDegraded fires when the fleet RMSE stays above "
+                   f"{RMSE_FACTOR} × the training RMSE for 10 m over ≥ 200 labels. "
+                   "Only the training lines while no feedback arrives.",
+                   [q(f"{serving(mae, 'MAE')} or {serving(rmse, 'RMSE')} or "
+                      f"{at_training('mae|rmse')}", legend)],
+                   unit="none", w=12, min_=0, alerts=["ModelQualityDegraded"]),
+        timeseries("R² or accuracy vs training (30 m)",
+                   "Regression: R² = 1 − SSE / (Σy² − (Σy)²/n) of the last 30 "
+                   "minutes of feedback; classification: accuracy. Against the "
+                   "version's validation R² or accuracy. ModelQualityDegraded "
+                   f"fires below {ACCURACY_FACTOR} × the training accuracy. Only "
+                   "the training lines while no feedback arrives.",
+                   [q(f"{serving(r2, 'R²')} or {serving(accuracy, 'accuracy')} or "
+                      f"{at_training('r_squared|accuracy')}", legend)],
+                   unit="none", w=12, alerts=["ModelQualityDegraded"]),
+        timeseries("Feedback outcomes per second",
+                   "POST /feedback items by outcome (model_feedback_total): "
+                   "accepted, forged (bad or altered id), expired "
+                   "(--feedback-window), duplicate, invalid_truth, "
+                   "unknown_version, malformed. A flat 0 (outcome \"none\") "
+                   "without a feedback key. GroundTruthStalled fires when ids "
+                   "are issued but nothing is accepted for 30 m.",
+                   [q("sum by (outcome) (job_instance_outcome:model_feedback:rate5m"
+                      f"{{{I}}}) or on() "
+                      'label_replace(vector(0), "outcome", "none", "", "")',
+                      "{{outcome}}")],
+                   unit="short", w=8, min_=0, stack=True,
+                   alerts=["GroundTruthStalled"]),
+        timeseries("Coverage (labelled share of ids issued, 30 m)",
+                   "Labelled predictions / prediction ids issued over 30 "
+                   "minutes. Labels that take longer than the window make it "
+                   "read low. 0 while no ids are issued (no feedback key).",
+                   [q(f"sum({QI}:model_feedback_labelled:increase30m{{{IV}}}) / "
+                      f"(sum({QI}:model_prediction_ids_issued:increase30m{{{IV}}}) > 0)"
+                      " or on() vector(0)", "coverage")],
+                   unit="percentunit", w=8, min_=0, max_=1),
+        timeseries("Label delay p50 / p95 (30 m)",
+                   "Time from a prediction to its accepted feedback "
+                   "(model_feedback_delay_seconds), quantiles of the last 30 "
+                   "minutes. 0 while no feedback arrives.",
+                   [q("histogram_quantile(0.5, sum by (le) "
+                      f"({QI}_le:model_feedback_delay_seconds_bucket:increase30m{{{IV}}}))"
+                      " or on() vector(0)", "p50"),
+                    q("histogram_quantile(0.95, sum by (le) "
+                      f"({QI}_le:model_feedback_delay_seconds_bucket:increase30m{{{IV}}}))"
+                      " or on() vector(0)", "p95")],
+                   unit="s", w=8, min_=0),
+    )
+
+
 def predict_api():
     overview = row(
         "Overview", "Is the service up, serving, fast and correct right now?",
@@ -966,6 +1059,8 @@ def predict_api():
                        "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}})]),
     )
 
+    quality = quality_row()
+
     alerts = row(
         "Alerts", "Which alerts are firing or about to fire?",
         table("Firing and pending alerts (Prometheus)",
@@ -1008,7 +1103,8 @@ def predict_api():
                   'label_values(model_info{job=~"$job", instance=~"$instance"}, '
                   "model_version)",
                   "Model version(s) to show (those the selected instances serve)")],
-        [overview, traffic, latency, predictions, model, resources, gpus, drift, alerts],
+        [overview, traffic, latency, predictions, model, resources, gpus, drift, quality,
+         alerts],
         [alert_annotation("$job"),
          annotation("Model reloaded", "green",
                     f'increase(model_reloads_total{{result="success", {I}}}[1m]) > 0',

@@ -368,6 +368,19 @@ in
         '';
       };
 
+      feedbackKeyFile = mkOption {
+        type = types.nullOr externalPath;
+        default = null;
+        example = "/run/secrets/mlwatch-feedback-key";
+        description = ''
+          The HMAC key (at least 32 bytes) that signs prediction ids and
+          verifies `POST /feedback` (docs/quality.md), outside the Nix store;
+          every replica of a fleet must be given the same key. Handed to the
+          service with systemd's `LoadCredential=`, so it may be readable by
+          root only. `null`: no prediction ids, `/feedback` answers 503.
+        '';
+      };
+
       extraArgs = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -584,10 +597,13 @@ in
           ExecStart = utils.escapeSystemdExecArgs
             ([ exe "serve" "--listen" (listen cfg.serve.address cfg.serve.port) "--model-path" cfg.serve.modelPath ]
               ++ cfg.serve.extraArgs)
-          + lib.optionalString (cfg.serve.adminTokenFile != null) " --admin-token-file %d/admin-token";
+          + lib.optionalString (cfg.serve.adminTokenFile != null) " --admin-token-file %d/admin-token"
+          + lib.optionalString (cfg.serve.feedbackKeyFile != null) " --feedback-key-file %d/feedback-key";
           # SIGHUP makes the service reload its model.
           ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
-          LoadCredential = mkIf (cfg.serve.adminTokenFile != null) [ "admin-token:${cfg.serve.adminTokenFile}" ];
+          LoadCredential = mkIf (cfg.serve.adminTokenFile != null || cfg.serve.feedbackKeyFile != null)
+            (optional (cfg.serve.adminTokenFile != null) "admin-token:${toString cfg.serve.adminTokenFile}"
+              ++ optional (cfg.serve.feedbackKeyFile != null) "feedback-key:${toString cfg.serve.feedbackKeyFile}");
           Restart = "on-failure";
           RestartSec = "5s";
         };

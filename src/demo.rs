@@ -343,6 +343,7 @@ async fn story(
         load(normal_traffic, shutdown),
     )
     .await?;
+    concept_shift(stack, shutdown, api, &app, quick).await?;
     println!("[3/5] drifted and invalid traffic");
     during(
         stack,
@@ -404,6 +405,71 @@ async fn story(
     };
     during(stack, shutdown, "the report", write).await?;
     println!("report: {}", report.output.display());
+    Ok(())
+}
+
+/// Part of step 2: labelled predictions whose truth moved while their
+/// inputs stayed the data set's own (a concept shift, docs/quality.md).
+/// ModelQualityDegraded must fire while DataDrift stays silent: drift
+/// watches inputs, only the truth shows a model that became wrong.
+async fn concept_shift(
+    stack: &mut Stack,
+    shutdown: &Shutdown,
+    api: &crate::prometheus_api::Client,
+    app: &str,
+    quick: bool,
+) -> anyhow::Result<()> {
+    println!("      concept shift: the truth moves by 1.5 standard deviations, the inputs do not");
+    // 240 labels: over ModelQualityDegraded's floor of 200 in 30 minutes.
+    let shifted = LoadConfig {
+        stop: Stop::Requests(1),
+        feedback: Some(crate::load::feedback::FeedbackOptions {
+            rows: 240,
+            fraction: 1.0,
+            delay: Duration::from_secs(1),
+            concept_shift: 1.5,
+        }),
+        ..LoadConfig::new(app)
+    };
+    during(
+        stack,
+        shutdown,
+        "the concept shift",
+        load(shifted, shutdown),
+    )
+    .await?;
+    let limit = Duration::from_secs(if quick { 120 } else { 300 });
+    let degraded = during(
+        stack,
+        shutdown,
+        "the quality alert wait",
+        wait_until(
+            "ModelQualityDegraded firing in Prometheus",
+            limit,
+            || async move {
+                let alerts = api.alerts().await?;
+                let firing = |name: &str| {
+                    alerts
+                        .iter()
+                        .find(|a| a.name() == name && a.state == "firing")
+                        .cloned()
+                };
+                if let Some(drift) = alerts.iter().find(|a| a.name() == "DataDrift") {
+                    anyhow::bail!(
+                        "DataDrift is {} during the concept shift: the inputs were meant to stay in distribution",
+                        drift.state
+                    );
+                }
+                Ok(firing("ModelQualityDegraded"))
+            },
+        ),
+    )
+    .await?;
+    println!(
+        "      ModelQualityDegraded fired, DataDrift is silent: {}\n      \
+         the inputs look like the training data, so only ground truth shows the model is now wrong",
+        degraded.annotation("description")
+    );
     Ok(())
 }
 

@@ -9,9 +9,11 @@
 //! the model's features and training reference, [`traffic`] builds the
 //! requests, [`mix`] interleaves the classes, [`driver`] paces and sends,
 //! [`stats`] keeps latency percentiles, [`summary`] reports, [`reconcile`]
-//! compares counts with `/metrics`. docs/load.md is the user's guide.
+//! compares counts with `/metrics`, [`feedback`] sends ground truth for
+//! labelled predictions afterwards. docs/load.md is the user's guide.
 
 pub mod driver;
+pub mod feedback;
 pub mod mix;
 pub mod reconcile;
 pub mod stats;
@@ -104,6 +106,20 @@ pub struct LoadArgs {
     /// File holding the service's admin token (what its --admin-token-file holds).
     #[arg(long, env = "MLWATCH_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// After the traffic, predict --feedback-rows rows of the model's data
+    /// set and send the truth of this share of them (0: no feedback phase).
+    #[arg(long, default_value_t = 0.0)]
+    pub feedback_fraction: f64,
+    /// Data set rows the feedback phase predicts.
+    #[arg(long, default_value_t = 200)]
+    pub feedback_rows: usize,
+    /// Wait between a prediction and its feedback.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub feedback_delay: Duration,
+    /// Concept shift of the truth sent: regression targets move by this many
+    /// standard deviations; classes become the next class with this probability.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub concept_shift: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +152,8 @@ pub struct LoadConfig {
     pub artifact: Option<PathBuf>,
     /// The service's admin token, when it guards GET /model with one.
     pub admin_token: Option<AdminToken>,
+    /// The labelled phase after the traffic, if any.
+    pub feedback: Option<feedback::FeedbackOptions>,
 }
 
 impl LoadConfig {
@@ -154,6 +172,7 @@ impl LoadConfig {
             limits: Limits::default(),
             artifact: None,
             admin_token: None,
+            feedback: None,
         }
     }
 
@@ -193,6 +212,18 @@ impl LoadConfig {
             "--drift-sigma must be a finite number"
         );
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
+        if let Some(f) = &self.feedback {
+            anyhow::ensure!(
+                f.fraction > 0.0 && f.fraction <= 1.0,
+                "--feedback-fraction must be in (0, 1], got {}",
+                f.fraction
+            );
+            anyhow::ensure!(f.rows > 0, "--feedback-rows must be at least 1");
+            anyhow::ensure!(
+                f.concept_shift.is_finite(),
+                "--concept-shift must be a finite number"
+            );
+        }
         Ok(())
     }
 
@@ -235,6 +266,12 @@ impl TryFrom<LoadArgs> for LoadConfig {
                 args.admin_token_file.as_deref(),
             )?
             .map(AdminToken::new),
+            feedback: (args.feedback_fraction != 0.0).then_some(feedback::FeedbackOptions {
+                rows: args.feedback_rows,
+                fraction: args.feedback_fraction,
+                delay: args.feedback_delay,
+                concept_shift: args.concept_shift,
+            }),
         };
         config.validate()?;
         Ok(config)
@@ -357,7 +394,25 @@ async fn generate_until(
         elapsed: driven.elapsed,
         skipped_invalid_kinds: skipped,
     };
-    Ok(LoadSummary::new(info, &driven.tally, reconciliation))
+    let mut summary = LoadSummary::new(info, &driven.tally, reconciliation);
+    if let Some(options) = config.feedback {
+        let dataset = target::model_info(&client, &base, token)
+            .await?
+            .dataset
+            .context("GET /model names no data set, which --feedback-fraction needs")?;
+        summary.feedback = Some(
+            feedback::run(
+                &client,
+                &bases,
+                &dataset,
+                options,
+                config.seed,
+                config.reconcile,
+            )
+            .await?,
+        );
+    }
+    Ok(summary)
 }
 
 fn reconcile_counts(

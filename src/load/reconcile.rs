@@ -32,7 +32,7 @@ const STATUSES: [&str; 3] = ["success", "invalid_input", "error"];
 
 /// Parses a whole exposition (Prometheus text format 0.0.4); an error when
 /// nothing in it is a sample.
-fn parse_exposition(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+pub(super) fn parse_exposition(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .context("cannot read the exposition")?;
     anyhow::ensure!(

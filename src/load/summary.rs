@@ -211,6 +211,9 @@ pub struct LoadSummary {
     schedule_lag_ms: Option<LagSummary>,
     /// `None` with `--no-reconcile`.
     pub reconciliation: Option<Reconciliation>,
+    /// The labelled phase (`--feedback-fraction`), if it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<super::feedback::FeedbackSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -381,12 +384,17 @@ impl LoadSummary {
                 max: ms(tally.lag.max()),
             }),
             reconciliation,
+            feedback: None,
         }
     }
 
     /// True unless reconciliation ran and found a mismatch.
     pub fn reconciled(&self) -> bool {
         self.reconciliation.as_ref().is_none_or(|r| r.is_ok())
+            && self
+                .feedback
+                .as_ref()
+                .is_none_or(|f| f.mismatches.is_empty())
     }
 
     /// Answers that were not what their class expects.
@@ -396,6 +404,12 @@ impl LoadSummary {
 
     /// An error naming every reconciliation mismatch, if there is one.
     pub fn check_reconciliation(&self) -> anyhow::Result<()> {
+        if let Some(feedback) = self.feedback.as_ref().filter(|f| !f.mismatches.is_empty()) {
+            anyhow::bail!(
+                "the service's feedback counters do not match what the load tool sent: {}",
+                feedback.mismatches.join("; ")
+            );
+        }
         match &self.reconciliation {
             Some(r) if !r.is_ok() => anyhow::bail!(
                 "the service's counters do not match what the load tool sent and received ({} mismatch{}): {}",
@@ -529,7 +543,33 @@ impl fmt::Display for LoadSummary {
         match &self.reconciliation {
             Some(r) => write!(f, "{r}"),
             None => write!(f, "reconciliation: skipped (--no-reconcile)"),
+        }?;
+        if let Some(fb) = &self.feedback {
+            let outcomes: Vec<String> = fb
+                .by_outcome
+                .iter()
+                .map(|(o, n)| format!("{o} {n}"))
+                .collect();
+            write!(
+                f,
+                "\nfeedback: {} {} rows predicted, truth sent for {} (concept shift {}): {}; {}",
+                fb.predicted,
+                fb.dataset,
+                fb.feedback_sent,
+                fb.concept_shift,
+                if outcomes.is_empty() {
+                    "-".to_owned()
+                } else {
+                    outcomes.join(", ")
+                },
+                match (fb.reconciled, fb.mismatches.is_empty()) {
+                    (false, _) => "not reconciled".to_owned(),
+                    (true, true) => "every outcome counted by the service".to_owned(),
+                    (true, false) => format!("MISMATCH: {}", fb.mismatches.join("; ")),
+                }
+            )?;
         }
+        Ok(())
     }
 }
 

@@ -28,6 +28,12 @@ pub struct ModelInfo {
     pub features: Vec<String>,
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// The data set the model was trained on (the feedback phase's rows).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// The artifact's seed, which also split its validation rows.
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// The loaded artifact's training reference.
     #[serde(default)]
     pub reference: Option<DriftReference>,

@@ -19,6 +19,11 @@ pub struct LoadedModel {
     pub labels: ModelLabels,
     /// `None` without instrumentation.
     pub drift: Option<DriftWindow>,
+    /// The version as prediction ids carry it (always `Some` for a loaded
+    /// artifact, whose version is 12 hex digits).
+    pub id_version: Option<[u8; 6]>,
+    /// This version's quality entry (ids issued), when remembered.
+    pub quality: Option<std::sync::Arc<super::quality::VersionQuality>>,
 }
 
 impl LoadedModel {
@@ -28,6 +33,8 @@ impl LoadedModel {
         Self {
             schema: Schema::new(&artifact.feature_names),
             drift: drift_capacity.map(|c| DriftWindow::new(&artifact.reference, c)),
+            id_version: super::prediction_id::version_bytes(&artifact.model_version),
+            quality: None,
             labels,
             artifact,
         }

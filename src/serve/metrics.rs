@@ -29,7 +29,7 @@ pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
 /// (OpenTelemetry has no way to retire a label set), so reloads accumulate
 /// series; past these limits new label sets fold into one
 /// `otel_metric_overflow="true"` series instead of growing without bound.
-const MODEL_VERSIONS_KEPT: usize = 64;
+pub(crate) const MODEL_VERSIONS_KEPT: usize = 64;
 
 /// The service's deliberate per-instrument cardinality limits
 /// (docs/metrics.md): label sets per instrument.
@@ -40,6 +40,8 @@ pub const CARDINALITY_LIMITS: &[(&str, usize)] = &[
     ("model_prediction_value", MODEL_VERSIONS_KEPT),
     // classes × versions; a classifier with more than 16 classes reaches it sooner.
     ("model_predictions", 16 * MODEL_VERSIONS_KEPT),
+    // classes² × versions (winequality: 36 × 64 = 2304).
+    ("model_feedback_confusion", 4096),
     // Features of every model loaded (the label has no version).
     ("model_input_out_of_range", 512),
     // 8 methods × 7 routes × the status codes the service answers.

@@ -10,18 +10,25 @@
 //! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
 //! [`middleware`] times every HTTP request, [`admin`] reloads and guards
 //! `/model` with the admin token, [`status`] reports health and readiness.
+//! With a `--feedback-key-file`, /predict signs a [`prediction_id`] per row
+//! and [`feedback`] joins later truth to it into the [`quality`] counters,
+//! refusing duplicates it has [`seen`].
 
 pub mod admin;
 pub mod bad_input;
 pub mod body;
 pub mod decode;
 pub mod drift;
+pub mod feedback;
 pub mod labels;
 pub mod loaded;
 pub mod metrics;
 pub mod middleware;
 pub mod predict;
+pub mod prediction_id;
+pub mod quality;
 pub mod refusals;
+pub mod seen;
 pub mod server;
 pub mod state;
 pub mod status;
@@ -39,6 +46,7 @@ use serde_json::json;
 use crate::resources::{ResourceSampler, Role};
 use crate::telemetry::{exposition_response, Telemetry};
 use body::BodyLimits;
+use feedback::{FeedbackEndpoint, FeedbackState};
 use loaded::{LoadedModel, Store};
 use metrics::ServiceMetrics;
 use middleware::HttpMetrics;
@@ -47,8 +55,9 @@ use refusals::Refusals;
 use server::ServerOptions;
 
 /// The route templates of the app, as the HTTP metrics label them.
-pub const ROUTES: [&str; 6] = [
+pub const ROUTES: [&str; 7] = [
     "/predict",
+    "/feedback",
     "/metrics",
     "/health",
     "/ready",
@@ -94,6 +103,21 @@ pub struct ServeArgs {
     /// Interval of the CPU/memory/GPU sampler.
     #[arg(long, env = "MLWATCH_SAMPLE_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub sample_interval: Duration,
+    /// Key shared by every replica, to sign prediction ids and verify
+    /// feedback (0600, at least 32 bytes). Without it no ids are issued and
+    /// POST /feedback answers 503.
+    #[arg(long, env = "MLWATCH_FEEDBACK_KEY_FILE")]
+    pub feedback_key_file: Option<PathBuf>,
+    /// How long after a prediction its feedback is accepted.
+    #[arg(long, env = "MLWATCH_FEEDBACK_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub feedback_window: Duration,
+    /// Accepted prediction ids remembered to refuse duplicates (per replica).
+    #[arg(
+        long,
+        env = "MLWATCH_FEEDBACK_DEDUP_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub feedback_dedup_capacity: usize,
     /// Disable prediction metrics and drift tracking (benchmark baseline).
     #[arg(long)]
     no_instrumentation: bool,
@@ -108,12 +132,14 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         (args.max_body_bytes, "--max-body-bytes"),
         (args.drift_window, "--drift-window"),
         (args.max_inflight_bodies, "--max-inflight-bodies"),
+        (args.feedback_dedup_capacity, "--feedback-dedup-capacity"),
     ] {
         anyhow::ensure!(value > 0, "{flag} must be at least 1");
     }
     for (value, flag) in [
         (args.header_read_timeout, "--header-read-timeout"),
         (args.body_read_timeout, "--body-read-timeout"),
+        (args.feedback_window, "--feedback-window"),
     ] {
         anyhow::ensure!(!value.is_zero(), "{flag} must be longer than 0s");
     }
@@ -121,12 +147,20 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         args.admin_token.as_deref(),
         args.admin_token_file.as_deref(),
     )?;
+    // Before the port: a bad key is a configuration error, not a state.
+    let key = args
+        .feedback_key_file
+        .as_deref()
+        .map(prediction_id::Key::load)
+        .transpose()?;
     let instrumented = !args.no_instrumentation;
     // The port first: "address in use" is a start-up error before the
     // (possibly slow) model load, and a `:0` port is known when logged.
     let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
+    let feedback_enabled = key.is_some();
     tracing::info!(
         listen = %address,
+        feedback = feedback_enabled,
         model_path = %args.model_path.display(),
         instrumented,
         drift_window = args.drift_window,
@@ -143,15 +177,32 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
     let refusals = Refusals::new(&meter);
+    let versions = Arc::new(quality::Versions::default());
+    quality::observe_baseline(&meter, Arc::clone(&versions));
+    let feedback = key.map(|key| {
+        Arc::new(FeedbackState {
+            issuer: prediction_id::Issuer::new(key),
+            metrics: quality::QualityMetrics::new(&meter, Arc::clone(&versions)),
+            seen: seen::SeenIds::new(args.feedback_dedup_capacity),
+            window: args.feedback_window,
+        })
+    });
     // Listen for SIGHUP before the (possibly slow) first load, so that an
     // early SIGHUP reloads rather than kills the process.
     let hangups = admin::Hangups::listen()?;
     let drift_capacity = instrumented.then_some(args.drift_window);
     let prepare = {
         let metrics = Arc::clone(&metrics);
+        let feedback = feedback.clone();
         Box::new(move |artifact| {
+            let quality = match &feedback {
+                Some(feedback) => feedback.metrics.prepare(&artifact),
+                None => versions.register(&artifact),
+            };
             let labels = metrics.prepare(&artifact);
-            LoadedModel::new(artifact, labels, drift_capacity)
+            let mut model = LoadedModel::new(artifact, labels, drift_capacity);
+            model.quality = quality;
+            model
         })
     };
     let store = Arc::new(Store::open(&args.model_path, prepare).await);
@@ -161,6 +212,12 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     let hangup = hangups.reload_on_each(Arc::clone(&store), Arc::clone(&metrics));
     metrics.observe(&store, drift_capacity);
 
+    // One set of body slots for /predict and /feedback together.
+    let body = BodyLimits::new(
+        args.max_body_bytes,
+        args.body_read_timeout,
+        args.max_inflight_bodies,
+    );
     let app = Route::new()
         .at(
             "/predict",
@@ -169,11 +226,17 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
                 metrics: Arc::clone(&metrics),
                 refusals: refusals.clone(),
                 max_batch: args.max_batch,
-                body: BodyLimits::new(
-                    args.max_body_bytes,
-                    args.body_read_timeout,
-                    args.max_inflight_bodies,
-                ),
+                body: body.clone(),
+                feedback: feedback.clone(),
+            },
+        )
+        .at(
+            "/feedback",
+            FeedbackEndpoint {
+                state: feedback,
+                refusals: refusals.clone(),
+                max_batch: args.max_batch,
+                body,
             },
         )
         .at(

@@ -17,9 +17,11 @@ use std::time::Instant;
 
 use super::body::{BodyLimits, BodyRefused};
 use super::decode::{self, BadInput, InputError};
+use super::feedback::FeedbackState;
 use super::json_response;
 use super::loaded::{LoadedModel, Store};
 use super::metrics::{Outcome, ServiceMetrics};
+use super::prediction_id::{Predicted, ID_CHARS};
 use super::refusals::{Refusal, Refusals};
 use crate::model::Prediction;
 use poem::http::{header, Method, StatusCode};
@@ -33,6 +35,8 @@ pub struct PredictEndpoint {
     pub refusals: Refusals,
     pub max_batch: usize,
     pub body: BodyLimits,
+    /// With a feedback key: signs one prediction id per row.
+    pub feedback: Option<Arc<FeedbackState>>,
 }
 
 impl Endpoint for PredictEndpoint {
@@ -151,7 +155,8 @@ impl PredictEndpoint {
                 }),
             ));
         }
-        let body = render(model, &predictions, decoded.batch).map_err(|e| {
+        let ids = self.issue_ids(model, &predictions);
+        let body = render(model, &predictions, decoded.batch, ids.as_deref()).map_err(|e| {
             Failure::Server(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "cannot encode the response", "detail": e.to_string()}),
@@ -159,9 +164,42 @@ impl PredictEndpoint {
         })?;
         self.metrics
             .success(model, rows, &predictions, started.elapsed());
-        Ok(json_response(StatusCode::OK, body))
+        let mut response = json_response(StatusCode::OK, body);
+        if let Some(header) = ids.and_then(|ids| header::HeaderValue::try_from(ids).ok()) {
+            response.headers_mut().insert(PREDICTION_ID_HEADER, header);
+        }
+        Ok(response)
+    }
+
+    /// One signed id per prediction, comma-separated (the header's form;
+    /// the JSON lists the same), when feedback is configured.
+    fn issue_ids(&self, model: &LoadedModel, predictions: &[Prediction]) -> Option<String> {
+        let feedback = self.feedback.as_ref()?;
+        let version = model.id_version?;
+        let issued_ms = FeedbackState::now_ms();
+        let mut ids = String::with_capacity(predictions.len() * (ID_CHARS + 1));
+        for (i, prediction) in predictions.iter().enumerate() {
+            if i > 0 {
+                ids.push(',');
+            }
+            let predicted = match prediction {
+                Prediction::Value(v) => Predicted::Value(*v),
+                Prediction::Class { class, .. } => Predicted::Class(*class),
+            };
+            feedback
+                .issuer
+                .issue_into(version, issued_ms, predicted, &mut ids);
+        }
+        if let Some(quality) = &model.quality {
+            quality.issued(predictions.len());
+        }
+        Some(ids)
     }
 }
+
+/// The response header with the prediction ids, comma-separated for a
+/// batch (docs/service.md).
+pub const PREDICTION_ID_HEADER: &str = "x-prediction-id";
 
 impl PredictEndpoint {
     /// Counts a refused body and says how to answer it.
@@ -204,16 +242,21 @@ fn render(
     model: &LoadedModel,
     predictions: &[Prediction],
     batch: bool,
+    ids: Option<&str>,
 ) -> Result<String, serde_json::Error> {
     #[derive(serde::Serialize)]
     struct Single<'a> {
         model_version: &'a str,
         prediction: Option<Output<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prediction_id: Option<&'a str>,
     }
     #[derive(serde::Serialize)]
     struct Batch<'a> {
         model_version: &'a str,
         predictions: Vec<Output<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prediction_ids: Option<IdList<'a>>,
     }
     let classes = &model.artifact.class_names;
     let model_version = &model.artifact.model_version;
@@ -225,12 +268,23 @@ fn render(
         serde_json::to_string(&Batch {
             model_version,
             predictions: outputs.collect(),
+            prediction_ids: ids.map(IdList),
         })
     } else {
         serde_json::to_string(&Single {
             model_version,
             prediction: outputs.next(),
+            prediction_id: ids,
         })
+    }
+}
+
+/// Comma-separated ids as a JSON list (ids are base64url: no commas).
+struct IdList<'a>(&'a str);
+
+impl Serialize for IdList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.split(','))
     }
 }
 

@@ -46,6 +46,9 @@ pub fn model(store: &Arc<Store>) -> Response {
             "task": a.task.as_str(),
             "dataset": a.dataset,
             "trained_at": a.trained_at,
+            // The split seed: `mlwatch load --feedback-fraction` labels rows
+            // of the same validation split.
+            "seed": a.seed,
             "features": a.feature_names,
             "class_names": a.class_names,
             "metrics": a.metrics,

@@ -60,7 +60,7 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 /// temporary name, filled, synced, and only then linked into place: a
 /// reader sees either no secret or the whole of it. A secret left with
 /// looser permissions by an older mlwatch is tightened.
-fn persistent_secret(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn persistent_secret(path: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     match std::fs::read_to_string(path) {

@@ -137,6 +137,7 @@ impl Stack {
         let plan = Plan::new(config, binaries, &exe, mlflow_metrics)?;
         let runbook_page = runbooks::load(&config.assets.root)?;
         plan.files.write()?;
+        super::grafana::persistent_secret(&plan.feedback_key)?;
         let grafana_password = plan
             .grafana_state
             .as_ref()

@@ -234,6 +234,10 @@ pub struct Plan {
     pub prometheus_url: String,
     pub app_urls: Vec<String>,
     pub model_path: PathBuf,
+    /// The one feedback key of every replica (0600, created before they
+    /// start and kept across restarts, so ids issued before a restart still
+    /// verify: docs/quality.md).
+    pub feedback_key: PathBuf,
     pub mlflow_url: Option<String>,
 }
 
@@ -419,6 +423,7 @@ impl Plan {
         }
 
         let model_path = state.join("model.json");
+        let feedback_key = state.join("feedback.key");
         let services: Vec<Child> = endpoints
             .apps
             .iter()
@@ -429,7 +434,12 @@ impl Plan {
                 } else {
                     format!("service-{i}")
                 };
-                service(&name, exe, *address, &model_path, config.drift_window)
+                let mut child = service(&name, exe, *address, &model_path, config.drift_window);
+                child.args.extend([
+                    "--feedback-key-file".into(),
+                    feedback_key.display().to_string(),
+                ]);
+                child
             })
             .collect();
         let mut trainer_flags = Vec::new();
@@ -469,6 +479,7 @@ impl Plan {
                 .map(|a| format!("http://{a}"))
                 .collect(),
             model_path,
+            feedback_key,
             mlflow_url,
         })
     }
