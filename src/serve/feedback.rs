@@ -185,8 +185,9 @@ impl Endpoint for FeedbackEndpoint {
     }
 }
 
-/// Every in-flight body slot is taken (shared with /predict).
-fn busy(max_inflight: usize) -> Response {
+/// Every in-flight body slot is taken (the answer of /predict and
+/// /feedback alike).
+pub(super) fn busy(max_inflight: usize) -> Response {
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({

@@ -64,22 +64,7 @@ impl Endpoint for PredictEndpoint {
                 (Outcome::Error, json_response(status, body.to_string()))
             }
             Err(Failure::Busy(max_inflight)) => {
-                let mut response = json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({
-                        "error": "too many requests in flight",
-                        "detail": format!("at most {max_inflight} request bodies are read at once (--max-inflight-bodies); retry shortly"),
-                    })
-                    .to_string(),
-                );
-                let headers = response.headers_mut();
-                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                // The body was not read: the connection cannot go on.
-                headers.insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-                (Outcome::Error, response)
+                (Outcome::Error, super::feedback::busy(max_inflight))
             }
         };
         self.metrics.request(model.as_deref(), outcome);
