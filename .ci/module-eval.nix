@@ -137,6 +137,8 @@ let
 
   pkgs = {
     mlwatch = "/nix/store/mlwatch";
+    # The service build (no tools) that the module runs by default.
+    mlwatch-service = "/nix/store/mlwatch-service";
     mlwatch-assets = "/nix/store/mlwatch-assets";
     coreutils = "/nix/store/coreutils";
     jq = "/nix/store/jq";
