@@ -67,11 +67,22 @@ fn assert_documented(scrape: &common::Scrape) {
     }
 }
 
-/// Scrapes until training_in_progress drops to 0; returns that scrape.
+/// Scrapes until training_in_progress drops to 0 and the resource
+/// sampler has taken its first samples; returns that scrape. (A short run
+/// can finish before the sampler's first tick: CI saw a 0.3 s boosting run
+/// scraped without them.)
 fn scrape_when_finished(url: &str, timeout: Duration) -> common::Scrape {
     common::poll("training to finish", timeout, || {
         let s = scrape(url);
-        (value(&s, "training_in_progress", &[]) == Some(0.0)).then_some(s)
+        let sampled = [
+            "training_cpu_usage_percent",
+            "training_memory_usage_bytes",
+            "system_memory_used_bytes",
+            "system_memory_total_bytes",
+        ]
+        .iter()
+        .all(|name| s.samples.iter().any(|x| x.metric == *name));
+        (value(&s, "training_in_progress", &[]) == Some(0.0) && sampled).then_some(s)
     })
 }
 
