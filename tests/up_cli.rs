@@ -47,37 +47,39 @@ fn missing_prometheus_prints_the_install_command() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[test]
-fn an_unknown_model_is_refused_before_anything_starts() {
+/// `mlwatch up FLAGS` in a fresh state directory, expected to refuse:
+/// its exit code, its stderr, and whether the state directory was created.
+fn up_refused(flags: &[&str]) -> (Option<i32>, String, bool) {
     let empty = tempfile::tempdir().unwrap();
     let state = empty.path().join("state");
     let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-        .args(["up", "--model", "svm", "--state-dir"])
+        .arg("up")
+        .args(flags)
+        .arg("--state-dir")
         .arg(&state)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr, state.exists())
+}
+
+#[test]
+fn an_unknown_model_is_refused_before_anything_starts() {
+    let (code, stderr, state_written) = up_refused(&["--model", "svm"]);
+    assert_eq!(code, Some(2), "a usage error: {stderr}");
     assert!(
         stderr.contains("invalid value 'svm'") && stderr.contains("linear"),
         "{stderr}"
     );
-    assert!(!state.exists(), "nothing was started or written");
+    assert!(!state_written, "nothing was started or written");
 }
 
 /// A replica and MLflow both on 5000 is refused up front, naming both,
 /// instead of both starting and the stack dying when MLflow cannot bind.
 #[test]
 fn two_components_on_one_port_are_refused_before_anything_starts() {
-    let empty = tempfile::tempdir().unwrap();
-    let state = empty.path().join("state");
-    let output = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-        .args(["up", "--app-port", "4999", "--replicas", "2", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr, state_written) = up_refused(&["--app-port", "4999", "--replicas", "2"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(
             "port 5000 would be taken twice, by the prediction API replica 1 \
@@ -86,7 +88,7 @@ fn two_components_on_one_port_are_refused_before_anything_starts() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!state.exists(), "nothing was started or written");
+    assert!(!state_written, "nothing was started or written");
 }
 
 #[test]
