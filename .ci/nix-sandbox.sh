@@ -130,23 +130,53 @@ slowest_test_binaries() {
     sort -rn | head -n 8
 }
 
+# The generations run at the same time, each in a network namespace of its
+# own (so their servers' ports cannot collide) with its own TMPDIR; cargo
+# holds the target directory's lock only while it builds, which the --no-run
+# above did. Their logs are printed one after the other once all have ended.
+# The live tests wait for conditions, never for fixed times, so the doubled
+# load makes them slower, not flaky: a test that fails only then is a defect.
+run_generation() {
+  local label="$1" bindir="$2"
+  local started=$SECONDS status=0
+  in_sandbox "$bindir" cargo test --offline --locked --no-fail-fast "${cargo_test_args[@]}" \
+    >"$root/cargo-test-$label.log" 2>&1 || status=$?
+  echo "$((SECONDS - started))" >"$root/cargo-test-$label.seconds"
+  return "$status"
+}
+
 failed=()
+labels=()
+declare -A runs=() versions_of=()
+echo
+phase "cargo test in the Nix-sandbox rehearsal, ${#generations[@]} generation(s) at once"
 for generation in "${generations[@]}"; do
   label="${generation%%=*}"
   bindir="${generation#*=}"
-  versions="$(in_sandbox "$bindir" sh -c 'prometheus --version 2>&1 | head -n1; (alertmanager --version 2>/dev/null || prometheus-alertmanager --version) 2>&1 | head -n1' | tr '\n' ';')"
+  versions_of[$label]="$(in_sandbox "$bindir" sh -c 'prometheus --version 2>&1 | head -n1; (alertmanager --version 2>/dev/null || prometheus-alertmanager --version) 2>&1 | head -n1' | tr '\n' ';')"
+  echo "generation $label: ${versions_of[$label]}"
+  run_generation "$label" "$bindir" &
+  runs[$label]=$!
+  labels+=("$label")
+done
+# --no-fail-fast: every test binary runs, so one run names every test that
+# reads outside the source set or reaches for the network.
+for label in "${labels[@]}"; do
+  status=0
+  wait "${runs[$label]}" || status=$?
   echo
-  phase "cargo test in the Nix-sandbox rehearsal, generation $label: $versions"
-  # --no-fail-fast: every test binary runs, so one run names every test that
-  # reads outside the source set or reaches for the network.
-  if in_sandbox "$bindir" cargo test --offline --locked --no-fail-fast "${cargo_test_args[@]}" 2>&1 |
-    tee "$root/cargo-test-$label.log"; then
+  echo "== cargo test log, generation $label (${versions_of[$label]}), $(cat "$root/cargo-test-$label.seconds") s"
+  cat "$root/cargo-test-$label.log"
+  if ((status == 0)); then
     echo "ok:   generation $label"
     slowest_test_binaries "$root/cargo-test-$label.log"
   else
-    echo "FAIL: cargo test against generation $label ($versions)" >&2
+    echo "FAIL: cargo test against generation $label (${versions_of[$label]})" >&2
     failed+=("$label")
   fi
+done
+for label in "${labels[@]}"; do
+  [[ -n $CI_PHASES_FILE ]] && printf '%6ds    generation %s\n' "$(cat "$root/cargo-test-$label.seconds")" "$label" >>"$CI_PHASES_FILE"
 done
 
 # `nix run`: the launcher with nothing but the assets derivation's files,
