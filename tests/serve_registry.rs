@@ -513,6 +513,26 @@ fn without_polling_an_admin_reload_resolves_the_alias_again() {
             .unwrap_or((0, String::new()));
         (status == 200).then(|| serde_json::from_str::<Value>(&body).unwrap())
     };
+    // The same version through a download limit below its size: refused,
+    // not ready, and the size named.
+    let small = Replica::start(
+        "small",
+        root.path(),
+        &[
+            "--model-uri",
+            &uri,
+            "--mlflow-tracking-uri",
+            &url,
+            "--model-max-bytes",
+            "1000",
+        ],
+    );
+    let refused = poll("the oversized version refused", CONVERGE, || {
+        let (status, body) = small.ready();
+        (status == 503 && body.contains("too_large")).then_some(body)
+    });
+    assert!(refused.contains("larger than 1000 bytes"), "{refused}");
+    drop(small);
     let model = poll("the first model", CONVERGE, || served(&mut replica));
     assert_eq!(model["registry"]["version"], "1");
     assert_eq!(model["model_version"], json!(hash1));
