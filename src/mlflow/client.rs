@@ -719,6 +719,76 @@ mod tests {
         );
     }
 
+    /// A server that answers one request with `head` and then `body_bytes`
+    /// bytes of `x` (chunked, so no length announces them).
+    async fn answering(head: &'static str, body_bytes: usize) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = body_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                let framed = [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat();
+                if socket.write_all(&framed).await.is_err() {
+                    return; // the client stopped reading: what the test wants
+                }
+                left -= n;
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        Url::parse(&format!("http://{address}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_within_their_limit() {
+        const CHUNKED: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        // A download larger than its limit, with no length announced.
+        let url = answering(CHUNKED, 8 * 1024 * 1024).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client
+            .download_proxied_artifact("1/run/artifacts/model/model.json", 100_000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MlflowError::TooLarge { limit: 100_000, .. }),
+            "{error}"
+        );
+        // An API answer larger than API_RESPONSE_LIMIT.
+        let url = answering(CHUNKED, API_RESPONSE_LIMIT as usize + 1).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client.model_version("m", "1").await.unwrap_err();
+        assert!(matches!(error, MlflowError::TooLarge { .. }), "{error}");
+        // An announced length over the limit is refused before reading.
+        let url = answering("HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n", 0).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client
+            .download_proxied_artifact("a/b.json", 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MlflowError::TooLarge { limit: 1000, .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_registry_answer_is_an_error_not_a_panic() {
+        let url = answering(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            3,
+        )
+        .await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client.model_version_by_alias("m", "a").await.unwrap_err();
+        assert!(matches!(error, MlflowError::Protocol { .. }), "{error}");
+    }
+
     #[test]
     fn mlflow_error_bodies_keep_their_code() {
         let e = api_error(

@@ -88,7 +88,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MLWATCH_MODEL_URI")]
     pub model_uri: Option<String>,
     /// MLflow tracking server holding the registry (http://host:5000).
-    #[arg(long = "mlflow-tracking-uri", env = "MLFLOW_TRACKING_URI")]
+    #[arg(
+        long = "mlflow-tracking-uri",
+        env = "MLFLOW_TRACKING_URI",
+        hide_env_values = true
+    )]
     pub mlflow_tracking_uri: Option<String>,
     /// How often --model-uri is resolved again; 0: only on SIGHUP and
     /// POST /admin/reload.
