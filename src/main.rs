@@ -61,7 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let log_format = cli.log_format;
     init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +107,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, and for `serve` whether `--model-path` was given on
+/// it: the image sets MLWATCH_MODEL_PATH, which `--model-uri` overrides,
+/// while the flag itself conflicts with `--model-uri`.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(args), Some(("serve", serve))) = (&mut cli.command, matches.subcommand())
+    {
+        args.model_path_on_command_line =
+            serve.value_source("model_path") == Some(clap::parser::ValueSource::CommandLine);
+    }
+    cli
 }
 
 fn init_logging(format: LogFormat) {

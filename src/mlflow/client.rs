@@ -17,6 +17,9 @@ use super::batch::Batch;
 const ATTEMPTS: u32 = 3;
 /// Pause before the first retry; doubled before each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The largest tracking-API answer read: the answers to the calls made
+/// here are a few KiB.
+const API_RESPONSE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Credentials, from MLflow's own environment variables.
 #[derive(Clone, Default)]
@@ -61,6 +64,8 @@ pub enum MlflowError {
         operation: Operation,
         detail: String,
     },
+    #[error("{operation}: the response is larger than {limit} bytes")]
+    TooLarge { operation: Operation, limit: u64 },
 }
 
 impl MlflowError {
@@ -68,7 +73,7 @@ impl MlflowError {
         match self {
             MlflowError::Transport { .. } => true,
             MlflowError::Api { status, .. } => *status >= 500 || *status == 429,
-            MlflowError::Protocol { .. } => false,
+            MlflowError::Protocol { .. } | MlflowError::TooLarge { .. } => false,
         }
     }
 
@@ -76,7 +81,8 @@ impl MlflowError {
         match self {
             MlflowError::Transport { operation, .. }
             | MlflowError::Api { operation, .. }
-            | MlflowError::Protocol { operation, .. } => *operation,
+            | MlflowError::Protocol { operation, .. }
+            | MlflowError::TooLarge { operation, .. } => *operation,
         }
     }
 
@@ -89,8 +95,9 @@ impl MlflowError {
     }
 }
 
-/// What a call was for: the `operation` label of
-/// `training_mlflow_errors_total`, a small fixed set.
+/// What a call was for: the trainer's operations ([`Operation::ALL`]) are
+/// the `operation` label of `training_mlflow_errors_total`, a small fixed
+/// set; the service's registry reads name themselves in errors only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     /// `experiments/get-by-name`, `experiments/create`
@@ -103,11 +110,18 @@ pub enum Operation {
     UpdateRun,
     /// `PUT mlflow-artifacts/artifacts/...`
     UploadArtifact,
-    /// `registered-models/create`, `model-versions/create`
+    /// `registered-models/create`, `model-versions/create`,
+    /// `registered-models/alias` (set)
     RegisterModel,
+    /// The service: `registered-models/alias` (get), `model-versions/get`,
+    /// `model-versions/get-download-uri`
+    ResolveModel,
+    /// The service: listing and downloading a version's artifact
+    DownloadModel,
 }
 
 impl Operation {
+    /// The trainer's operations (the service's are not counted there).
     pub const ALL: [Operation; 6] = [
         Operation::Experiment,
         Operation::CreateRun,
@@ -125,6 +139,8 @@ impl Operation {
             Operation::UpdateRun => "update_run",
             Operation::UploadArtifact => "upload_artifact",
             Operation::RegisterModel => "register_model",
+            Operation::ResolveModel => "resolve_model",
+            Operation::DownloadModel => "download_model",
         }
     }
 }
@@ -138,6 +154,8 @@ impl std::fmt::Display for Operation {
             Operation::UpdateRun => "runs/update",
             Operation::UploadArtifact => "artifact upload",
             Operation::RegisterModel => "model registration",
+            Operation::ResolveModel => "model version lookup",
+            Operation::DownloadModel => "model download",
         })
     }
 }
@@ -206,8 +224,8 @@ impl Client {
         })
     }
 
-    /// One call with retries. `body` is JSON for the tracking API, raw
-    /// bytes for artifact uploads.
+    /// One tracking-API call with retries. `body` is JSON for the tracking
+    /// API, raw bytes for artifact uploads; the answer is JSON.
     async fn call(
         &self,
         operation: Operation,
@@ -215,11 +233,33 @@ impl Client {
         url: Url,
         body: Body<'_>,
     ) -> Result<Value, MlflowError> {
+        let bytes = self
+            .call_raw(operation, method, url, body, API_RESPONSE_LIMIT)
+            .await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| MlflowError::Protocol {
+            operation,
+            detail: format!("a success answer whose body is not JSON ({e})"),
+        })
+    }
+
+    /// One call with retries; the answer's body as bytes, at most `limit`
+    /// of them.
+    async fn call_raw(
+        &self,
+        operation: Operation,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+        limit: u64,
+    ) -> Result<Vec<u8>, MlflowError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             match self
-                .once(operation, method.clone(), url.clone(), &body)
+                .once(operation, method.clone(), url.clone(), &body, limit)
                 .await
             {
                 Err(e) if e.retryable() && attempt < ATTEMPTS => {
@@ -239,7 +279,8 @@ impl Client {
         method: Method,
         url: Url,
         body: &Body<'_>,
-    ) -> Result<Value, MlflowError> {
+        limit: u64,
+    ) -> Result<Vec<u8>, MlflowError> {
         let mut request = self.http.request(method, url);
         request = match &self.auth {
             Auth::None => request,
@@ -258,19 +299,30 @@ impl Client {
             // Without the URL: it may carry credentials.
             detail: e.without_url().to_string(),
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let text = response.text().await.map_err(transport)?;
-        if status.is_success() {
-            if text.trim().is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_str(&text).map_err(|e| MlflowError::Protocol {
-                operation,
-                detail: format!("HTTP {status} with a body that is not JSON ({e})"),
-            });
+        let too_large = MlflowError::TooLarge { operation, limit };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large);
         }
-        Err(api_error(operation, status, &text))
+        // Read chunk by chunk: a server (or what answers in its place) that
+        // sends more than it announced, or announces nothing, is cut off at
+        // the limit instead of filling the memory.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(api_error(
+            operation,
+            status,
+            &String::from_utf8_lossy(&bytes),
+        ))
     }
 
     /// The id of the experiment called `name`, if it exists.
@@ -407,6 +459,159 @@ impl Client {
         let value = self.call(OP, Method::POST, url, Body::Json(body)).await?;
         string_at(OP, &value, "/model_version/version")
     }
+    /// Points `alias` of registered model `name` at `version` (an alias
+    /// that points elsewhere is moved).
+    pub async fn set_model_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), MlflowError> {
+        const OP: Operation = Operation::RegisterModel;
+        let url = self.url(OP, "api/2.0/mlflow/registered-models/alias")?;
+        let body = json!({"name": name, "alias": alias, "version": version});
+        self.call(OP, Method::POST, url, Body::Json(body))
+            .await
+            .map(drop)
+    }
+
+    /// The version that `alias` of registered model `name` points at.
+    pub async fn model_version_by_alias(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<ModelVersion, MlflowError> {
+        const OP: Operation = Operation::ResolveModel;
+        let mut url = self.url(OP, "api/2.0/mlflow/registered-models/alias")?;
+        url.query_pairs_mut()
+            .append_pair("name", name)
+            .append_pair("alias", alias);
+        let value = self.call(OP, Method::GET, url, Body::None).await?;
+        ModelVersion::from_answer(OP, &value)
+    }
+
+    /// Version `version` of registered model `name`.
+    pub async fn model_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelVersion, MlflowError> {
+        const OP: Operation = Operation::ResolveModel;
+        let mut url = self.url(OP, "api/2.0/mlflow/model-versions/get")?;
+        url.query_pairs_mut()
+            .append_pair("name", name)
+            .append_pair("version", version);
+        let value = self.call(OP, Method::GET, url, Body::None).await?;
+        ModelVersion::from_answer(OP, &value)
+    }
+
+    /// Where a version's files are read from (its storage location, else
+    /// its source).
+    pub async fn model_version_download_uri(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<String, MlflowError> {
+        const OP: Operation = Operation::ResolveModel;
+        let mut url = self.url(OP, "api/2.0/mlflow/model-versions/get-download-uri")?;
+        url.query_pairs_mut()
+            .append_pair("name", name)
+            .append_pair("version", version);
+        let value = self.call(OP, Method::GET, url, Body::None).await?;
+        string_at(OP, &value, "/artifact_uri")
+    }
+
+    /// The entries directly under `path` (relative to the artifact proxy's
+    /// root); none for a file or a path that does not exist.
+    pub async fn list_proxied_artifacts(
+        &self,
+        path: &str,
+    ) -> Result<Vec<ArtifactFile>, MlflowError> {
+        const OP: Operation = Operation::DownloadModel;
+        let mut url = self.url(OP, "api/2.0/mlflow-artifacts/artifacts")?;
+        url.query_pairs_mut().append_pair("path", path);
+        let value = self.call(OP, Method::GET, url, Body::None).await?;
+        let Some(files) = value.get("files") else {
+            return Ok(Vec::new());
+        };
+        let files = files.as_array().ok_or_else(|| MlflowError::Protocol {
+            operation: OP,
+            detail: "the listing's files is not an array".into(),
+        })?;
+        files
+            .iter()
+            .map(|file| {
+                Ok(ArtifactFile {
+                    name: string_at(OP, file, "/path")?,
+                    is_dir: file.get("is_dir").and_then(Value::as_bool).unwrap_or(false),
+                    // MLflow's JSON writes int64 as a string or a number.
+                    size: file.get("file_size").and_then(|v| {
+                        v.as_u64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    /// The bytes of the file at `path` (relative to the artifact proxy's
+    /// root), refused once they pass `limit`.
+    pub async fn download_proxied_artifact(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, MlflowError> {
+        const OP: Operation = Operation::DownloadModel;
+        let mut url = self.url(OP, "api/2.0/mlflow-artifacts/artifacts")?;
+        url.path_segments_mut()
+            .map_err(|()| MlflowError::Protocol {
+                operation: OP,
+                detail: "the tracking URI cannot have a path".into(),
+            })?
+            .extend(path.split('/').filter(|s| !s.is_empty()));
+        self.call_raw(OP, Method::GET, url, Body::None, limit).await
+    }
+}
+
+/// A registered model's version, as the registry describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    /// Empty when the version was registered without a run.
+    pub run_id: String,
+    /// `READY`, `PENDING_REGISTRATION` or `FAILED_REGISTRATION`.
+    pub status: String,
+}
+
+impl ModelVersion {
+    fn from_answer(operation: Operation, value: &Value) -> Result<Self, MlflowError> {
+        let optional = |pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(Self {
+            name: string_at(operation, value, "/model_version/name")?,
+            version: string_at(operation, value, "/model_version/version")?,
+            source: optional("/model_version/source"),
+            run_id: optional("/model_version/run_id"),
+            // Missing counts as not READY: only a READY version is served.
+            status: optional("/model_version/status"),
+        })
+    }
+}
+
+/// One entry of an artifact listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFile {
+    /// The entry's name (no directory part).
+    pub name: String,
+    pub is_dir: bool,
+    pub size: Option<u64>,
 }
 
 enum Body<'a> {
@@ -453,7 +658,7 @@ fn string_at(operation: Operation, value: &Value, pointer: &str) -> Result<Strin
 /// The path under the proxy's root of an `mlflow-artifacts:` URI, in either
 /// form the server hands out (`mlflow-artifacts:/1/<run>/artifacts` or
 /// `mlflow-artifacts://host:port/1/<run>/artifacts`).
-fn proxied_artifact_path(artifact_uri: &str) -> Option<String> {
+pub(crate) fn proxied_artifact_path(artifact_uri: &str) -> Option<String> {
     let rest = artifact_uri.strip_prefix("mlflow-artifacts:")?;
     let path = match rest.strip_prefix("//") {
         Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],
@@ -512,6 +717,76 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:5000/prefix/api/2.0/mlflow/runs/create"
         );
+    }
+
+    /// A server that answers one request with `head` and then `body_bytes`
+    /// bytes of `x` (chunked, so no length announces them).
+    async fn answering(head: &'static str, body_bytes: usize) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = body_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                let framed = [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat();
+                if socket.write_all(&framed).await.is_err() {
+                    return; // the client stopped reading: what the test wants
+                }
+                left -= n;
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        Url::parse(&format!("http://{address}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_within_their_limit() {
+        const CHUNKED: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        // A download larger than its limit, with no length announced.
+        let url = answering(CHUNKED, 8 * 1024 * 1024).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client
+            .download_proxied_artifact("1/run/artifacts/model/model.json", 100_000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MlflowError::TooLarge { limit: 100_000, .. }),
+            "{error}"
+        );
+        // An API answer larger than API_RESPONSE_LIMIT.
+        let url = answering(CHUNKED, API_RESPONSE_LIMIT as usize + 1).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client.model_version("m", "1").await.unwrap_err();
+        assert!(matches!(error, MlflowError::TooLarge { .. }), "{error}");
+        // An announced length over the limit is refused before reading.
+        let url = answering("HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n", 0).await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client
+            .download_proxied_artifact("a/b.json", 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MlflowError::TooLarge { limit: 1000, .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_registry_answer_is_an_error_not_a_panic() {
+        let url = answering(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            3,
+        )
+        .await;
+        let client = Client::new(&url, Auth::None, Duration::from_secs(10)).unwrap();
+        let error = client.model_version_by_alias("m", "a").await.unwrap_err();
+        assert!(matches!(error, MlflowError::Protocol { .. }), "{error}");
     }
 
     #[test]

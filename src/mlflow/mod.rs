@@ -1,12 +1,15 @@
 //! MLflow tracking for `mlwatch train`: a REST client for MLflow's
 //! documented API ([`client`]), log-batch payloads within the server's
 //! limits ([`batch`]), the background task that keeps a run up to date
-//! without ever blocking training ([`tracker`]), and the lineage that the
-//! artifact carries to the service ([`lineage`]). See docs/mlflow.md.
+//! without ever blocking training ([`tracker`]), the lineage that the
+//! artifact carries to the service ([`lineage`]), and the model registry
+//! as `mlwatch serve --model-uri` reads it ([`registry`]). See
+//! docs/mlflow.md.
 
 pub mod batch;
 pub mod client;
 pub mod lineage;
+pub mod registry;
 pub mod tracker;
 
 use std::time::Duration;
@@ -31,6 +34,15 @@ pub struct MlflowArgs {
     /// Register the uploaded artifact as a new version of this registered model.
     #[arg(long = "mlflow-register", value_name = "NAME")]
     pub register: Option<String>,
+    /// Point this alias of the registered model at the new version
+    /// (`mlwatch serve --model-uri models:/NAME@ALIAS` follows it).
+    #[arg(
+        long = "mlflow-alias",
+        visible_alias = "model-alias",
+        value_name = "ALIAS",
+        requires = "register"
+    )]
+    pub alias: Option<String>,
     /// Timeout of one MLflow request (each is retried at most twice).
     #[arg(long = "mlflow-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -47,10 +59,26 @@ impl MlflowArgs {
         let Some(uri) = self.tracking_uri.as_deref().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let url = reqwest::Url::parse(uri)
-            .map_err(|e| anyhow::anyhow!("MLflow tracking URI {uri:?} is not a URL: {e}"))?;
-        let client =
-            Client::new(&url, Auth::from_env(), self.timeout).map_err(anyhow::Error::msg)?;
-        Ok(Some((client, client::redacted(&url))))
+        if let Some(alias) = &self.alias {
+            // The same rule as a model URI's alias, so that what the trainer
+            // sets, serve can follow.
+            format!("models:/m@{alias}")
+                .parse::<registry::ModelUri>()
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "--mlflow-alias {alias:?}: an alias is letters, digits, '_' and '-'"
+                    )
+                })?;
+        }
+        connect(uri, self.timeout).map(Some)
     }
+}
+
+/// A client for the tracking server at `uri` (credentials from MLflow's
+/// variables) and the URI without credentials, for logs and artifacts.
+pub fn connect(uri: &str, timeout: Duration) -> anyhow::Result<(Client, String)> {
+    let url = reqwest::Url::parse(uri)
+        .map_err(|e| anyhow::anyhow!("MLflow tracking URI {uri:?} is not a URL: {e}"))?;
+    let client = Client::new(&url, Auth::from_env(), timeout).map_err(anyhow::Error::msg)?;
+    Ok((client, client::redacted(&url)))
 }

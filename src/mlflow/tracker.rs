@@ -43,6 +43,8 @@ pub struct RunSpec {
     pub tags: Vec<(String, String)>,
     /// `--mlflow-register NAME`
     pub register: Option<String>,
+    /// `--mlflow-alias ALIAS`: pointed at the registered version.
+    pub alias: Option<String>,
     /// How long run creation keeps retrying a server that does not answer
     /// yet (`mlwatch up` starts MLflow beside the trainer; it boots slowly).
     pub startup_wait: Duration,
@@ -449,12 +451,31 @@ impl Session {
                 let source = format!("{}/{MODEL_DIR}", info.artifact_uri.trim_end_matches('/'));
                 let name = name.clone();
                 let run_id = info.run_id.clone();
-                version = self
-                    .attempt(async move {
-                        client.create_registered_model(&name).await?;
-                        client.create_model_version(&name, &source, &run_id).await
+                let registered = self
+                    .attempt({
+                        let name = name.clone();
+                        async move {
+                            client.create_registered_model(&name).await?;
+                            client.create_model_version(&name, &source, &run_id).await
+                        }
                     })
                     .await;
+                // A call of its own: a failure to move the alias must not
+                // register the version twice.
+                if let (Some(alias), Some(registered)) = (&spec.alias, &registered) {
+                    let client = self.client.clone();
+                    let call = {
+                        let (name, alias, registered) =
+                            (name.clone(), alias.clone(), registered.clone());
+                        async move { client.set_model_alias(&name, &alias, &registered).await }
+                    };
+                    if self.attempt(call).await.is_some() {
+                        tracing::info!(
+                            "MLflow: alias {alias} of {name} now points at version {registered}"
+                        );
+                    }
+                }
+                version = registered;
             }
         }
         let client = self.client.clone();

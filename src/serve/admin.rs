@@ -20,9 +20,8 @@ use serde_json::json;
 use super::json_response;
 use super::loaded::Store;
 use super::metrics::ServiceMetrics;
-use super::state::{Reloaded, Trigger};
+use super::state::{LoadError, Reloaded, Trigger};
 use super::status;
-use crate::model::ArtifactError;
 
 /// The configured admin token, if any.
 pub fn load_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -55,7 +54,7 @@ pub async fn reload(
     store: &Store,
     metrics: &ServiceMetrics,
     trigger: Trigger,
-) -> Result<Reloaded, ArtifactError> {
+) -> Result<Reloaded, LoadError> {
     let result = store.reload(trigger).await;
     metrics.reload(result.is_ok());
     result
@@ -90,16 +89,19 @@ impl Endpoint for ReloadEndpoint {
             return Ok(refusal);
         }
         Ok(match reload(&self.store, &self.metrics, Trigger::Admin).await {
-            Ok(reloaded) => json_response(
-                StatusCode::OK,
-                json!({
+            Ok(reloaded) => {
+                let mut body = json!({
                     "result": "success",
                     "model_version": reloaded.model_version,
                     "previous_model_version": reloaded.previous_version,
                     "changed": reloaded.changed,
-                })
-                .to_string(),
-            ),
+                });
+                // Only with --model-uri: a file reload answers as it did.
+                if let Some(version) = reloaded.registry_version {
+                    body["registry_version"] = json!(version);
+                }
+                json_response(StatusCode::OK, body.to_string())
+            }
             Err(e) => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({
@@ -214,7 +216,7 @@ impl Hangups {
         tokio::spawn(async move {
             #[cfg(unix)]
             while signals.recv().await.is_some() {
-                tracing::info!("SIGHUP received, reloading {}", store.path().display());
+                tracing::info!("SIGHUP received, reloading {}", store.source());
                 // The outcome is logged and counted by the store.
                 let _ = reload(&store, &metrics, Trigger::Hangup).await;
             }

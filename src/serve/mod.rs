@@ -10,6 +10,8 @@
 //! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
 //! [`middleware`] times every HTTP request, [`admin`] reloads and guards
 //! `/model` with the admin token, [`status`] reports health and readiness.
+//! With `--model-uri` the model comes from the MLflow model registry and
+//! [`registry`] polls it.
 //! With a `--feedback-key-file`, /predict signs a [`prediction_id`] per row
 //! and [`feedback`] joins later truth to it into the [`quality`] counters,
 //! refusing duplicates it has [`seen`].
@@ -28,6 +30,7 @@ pub mod predict;
 pub mod prediction_id;
 pub mod quality;
 pub mod refusals;
+pub mod registry;
 pub mod seen;
 pub mod server;
 pub mod state;
@@ -76,6 +79,31 @@ pub struct ServeArgs {
     /// Model artifact written by `mlwatch train`.
     #[arg(long, env = "MLWATCH_MODEL_PATH", default_value = "model.json")]
     pub model_path: PathBuf,
+    /// Set when --model-path was given on the command line (not from the
+    /// environment or the default), which --model-uri refuses.
+    #[arg(skip)]
+    pub model_path_on_command_line: bool,
+    /// Serve from the MLflow model registry instead of --model-path:
+    /// models:/NAME@ALIAS (followed as it moves) or models:/NAME/VERSION.
+    #[arg(long, env = "MLWATCH_MODEL_URI")]
+    pub model_uri: Option<String>,
+    /// MLflow tracking server holding the registry (http://host:5000).
+    #[arg(
+        long = "mlflow-tracking-uri",
+        env = "MLFLOW_TRACKING_URI",
+        hide_env_values = true
+    )]
+    pub mlflow_tracking_uri: Option<String>,
+    /// How often --model-uri is resolved again; 0: only on SIGHUP and
+    /// POST /admin/reload.
+    #[arg(long, env = "MLWATCH_MODEL_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub model_poll_interval: Duration,
+    /// Timeout of one registry request (each is tried at most 3 times).
+    #[arg(long = "mlflow-timeout", env = "MLWATCH_MLFLOW_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub mlflow_timeout: Duration,
+    /// Largest model artifact downloaded from the registry, in bytes.
+    #[arg(long, env = "MLWATCH_MODEL_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub model_max_bytes: u64,
     /// Bearer token for POST /admin/reload and GET /model (prefer --admin-token-file).
     #[arg(long, env = "MLWATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -143,6 +171,15 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     ] {
         anyhow::ensure!(!value.is_zero(), "{flag} must be longer than 0s");
     }
+    anyhow::ensure!(
+        args.model_max_bytes > 0,
+        "--model-max-bytes must be at least 1"
+    );
+    anyhow::ensure!(
+        !args.mlflow_timeout.is_zero(),
+        "--mlflow-timeout must be longer than 0s"
+    );
+    let registry = registry_source(&args)?;
     let token = admin::load_token(
         args.admin_token.as_deref(),
         args.admin_token_file.as_deref(),
@@ -158,10 +195,14 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // (possibly slow) model load, and a `:0` port is known when logged.
     let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
     let feedback_enabled = key.is_some();
+    let source = match &registry {
+        Some(registry) => registry.uri().to_string(),
+        None => args.model_path.display().to_string(),
+    };
     tracing::info!(
         listen = %address,
         feedback = feedback_enabled,
-        model_path = %args.model_path.display(),
+        model = %source,
         instrumented,
         drift_window = args.drift_window,
         header_read_timeout = %humantime::format_duration(args.header_read_timeout),
@@ -205,7 +246,23 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
             model
         })
     };
-    let store = Arc::new(Store::open(&args.model_path, prepare).await);
+    // Exported (at zero) with --model-path too, like every service series.
+    let polls = registry::PollMetrics::new(&meter);
+    let (store, poller) = match registry {
+        None => (Arc::new(Store::open(&args.model_path, prepare).await), None),
+        Some(registry) => {
+            // The first load is the poller's: a slow registry must not keep
+            // /health from answering.
+            let store = Arc::new(Store::empty(state::Source::Registry(registry), prepare));
+            let poller = registry::spawn(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                polls,
+                args.model_poll_interval,
+            );
+            (store, Some(poller))
+        }
+    };
     if store.model().is_none() {
         metrics.prepare_without_model();
     }
@@ -280,10 +337,49 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     };
     let served = server::serve(listener, app, options, refusals, shutdown.requested_owned()).await;
     hangup.abort();
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     sampler.abort();
     served.map_err(|e| anyhow::anyhow!("cannot serve on {address}: {e}"))?;
     tracing::info!("prediction service stopped");
     Ok(())
+}
+
+/// The registry to serve from with `--model-uri`, or `None` for
+/// `--model-path`; a configuration error for a bad URI, a missing or
+/// unusable tracking URI, or both model options.
+fn registry_source(args: &ServeArgs) -> anyhow::Result<Option<crate::mlflow::registry::Registry>> {
+    let Some(uri) = args.model_uri.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        !args.model_path_on_command_line,
+        "--model-uri and --model-path are mutually exclusive; set one"
+    );
+    let model_uri: crate::mlflow::registry::ModelUri = uri.parse().map_err(anyhow::Error::msg)?;
+    let tracking_uri = args
+        .mlflow_tracking_uri
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--model-uri {model_uri} needs the registry's server: set \
+                 --mlflow-tracking-uri (or MLFLOW_TRACKING_URI)"
+            )
+        })?;
+    let (client, redacted) = crate::mlflow::connect(tracking_uri, args.mlflow_timeout)?;
+    tracing::info!(
+        model_uri = %model_uri,
+        tracking_uri = %redacted,
+        poll_interval = %humantime::format_duration(args.model_poll_interval),
+        "serving from the MLflow model registry"
+    );
+    Ok(Some(crate::mlflow::registry::Registry::new(
+        client,
+        model_uri,
+        args.model_max_bytes,
+    )))
 }
 
 /// A JSON response with the given status and body text.

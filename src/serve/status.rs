@@ -34,7 +34,7 @@ pub fn ready(store: &Arc<Store>) -> Response {
 }
 
 pub fn model(store: &Arc<Store>) -> Response {
-    let Some(model) = store.model() else {
+    let Some((model, origin)) = store.current() else {
         return not_ready(store);
     };
     let a = &model.artifact;
@@ -62,6 +62,14 @@ pub fn model(store: &Arc<Store>) -> Response {
                 "experiment_name": r.experiment_name,
                 "tracking_uri": r.tracking_uri,
                 "run_url": r.run_url(),
+            })),
+            // The registry version served with --model-uri; null otherwise.
+            "registry": origin.map(|o| json!({
+                "model_uri": o.model_uri,
+                "name": o.name,
+                "version": o.version,
+                "alias": o.alias,
+                "run_id": o.run_id,
             })),
         })
         .to_string(),

@@ -703,6 +703,7 @@ fn mlflow_spec(
         params: owned(params),
         tags: owned(tags),
         register: args.mlflow.register.clone(),
+        alias: args.mlflow.alias.clone(),
         startup_wait: args.mlflow.startup_wait,
     }
 }
