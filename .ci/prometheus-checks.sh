@@ -51,6 +51,16 @@ else
   promtool test rules tests/prometheus/native/*.yml
 fi
 
+# The push path's config (prometheus.yml + otlp.yml; compose's push
+# variant mounts it): its otlp and storage blocks exist in 3.x only.
+if [[ $promtool_version == 2.* ]]; then
+  echo "== promtool check config prometheus-otlp.yml: not applicable to promtool $promtool_version (3.x only)"
+else
+  echo "== promtool check config prometheus-otlp.yml (rule_files -> $repo/prometheus/rules)"
+  sed "s|/etc/prometheus/rules/|$repo/prometheus/rules/|" prometheus/prometheus-otlp.yml > "$tmp/prometheus-otlp.yml"
+  promtool check config "$tmp/prometheus-otlp.yml"
+fi
+
 echo "== amtool check-config"
 amtool check-config prometheus/alertmanager.yml
 
