@@ -207,6 +207,39 @@ def container_port(mapping: str) -> int:
 # --------------------------------------------------------------------------
 
 
+def check_compose_push(base_services: dict[str, dict]) -> None:
+    """The push override: Prometheus with the receiver (and native histograms
+    below 3.8, by the base file's image tag) on prometheus-otlp.yml, and every
+    host of a pushed job (prometheus/otlp.yml) pushing to it."""
+    try:
+        import yaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    override = yaml.safe_load(read("docker-compose.otlp.yml") or "{}") or {}
+    overlay = yaml.safe_load(read("prometheus/otlp.yml") or "{}") or {}
+    services = override.get("services", {})
+    command = services.get("prometheus", {}).get("command", [])
+    check("--web.enable-otlp-receiver" in command, "the push variant's Prometheus enables the OTLP receiver")
+    check("--config.file=/etc/prometheus/prometheus-otlp.yml" in command
+          and (REPO / "prometheus/prometheus-otlp.yml").is_file(),
+          "the push variant's Prometheus reads prometheus/prometheus-otlp.yml (mounted with ./prometheus)")
+    image = base_services.get("prometheus", {}).get("image", "")
+    m = re.search(r":v?(\d+)\.(\d+)", image)
+    if check(m is not None, f"compose's Prometheus image has a version tag ({image})"):
+        older = (int(m.group(1)), int(m.group(2))) < (3, 8)
+        check(("--enable-feature=native-histograms" in command) == older,
+              f"native histograms flag {'set' if older else 'absent'} for {image} (needed before 3.8 only)")
+    endpoint = "http://prometheus:9090/api/v1/otlp/v1/metrics"
+    pushers = [s for s in base_services if s in ("app", "training-metrics") or s.startswith("app-")]
+    check(set(overlay.get("pushed_jobs", [])) == {"ml-api", "model-training"},
+          "prometheus/otlp.yml pushes the jobs of app* and training-metrics")
+    for service in pushers:
+        env = services.get(service, {}).get("environment", {})
+        check(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == endpoint,
+              f"compose service {service} pushes to {endpoint} in the push variant")
+
+
 def check_yaml_reader(files: list[str]) -> None:
     """Evaluate the module's YAML reader on each file and compare with PyYAML."""
     try:
@@ -387,6 +420,9 @@ def main() -> int:
           and '"127.0.0.1:5001:5001"' in compose_text,
           f"compose serves the runbooks where the default runbook base points ({dashboard_base})")
 
+    print("== docker-compose.otlp.yml (the push variant, docs/otlp.md)")
+    check_compose_push(services)
+
     print("== grafana/")
     ds_text = read("grafana/provisioning/datasources/prometheus.yml")
     ds_uids = re.findall(r"^\s*uid:\s*(\S+)", ds_text, re.M)
@@ -419,6 +455,7 @@ def main() -> int:
     print("== nix/lib/yaml.nix reads the module's inputs as PyYAML does")
     check_yaml_reader([
         "prometheus/prometheus.yml",
+        "prometheus/otlp.yml",
         "prometheus/alertmanager.yml",
         "grafana/provisioning/datasources/prometheus.yml",
         "grafana/provisioning/dashboards/dashboard.yml",
