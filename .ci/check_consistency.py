@@ -347,6 +347,34 @@ def check_module_eval() -> None:
         if train:
             check("--listen 127.0.0.1:8002" in (got["trainExec"] or ""), "the trainer's /metrics listens on 127.0.0.1")
         check(got["firewall"] == [9000], f"openFirewall opens only the API port (found {got['firewall']})")
+    # The push path (docs/otlp.md): services.mlwatch.otlp.enable, with
+    # nixpkgs' 3.14 and with a 3.x older than 3.8 (native histograms flag).
+    overlay = yaml.safe_load((REPO / "prometheus/otlp.yml").read_text(encoding="utf-8"))
+    scrape, _ = nix_eval(f"import {REPO}/.ci/module-eval.nix {{ }}")
+    for version, native in (("3.14.0", False), ("3.5.0", True)):
+        got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ otlpEnable = true; prometheusVersion = "{version}"; }}')
+        if got is None or scrape is None:
+            check(False, f"nix/module.nix evaluates with otlp.enable (Prometheus {version}): {error}")
+            continue
+        expected_flags = ["--web.enable-otlp-receiver"] + (["--enable-feature=native-histograms"] if native else [])
+        check(got["prometheusFlags"] == expected_flags,
+              f"otlp.enable: Prometheus {version} runs with {expected_flags} (found {got['prometheusFlags']})")
+        config = json.loads(got["prometheusConfigText"] or "{}")
+        check(config.get("otlp") == overlay["otlp"] and config.get("storage") == overlay["storage"],
+              "otlp.enable: the Prometheus config carries prometheus/otlp.yml's otlp and storage blocks")
+        expected = [j for j in scrape["scrapeConfigs"] if j["job_name"] not in overlay["pushed_jobs"]]
+        check(config.get("scrape_configs") == expected,
+              f"otlp.enable: the scrape path's jobs minus the pushed ones {overlay['pushed_jobs']}")
+        check(config.get("global") == scrape["globalConfig"] and config.get("rule_files") == scrape["ruleFiles"]
+              and config.get("alerting") == {"alertmanagers": scrape["alertmanagers"]},
+              "otlp.enable: global config, rule files and alerting as on the scrape path")
+        endpoint = "--otlp-endpoint http://127.0.0.1:9090/api/v1/otlp/v1/metrics --otlp-export-interval 15s --no-scrape"
+        check(endpoint in (got["serveExec"] or "") and endpoint in (got["trainExec"] or ""),
+              "otlp.enable: the service and the trainer push to the local receiver, unscraped")
+    check(scrape is not None and scrape["prometheusFlags"] == [] and scrape["prometheusConfigText"] is None
+          and "--otlp-endpoint" not in (scrape["serveExec"] or ""),
+          "without otlp.enable nothing of the push path is set")
+
     # Roles (docs/fleet.md): a monitoring-only host, and one of an HA pair.
     got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ serveEnable = false; trainEnable = false; '
                           f'apiTargets = [ "api1:9000" "api2:9000" ]; peers = [ "monitor2:9094" ]; replica = "monitor1"; }}')
