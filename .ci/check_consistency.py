@@ -572,6 +572,17 @@ def main() -> int:
     check("MlApiDown" in fleet and "MlApiDown" in read("prometheus/rules/ml_alerts.yml"), "the alert the fleet VM test fires exists")
     check("fleet = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the fleet VM test is one of the flake's checks")
 
+    print("== nix/tests/push.nix")
+    push = read("nix/tests/push.nix")
+    overlay_jobs = set(re.findall(r"^  - (\S+)$", read("prometheus/otlp.yml"), re.M))
+    unscraped = sorted(set(JOBS) - overlay_jobs - {"mlflow"})
+    check("push = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the push VM test is one of the flake's checks")
+    check(re.search(r"otlp = \{\s*enable = true;", push) is not None, "push VM test enables services.mlwatch.otlp")
+    check(f"jobs == {json.dumps(unscraped)}" in push,
+          f"push VM test expects only the jobs nobody pushes to be scraped ({unscraped})")
+    check("builtins.readDir ../../grafana/provisioning/dashboards" in push, "push VM test reads every dashboard query from grafana/")
+    check("MlApiDown" in push, "push VM test fires MlApiDown for a stopped pusher")
+
     print()
     if failures:
         print(f"consistency: {len(failures)} check(s) failed")

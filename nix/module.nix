@@ -138,11 +138,20 @@ let
     # global alerting.alert_relabel_configs.
     alert_relabel_configs = alertRelabelling;
   };
+  # The final values of nixpkgs' options (this module's and the host's own
+  # definitions), as nixpkgs renders them: without unset (null) fields and
+  # submodule metadata.
+  prom = config.services.prometheus;
+  filterValid = value:
+    if builtins.isAttrs value then
+      lib.mapAttrs (_: filterValid) (lib.filterAttrs (name: v: name != "_module" && v != null) value)
+    else if builtins.isList value then map filterValid (builtins.filter (v: v != null) value)
+    else value;
   pushPrometheusConfig = {
-    global = (removeAttrs prometheusYml.global [ "external_labels" ]) // { external_labels = externalLabels; };
-    scrape_configs = builtins.filter (job: !(builtins.elem job.job_name otlpYml.pushed_jobs)) scrapeConfigs;
-    rule_files = ruleFiles;
-    alerting.alertmanagers = alertmanagerConfigs;
+    global = filterValid prom.globalConfig;
+    scrape_configs = builtins.filter (job: !(builtins.elem job.job_name otlpYml.pushed_jobs)) (filterValid prom.scrapeConfigs);
+    rule_files = prom.ruleFiles;
+    alerting.alertmanagers = filterValid prom.alertmanagers;
     inherit (otlpYml) otlp storage;
   };
   # The receiver, and native histograms where the version needs the flag
