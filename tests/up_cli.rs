@@ -117,9 +117,9 @@ fn up_otlp_refuses_a_prometheus_without_the_receiver_by_name() {
         .unwrap()
         .to_owned();
     if !version.starts_with("2.") && run("--help").contains("--web.enable-otlp-receiver") {
-        println!(
+        visible(&format!(
             "not applicable: {version_line} has the OTLP receiver; tests/otlp_push_live.rs pushes into it"
-        );
+        ));
         return;
     }
     let (code, stderr, state_written) = up_refused(&["--otlp"]);
@@ -141,7 +141,14 @@ fn up_otlp_refuses_a_prometheus_without_the_receiver_by_name() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!state_written, "nothing was started or written");
-    println!("refused as expected for {version_line}");
+    visible(&format!("refused as expected for {version_line}"));
+}
+
+/// A line on the test's real stderr (libtest captures `println!` of a
+/// passing test): which Prometheus the refusal was checked against.
+fn visible(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "up_cli: {line}");
 }
 
 #[test]
