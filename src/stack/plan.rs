@@ -409,10 +409,17 @@ impl Plan {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
-            (
-                "trainer metrics",
-                format!("http://{}/metrics", endpoints.trainers[0]),
-            ),
+            match &config.otlp {
+                // --no-scrape: the trainer has no /metrics to show.
+                Some(_) => (
+                    "trainer (pushes OTLP)",
+                    format!("http://{}/health", endpoints.trainers[0]),
+                ),
+                None => (
+                    "trainer metrics",
+                    format!("http://{}/metrics", endpoints.trainers[0]),
+                ),
+            },
             ("Prometheus", format!("http://{}", endpoints.prometheus)),
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
             ("runbooks", runbook_url),
@@ -867,6 +874,10 @@ mod tests {
             );
             assert!(child.args.contains(&"--no-scrape".to_owned()));
         }
+        assert!(plan.urls.contains(&(
+            "trainer (pushes OTLP)",
+            "http://127.0.0.1:8002/health".to_owned()
+        )));
         // 3.8 and later store native histograms without the feature flag.
         config.ha = false;
         config.otlp = Some(receiver(14));
