@@ -207,6 +207,39 @@ def container_port(mapping: str) -> int:
 # --------------------------------------------------------------------------
 
 
+def check_compose_push(base_services: dict[str, dict]) -> None:
+    """The push override: Prometheus with the receiver (and native histograms
+    below 3.8, by the base file's image tag) on prometheus-otlp.yml, and every
+    host of a pushed job (prometheus/otlp.yml) pushing to it."""
+    try:
+        import yaml
+    except ImportError:
+        check(False, "PyYAML is importable (apt-get install python3-yaml)")
+        return
+    override = yaml.safe_load(read("docker-compose.otlp.yml") or "{}") or {}
+    overlay = yaml.safe_load(read("prometheus/otlp.yml") or "{}") or {}
+    services = override.get("services", {})
+    command = services.get("prometheus", {}).get("command", [])
+    check("--web.enable-otlp-receiver" in command, "the push variant's Prometheus enables the OTLP receiver")
+    check("--config.file=/etc/prometheus/prometheus-otlp.yml" in command
+          and (REPO / "prometheus/prometheus-otlp.yml").is_file(),
+          "the push variant's Prometheus reads prometheus/prometheus-otlp.yml (mounted with ./prometheus)")
+    image = base_services.get("prometheus", {}).get("image", "")
+    m = re.search(r":v?(\d+)\.(\d+)", image)
+    if check(m is not None, f"compose's Prometheus image has a version tag ({image})"):
+        older = (int(m.group(1)), int(m.group(2))) < (3, 8)
+        check(("--enable-feature=native-histograms" in command) == older,
+              f"native histograms flag {'set' if older else 'absent'} for {image} (needed before 3.8 only)")
+    endpoint = "http://prometheus:9090/api/v1/otlp/v1/metrics"
+    pushers = [s for s in base_services if s in ("app", "training-metrics") or s.startswith("app-")]
+    check(set(overlay.get("pushed_jobs", [])) == {"ml-api", "model-training"},
+          "prometheus/otlp.yml pushes the jobs of app* and training-metrics")
+    for service in pushers:
+        env = services.get(service, {}).get("environment", {})
+        check(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == endpoint,
+              f"compose service {service} pushes to {endpoint} in the push variant")
+
+
 def check_yaml_reader(files: list[str]) -> None:
     """Evaluate the module's YAML reader on each file and compare with PyYAML."""
     try:
@@ -314,6 +347,34 @@ def check_module_eval() -> None:
         if train:
             check("--listen 127.0.0.1:8002" in (got["trainExec"] or ""), "the trainer's /metrics listens on 127.0.0.1")
         check(got["firewall"] == [9000], f"openFirewall opens only the API port (found {got['firewall']})")
+    # The push path (docs/otlp.md): services.mlwatch.otlp.enable, with
+    # nixpkgs' 3.14 and with a 3.x older than 3.8 (native histograms flag).
+    overlay = yaml.safe_load((REPO / "prometheus/otlp.yml").read_text(encoding="utf-8"))
+    scrape, _ = nix_eval(f"import {REPO}/.ci/module-eval.nix {{ }}")
+    for version, native in (("3.14.0", False), ("3.5.0", True)):
+        got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ otlpEnable = true; prometheusVersion = "{version}"; }}')
+        if got is None or scrape is None:
+            check(False, f"nix/module.nix evaluates with otlp.enable (Prometheus {version}): {error}")
+            continue
+        expected_flags = ["--web.enable-otlp-receiver"] + (["--enable-feature=native-histograms"] if native else [])
+        check(got["prometheusFlags"] == expected_flags,
+              f"otlp.enable: Prometheus {version} runs with {expected_flags} (found {got['prometheusFlags']})")
+        config = json.loads(got["prometheusConfigText"] or "{}")
+        check(config.get("otlp") == overlay["otlp"] and config.get("storage") == overlay["storage"],
+              "otlp.enable: the Prometheus config carries prometheus/otlp.yml's otlp and storage blocks")
+        expected = [j for j in scrape["scrapeConfigs"] if j["job_name"] not in overlay["pushed_jobs"]]
+        check(config.get("scrape_configs") == expected,
+              f"otlp.enable: the scrape path's jobs minus the pushed ones {overlay['pushed_jobs']}")
+        check(config.get("global") == scrape["globalConfig"] and config.get("rule_files") == scrape["ruleFiles"]
+              and config.get("alerting") == {"alertmanagers": scrape["alertmanagers"]},
+              "otlp.enable: global config, rule files and alerting as on the scrape path")
+        endpoint = "--otlp-endpoint http://127.0.0.1:9090/api/v1/otlp/v1/metrics --otlp-export-interval 15s --no-scrape"
+        check(endpoint in (got["serveExec"] or "") and endpoint in (got["trainExec"] or ""),
+              "otlp.enable: the service and the trainer push to the local receiver, unscraped")
+    check(scrape is not None and scrape["prometheusFlags"] == [] and scrape["prometheusConfigText"] is None
+          and "--otlp-endpoint" not in (scrape["serveExec"] or ""),
+          "without otlp.enable nothing of the push path is set")
+
     # Roles (docs/fleet.md): a monitoring-only host, and one of an HA pair.
     got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ serveEnable = false; trainEnable = false; '
                           f'apiTargets = [ "api1:9000" "api2:9000" ]; peers = [ "monitor2:9094" ]; replica = "monitor1"; }}')
@@ -387,6 +448,9 @@ def main() -> int:
           and '"127.0.0.1:5001:5001"' in compose_text,
           f"compose serves the runbooks where the default runbook base points ({dashboard_base})")
 
+    print("== docker-compose.otlp.yml (the push variant, docs/otlp.md)")
+    check_compose_push(services)
+
     print("== grafana/")
     ds_text = read("grafana/provisioning/datasources/prometheus.yml")
     ds_uids = re.findall(r"^\s*uid:\s*(\S+)", ds_text, re.M)
@@ -419,6 +483,7 @@ def main() -> int:
     print("== nix/lib/yaml.nix reads the module's inputs as PyYAML does")
     check_yaml_reader([
         "prometheus/prometheus.yml",
+        "prometheus/otlp.yml",
         "prometheus/alertmanager.yml",
         "grafana/provisioning/datasources/prometheus.yml",
         "grafana/provisioning/dashboards/dashboard.yml",
@@ -506,6 +571,17 @@ def main() -> int:
     check("builtins.readDir ../../prometheus/rules" in fleet, "fleet VM test reads the rule groups it expects from prometheus/rules")
     check("MlApiDown" in fleet and "MlApiDown" in read("prometheus/rules/ml_alerts.yml"), "the alert the fleet VM test fires exists")
     check("fleet = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the fleet VM test is one of the flake's checks")
+
+    print("== nix/tests/push.nix")
+    push = read("nix/tests/push.nix")
+    overlay_jobs = set(re.findall(r"^  - (\S+)$", read("prometheus/otlp.yml"), re.M))
+    unscraped = sorted(set(JOBS) - overlay_jobs - {"mlflow"})
+    check("push = pkgs.testers.runNixOSTest" in read("nix/tests/default.nix"), "the push VM test is one of the flake's checks")
+    check(re.search(r"otlp = \{\s*enable = true;", push) is not None, "push VM test enables services.mlwatch.otlp")
+    check(f"jobs == {json.dumps(unscraped)}" in push,
+          f"push VM test expects only the jobs nobody pushes to be scraped ({unscraped})")
+    check("builtins.readDir ../../grafana/provisioning/dashboards" in push, "push VM test reads every dashboard query from grafana/")
+    check("MlApiDown" in push, "push VM test fires MlApiDown for a stopped pusher")
 
     print()
     if failures:

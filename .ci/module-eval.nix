@@ -43,6 +43,10 @@
 , peers ? [ ]
 , replica ? null
 , mlflowEnable ? true
+  # services.mlwatch.otlp.enable, and the version of the Prometheus package
+  # (the receiver flags depend on it: native histograms before 3.8).
+, otlpEnable ? false
+, prometheusVersion ? "3.14.0"
 }:
 
 let
@@ -125,6 +129,7 @@ let
     getExe = p: "${p}/bin/mlwatch";
     getExe' = p: name: "${p}/bin/${name}";
     toInt = builtins.fromJSON;
+    versionOlder = a: b: builtins.compareVersions a b < 0;
     last = list: builtins.elemAt list (length list - 1);
     hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
     hasSuffix = suffix: s:
@@ -143,6 +148,7 @@ let
     coreutils = "/nix/store/coreutils";
     jq = "/nix/store/jq";
     prometheus-alertmanager = "/nix/store/alertmanager";
+    prometheus = { outPath = "/nix/store/prometheus"; version = prometheusVersion; };
     runCommand = name: _: _: "/nix/store/${name}";
     python3.withPackages = _: "/nix/store/python3-env";
   };
@@ -175,6 +181,9 @@ let
       scrapeConfigs = mkOption { type = types.listOf types.attrs; default = [ ]; };
       ruleFiles = mkOption { type = types.listOf types.path; default = [ ]; };
       alertmanagers = mkOption { type = types.listOf types.attrs; default = [ ]; };
+      package = mkOption { type = types.package; default = pkgs.prometheus; };
+      configText = mkOption { type = types.nullOr types.lines; default = null; };
+      extraFlags = mkOption { type = types.listOf types.str; default = [ ]; };
       alertmanager = {
         enable = mkOption { type = types.bool; default = false; };
         listenAddress = mkOption { type = types.str; default = ""; };
@@ -355,6 +364,7 @@ let
           enable = true;
           openFirewall = true;
           mlflow.enable = mlflowEnable;
+          otlp.enable = otlpEnable;
           serve.enable = serveEnable;
           train.enable = trainEnable;
           prometheus = { enable = true; inherit replica; }
@@ -378,6 +388,8 @@ if snippet != null then snippetHosts
 else {
   inherit (host.services.prometheus) scrapeConfigs ruleFiles globalConfig listenAddress alertmanagers;
   alertmanagerFlags = host.services.prometheus.alertmanager.extraFlags;
+  prometheusFlags = host.services.prometheus.extraFlags;
+  prometheusConfigText = host.services.prometheus.configText;
   grafanaDatasources = host.services.grafana.provision.datasources.settings.datasources;
   grafanaProviders = host.services.grafana.provision.dashboards.settings.providers;
   units = attrNames host.systemd.services;

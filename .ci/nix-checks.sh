@@ -6,7 +6,8 @@
 #   2. has Nix read flake.lock as JSON and asserts the pinned nixpkgs node;
 #   3. runs deadnix --fail (unused bindings) and nixpkgs-fmt --check;
 #   4. runs .ci/check_consistency.py (paths, ports, job names, uids);
-#   5. validates docker-compose.yml against the Compose specification schema
+#   5. validates docker-compose.yml (and the push override docker-compose.otlp.yml)
+#      against the Compose specification schema
 #      (vendored in the check-jsonschema package from PyPI);
 #   6. evaluates every ```nix block of docs/nix.md against nix/module.nix
 #      with .ci/module-eval.nix (.ci/nix-doc-snippets.py), after a self-test
@@ -149,11 +150,15 @@ if ! python3 -c 'import check_jsonschema' >/dev/null 2>&1; then
     echo "pip install check-jsonschema failed" >&2
 fi
 if python3 -c 'import check_jsonschema' >/dev/null 2>&1; then
-  if python3 -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml; then
-    echo "ok:   docker-compose.yml matches the Compose specification"
-  else
-    fail "docker-compose.yml does not match the Compose specification"
-  fi
+  # docker-compose.otlp.yml, the push variant (docs/otlp.md), is an override
+  # file: a fragment the specification validates on its own too.
+  for compose_file in docker-compose.yml docker-compose.otlp.yml; do
+    if python3 -m check_jsonschema --builtin-schema vendor.compose-spec "$compose_file"; then
+      echo "ok:   $compose_file matches the Compose specification"
+    else
+      fail "$compose_file does not match the Compose specification"
+    fi
+  done
 else
   fail "cannot validate docker-compose.yml: check-jsonschema is not installed and could not be installed from PyPI"
 fi

@@ -398,15 +398,21 @@ def last(expr):
 
 
 def targets_up(what, mappings_down):
+    # Pushed instances have no `up`: theirs is whether the heartbeat is
+    # under 60 s old, the threshold of the down alerts (docs/otlp.md).
+    heartbeat = ("time() - last_over_time(mlwatch_heartbeat_timestamp_seconds"
+                 f"{{{I}}}[10m]) < bool 60")
     return stat("Targets up",
                 f"up: 1 while Prometheus scrapes the {what}, 0 when the scrape "
                 "fails. An instant query: a dead target shows down within one "
-                "scrape interval." + (
+                "scrape interval. Pushed instances (docs/otlp.md) have no up: "
+                "1 while their heartbeat is under 60 s old, 0 for 10 m after "
+                "it stopped." + (
                     " A trainer that finished and exited is down by design; "
                     "TrainingTargetDown fires only if its last report said it "
                     "was still training." if what == "trainer" else
                     " MlApiDown fires after 1 m down."),
-                [q(f"up{{{I}}}", "{{instance}}")],
+                [q(f"up{{{I}}} or on (job, instance) ({heartbeat})", "{{instance}}")],
                 unit="none", w=4, thresholds=steps(("red", None), ("green", 1)),
                 mappings=bool_mapping(mappings_down, "red", "up", "green"),
                 alerts=["MlApiDown" if what == "service" else "TrainingTargetDown"])
@@ -674,6 +680,11 @@ IV = f"{I}, {V}"
 REQ = "job_instance_model_version_status:model_prediction_requests:rate5m"
 DUR = "job_instance_model_version_le:model_prediction_duration_seconds_bucket:rate5m"
 HTTP_DUR = "job_instance_route_le:http_server_request_duration_seconds_bucket:rate5m"
+# The same latency as native histograms, recorded from the push path's
+# OTLP exponential histograms (docs/otlp.md); empty on the scrape path, as
+# the bucket rules are on the push path. Quantiles read whichever exists.
+DUR_NATIVE = "job_instance_model_version:model_prediction_duration_seconds:rate5m"
+HTTP_DUR_NATIVE = "job_instance_route:http_server_request_duration_seconds:rate5m"
 HTTP_REQ = "job_instance_route_status_code:http_server_requests:rate5m"
 RULES_NOTE = (" From an instance-level recording rule in "
               "prometheus/rules/ml_recording.yml (the alert's job-level rule "
@@ -689,8 +700,15 @@ def ratio(status, by=""):
             f"({agg} ({REQ}{{{IV}}}) > 0)")
 
 
+def both_paths(qq, buckets, native, selector, by):
+    """A quantile from the scrape path's buckets, or else from the push
+    path's native histogram (docs/otlp.md, "Histograms and quantiles")."""
+    return (f"histogram_quantile({qq}, sum by ({by}, le) ({buckets}{{{selector}}})) or "
+            f"histogram_quantile({qq}, sum by ({by}) ({native}{{{selector}}}))")
+
+
 def quantile(qq, by="model_version"):
-    return f"histogram_quantile({qq}, sum by ({by}, le) ({DUR}{{{IV}}}))"
+    return both_paths(qq, DUR, DUR_NATIVE, IV, by)
 
 
 # Quality from ground truth (prometheus/rules/ml_quality.yml): sums of the
@@ -901,12 +919,13 @@ def predict_api():
                 "bucket (successful /predict requests): where the bulk of the "
                 "latency sits, and how wide the tail is.",
                 [q("sum by (le) (rate(model_prediction_duration_seconds_bucket"
+                   f"{{{IV}}}{RATE})) or sum(rate(model_prediction_duration_seconds"
                    f"{{{IV}}}{RATE}))", "{{le}}", fmt="heatmap")],
                 unit="reqps", y_unit="s", no_value=NO_TRAFFIC),
         timeseries("HTTP p95 latency by route",
                    "p95 of every HTTP route (predict, health, ready, metrics, "
                    "admin) over 5 m." + RULES_NOTE,
-                   [q(f"histogram_quantile(0.95, sum by (route, le) ({HTTP_DUR}{{{I}}}))",
+                   [q(both_paths(0.95, HTTP_DUR, HTTP_DUR_NATIVE, I, "route"),
                       "{{route}}")],
                    unit="s", min_=0),
         table("HTTP requests by route and status code",

@@ -122,6 +122,48 @@ let
   alertRelabelling = (prometheusYml.alerting.alert_relabel_configs or [ ])
     ++ optional (cfg.prometheus.replica != null) { action = "labeldrop"; regex = "replica"; };
 
+  # The push path (docs/otlp.md): prometheus/otlp.yml, the overlay every
+  # consumer merges into prometheus.yml the same way (src/stack/config.rs's
+  # `push`): its otlp and storage blocks added, the scrape jobs of the
+  # pushing binaries removed. nixpkgs' Prometheus module has no option for
+  # either block, so the merged config is handed over whole (configText),
+  # built from the same pieces as the scrape path's options below.
+  otlpYml = yaml.readFile ../prometheus/otlp.yml;
+  alertmanagerConfigs = optional (cfg.prometheus.alertmanagerTargets != [ ]) {
+    static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];
+    # prometheus.yml's alert relabelling (runbook_base is for annotation
+    # templates only), plus dropping an HA pair's `replica` label:
+    # Alertmanager deduplicates identical label sets only. Set per
+    # Alertmanager (Prometheus >= 2.51): nixpkgs has no option for the
+    # global alerting.alert_relabel_configs.
+    alert_relabel_configs = alertRelabelling;
+  };
+  # The final values of nixpkgs' options (this module's and the host's own
+  # definitions), as nixpkgs renders them: without unset (null) fields and
+  # submodule metadata.
+  prom = config.services.prometheus;
+  filterValid = value:
+    if builtins.isAttrs value then
+      lib.mapAttrs (_: filterValid) (lib.filterAttrs (name: v: name != "_module" && v != null) value)
+    else if builtins.isList value then map filterValid (builtins.filter (v: v != null) value)
+    else value;
+  pushPrometheusConfig = {
+    global = filterValid prom.globalConfig;
+    scrape_configs = builtins.filter (job: !(builtins.elem job.job_name otlpYml.pushed_jobs)) (filterValid prom.scrapeConfigs);
+    rule_files = prom.ruleFiles;
+    alerting.alertmanagers = filterValid prom.alertmanagers;
+    inherit (otlpYml) otlp storage;
+  };
+  # The receiver, and native histograms where the version needs the flag
+  # to store OTLP exponential histograms (before 3.8; stable since).
+  receiverFlags = [ "--web.enable-otlp-receiver" ]
+    ++ optional (lib.versionOlder config.services.prometheus.package.version "3.8") "--enable-feature=native-histograms";
+  # What `mlwatch serve` and `mlwatch train` add to push (and not be
+  # scraped: one path per job, or every sum counts them twice).
+  pushFlags = lib.optionals cfg.otlp.enable
+    (builtins.concatMap (endpoint: [ "--otlp-endpoint" endpoint ]) cfg.otlp.endpoints
+      ++ [ "--otlp-export-interval" cfg.otlp.exportInterval "--no-scrape" ]);
+
   mlflowDir = "/var/lib/mlwatch-mlflow";
   mlflowUri = "http://${listen cfg.mlflow.address cfg.mlflow.port}";
 
@@ -444,6 +486,37 @@ in
       };
     };
 
+    otlp = {
+      enable = mkEnableOption ''
+        the push path (docs/otlp.md): the service and the trainer push OTLP to
+        {option}`services.mlwatch.otlp.endpoints` instead of being scraped
+        (`--no-scrape`), and the local Prometheus (with
+        {option}`services.mlwatch.prometheus.enable`) runs its OTLP receiver
+        with prometheus/otlp.yml's settings and native histograms. Needs a
+        Prometheus 3 package built with the receiver (nixpkgs' is)'';
+
+      endpoints = mkOption {
+        type = types.listOf types.str;
+        default = optional cfg.prometheus.enable "http://127.0.0.1:${toString config.services.prometheus.port}/api/v1/otlp/v1/metrics";
+        defaultText = lib.literalExpression ''lib.optional config.services.mlwatch.prometheus.enable "http://127.0.0.1:''${toString config.services.prometheus.port}/api/v1/otlp/v1/metrics"'';
+        example = [ "http://monitor-1.example.org:9090/api/v1/otlp/v1/metrics" "http://monitor-2.example.org:9090/api/v1/otlp/v1/metrics" ];
+        description = ''
+          Full OTLP metrics URLs the service and the trainer push to; both
+          Prometheus servers of an HA pair (each then needs
+          {option}`services.prometheus.listenAddress` reachable).
+        '';
+      };
+
+      exportInterval = mkOption {
+        type = types.str;
+        default = "15s";
+        description = ''
+          How often the binaries push. The down alerts fire when a heartbeat is
+          older than 60 s, 4 of the default intervals: keep it at 15 s or less.
+        '';
+      };
+    };
+
     prometheus = {
       enable = mkEnableOption ''
         a local Prometheus (`services.prometheus`, on 127.0.0.1) with the scrape
@@ -577,6 +650,10 @@ in
           assertion = cfg.train.schedule == null || cfg.train.enable;
           message = "services.mlwatch.train.schedule is set but services.mlwatch.train.enable is not.";
         }
+        {
+          assertion = !cfg.otlp.enable || cfg.otlp.endpoints != [ ];
+          message = "services.mlwatch.otlp.enable is set but there is nowhere to push: enable services.mlwatch.prometheus or set services.mlwatch.otlp.endpoints.";
+        }
       ];
 
       # Only the API: the trainer's metrics are for the local Prometheus
@@ -596,7 +673,7 @@ in
           # `%d` is $CREDENTIALS_DIRECTORY, where LoadCredential= puts the token.
           ExecStart = utils.escapeSystemdExecArgs
             ([ exe "serve" "--listen" (listen cfg.serve.address cfg.serve.port) "--model-path" cfg.serve.modelPath ]
-              ++ cfg.serve.extraArgs)
+              ++ pushFlags ++ cfg.serve.extraArgs)
           + lib.optionalString (cfg.serve.adminTokenFile != null) " --admin-token-file %d/admin-token"
           + lib.optionalString (cfg.serve.feedbackKeyFile != null) " --feedback-key-file %d/feedback-key";
           # SIGHUP makes the service reload its model.
@@ -639,7 +716,7 @@ in
             ([ exe "train" "--listen" (listen cfg.train.address cfg.train.port) "--output" cfg.serve.modelPath ]
               # At boot the MLflow server (Python) may take a while to listen.
               ++ lib.optionals cfg.mlflow.enable [ "--mlflow-startup-wait" "120s" ]
-              ++ cfg.train.args);
+              ++ pushFlags ++ cfg.train.args);
         };
       };
 
@@ -744,15 +821,11 @@ in
         globalConfig = lib.mapAttrs (_: mkDefault) (removeAttrs prometheusYml.global [ "external_labels" ])
           // { external_labels = externalLabels; };
         inherit scrapeConfigs ruleFiles;
-        alertmanagers = mkIf (cfg.prometheus.alertmanagerTargets != [ ]) [{
-          static_configs = [{ targets = cfg.prometheus.alertmanagerTargets; }];
-          # prometheus.yml's alert relabelling (runbook_base is for annotation
-          # templates only), plus dropping an HA pair's `replica` label:
-          # Alertmanager deduplicates identical label sets only. Set per
-          # Alertmanager (Prometheus >= 2.51): nixpkgs has no option for the
-          # global alerting.alert_relabel_configs.
-          alert_relabel_configs = alertRelabelling;
-        }];
+        alertmanagers = mkIf (alertmanagerConfigs != [ ]) alertmanagerConfigs;
+        # The push path: the whole merged config (JSON is YAML), and the
+        # receiver's flags for the package's version.
+        configText = mkIf cfg.otlp.enable (builtins.toJSON pushPrometheusConfig);
+        extraFlags = mkIf cfg.otlp.enable receiverFlags;
       };
     })
 

@@ -255,6 +255,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         grafana: !quick,
         replicas: 1,
         ha: false,
+        otlp: None,
         // The story is timed; MLflow's slow boot would only delay it.
         mlflow: false,
     };

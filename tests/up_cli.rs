@@ -91,6 +91,66 @@ fn two_components_on_one_port_are_refused_before_anything_starts() {
     assert!(!state_written, "nothing was started or written");
 }
 
+/// `mlwatch up --otlp` with the real Prometheus on PATH. CI runs Debian's
+/// 2.42 and 3.5.3, neither of which can receive OTLP (2.x has no receiver,
+/// Debian builds 3.5.3 without it): refused before anything starts, naming
+/// the version and what to install. A Prometheus with the receiver (Nix's
+/// 3.14) is the live push test's case (tests/otlp_push_live.rs), said so.
+#[test]
+fn up_otlp_refuses_a_prometheus_without_the_receiver_by_name() {
+    let prometheus = common::stack::require_binary(&["prometheus"], "prometheus");
+    let run = |flag: &str| {
+        let out = Command::new(&prometheus).arg(flag).output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let version_line = run("--version").lines().next().unwrap_or("").to_owned();
+    let version = version_line
+        .split_whitespace()
+        .nth(2)
+        .expect("prometheus --version names a version")
+        .split('+')
+        .next()
+        .unwrap()
+        .to_owned();
+    if !version.starts_with("2.") && run("--help").contains("--web.enable-otlp-receiver") {
+        visible(&format!(
+            "not applicable: {version_line} has the OTLP receiver; tests/otlp_push_live.rs pushes into it"
+        ));
+        return;
+    }
+    let (code, stderr, state_written) = up_refused(&["--otlp"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("mlwatch up --otlp cannot start")
+            && stderr.contains(&format!("Prometheus {version}"))
+            && stderr.contains("upstream Prometheus 3.x"),
+        "{stderr}"
+    );
+    if version.starts_with("2.") {
+        assert!(stderr.contains("needs Prometheus 3"), "{stderr}");
+    } else {
+        assert!(
+            stderr.contains("built without the OTLP receiver")
+                && stderr.contains("/api/v1/otlp/v1/metrics would answer 404"),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!state_written, "nothing was started or written");
+    visible(&format!("refused as expected for {version_line}"));
+}
+
+/// A line on the test's real stderr (libtest captures `println!` of a
+/// passing test): which Prometheus the refusal was checked against.
+fn visible(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "up_cli: {line}");
+}
+
 #[test]
 fn a_child_that_dies_is_reported_with_its_log_and_the_rest_stop() {
     common::stack::require_binary(&["prometheus"], "prometheus");

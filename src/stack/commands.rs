@@ -82,6 +82,26 @@ pub fn trainer(listen: SocketAddr, output: &Path) -> Vec<String> {
     ]
 }
 
+/// The flags that make `mlwatch serve` or `mlwatch train` push to every
+/// Prometheus in `receivers` (both of an HA pair) every `interval`,
+/// without a /metrics exposition (docs/otlp.md): a binary both scraped and
+/// pushed would be counted twice.
+pub fn otlp_push(receivers: &[SocketAddr], interval: Duration) -> Vec<String> {
+    let mut args = Vec::new();
+    for address in receivers {
+        args.extend([
+            "--otlp-endpoint".to_owned(),
+            format!("http://{address}{}", super::receiver::OTLP_PATH),
+        ]);
+    }
+    args.extend([
+        "--otlp-export-interval".to_owned(),
+        humantime::format_duration(interval).to_string(),
+        "--no-scrape".to_owned(),
+    ]);
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,6 +272,44 @@ pub fn ha_member(
     Ok(serde_yaml::to_string(&doc)?)
 }
 
+/// The push path's config (docs/otlp.md): `source` (prometheus.yml, as
+/// written or derived) merged with `overlay` (prometheus/otlp.yml): its
+/// `otlp` and `storage` keys added, the scrape jobs of its `pushed_jobs`
+/// removed (their binaries push with `--no-scrape`; a scrape would only
+/// report them down). A pushed job that `source` does not scrape is an
+/// error: the overlay and prometheus.yml drifted apart.
+pub fn push(source: &str, overlay: &str) -> anyhow::Result<String> {
+    let mut doc: Value =
+        serde_yaml::from_str(source).context("prometheus.yml is not valid YAML")?;
+    let overlay: Value = serde_yaml::from_str(overlay).context("otlp.yml is not valid YAML")?;
+    let pushed: Vec<&str> = overlay
+        .get("pushed_jobs")
+        .and_then(Value::as_sequence)
+        .context("otlp.yml has no pushed_jobs list")?
+        .iter()
+        .map(|job| job.as_str().context("otlp.yml: a pushed job is not a name"))
+        .collect::<anyhow::Result<_>>()?;
+    let root = mapping_mut(&mut doc, "prometheus.yml")?;
+    let jobs = root
+        .get_mut(key("scrape_configs"))
+        .and_then(Value::as_sequence_mut)
+        .context("prometheus.yml has no scrape_configs list")?;
+    for name in &pushed {
+        let before = jobs.len();
+        jobs.retain(|job| job.get("job_name").and_then(Value::as_str) != Some(name));
+        if jobs.len() == before {
+            bail!("otlp.yml pushes job {name:?}, which prometheus.yml does not scrape");
+        }
+    }
+    for section in ["otlp", "storage"] {
+        let value = overlay
+            .get(section)
+            .with_context(|| format!("otlp.yml has no {section} block"))?;
+        root.insert(key(section), value.clone());
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
 /// A rule file with every alert's `for:` replaced, when asked.
 pub fn rules(source: &str, timing: &Timing) -> anyhow::Result<String> {
     let Some(for_duration) = timing.alert_for else {
@@ -407,6 +445,11 @@ impl Assets {
         Ok(files)
     }
 
+    /// prometheus/otlp.yml, the push path's overlay ([`push`]).
+    pub fn otlp_overlay(&self) -> anyhow::Result<String> {
+        self.read("prometheus/otlp.yml")
+    }
+
     pub fn dashboards_dir(&self) -> PathBuf {
         self.root.join("grafana/provisioning/dashboards")
     }
@@ -439,6 +482,14 @@ impl Files {
             .iter()
             .find(|(p, _)| p == path)
             .map(|(_, c)| c.as_str())
+    }
+
+    /// The contents planned for `path`, to change before writing.
+    pub fn get_mut(&mut self, path: &Path) -> Option<&mut String> {
+        self.files
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c)
     }
 
     /// Creates every directory and writes every file (with its parents).
@@ -735,6 +786,57 @@ mod tests {
         assert!(
             !text.contains("app:9000") && !text.contains("training-metrics"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_push_config_adds_the_otlp_blocks_and_drops_the_pushed_jobs() {
+        let text = push(
+            &repo_file("prometheus/prometheus.yml"),
+            &repo_file("prometheus/otlp.yml"),
+        )
+        .unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let jobs: Vec<&str> = doc["scrape_configs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(jobs, ["prometheus", "alertmanager", "mlflow"]);
+        assert_eq!(
+            doc["otlp"]["translation_strategy"],
+            "UnderscoreEscapingWithSuffixes"
+        );
+        assert_eq!(doc["otlp"]["keep_identifying_resource_attributes"], false);
+        assert_eq!(doc["storage"]["tsdb"]["out_of_order_time_window"], "30m");
+        assert!(doc.get("pushed_jobs").is_none(), "not a Prometheus key");
+        assert_eq!(doc["global"]["scrape_interval"], "15s", "the rest stays");
+        // An overlay pushing a job prometheus.yml lacks has drifted.
+        let drifted = repo_file("prometheus/otlp.yml").replace("- ml-api", "- ml-apis");
+        let error = push(&repo_file("prometheus/prometheus.yml"), &drifted).unwrap_err();
+        assert!(error.to_string().contains("ml-apis"), "{error}");
+    }
+
+    /// Compose's push profile mounts prometheus/prometheus-otlp.yml: it is
+    /// the merge, not a second hand-kept copy (comments aside).
+    #[test]
+    fn the_committed_push_config_is_the_merge() {
+        let merged: Value = serde_yaml::from_str(
+            &push(
+                &repo_file("prometheus/prometheus.yml"),
+                &repo_file("prometheus/otlp.yml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let committed: Value =
+            serde_yaml::from_str(&repo_file("prometheus/prometheus-otlp.yml")).unwrap();
+        assert!(
+            merged == committed,
+            "prometheus/prometheus-otlp.yml differs from prometheus.yml + otlp.yml; \
+             regenerate it (docs/otlp.md, \"Compose\"):\n{}",
+            serde_yaml::to_string(&merged).unwrap()
         );
     }
 

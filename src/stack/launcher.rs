@@ -50,6 +50,10 @@ pub struct StackConfig {
     /// Alertmanagers (web `ports.alertmanager` and `+ 2`, gossip `+ 1` and
     /// `+ 3`) instead of one of each ([`super::ports::ha_ports`]).
     pub ha: bool,
+    /// Push instead of scrape (`mlwatch up --otlp`, docs/otlp.md): the
+    /// receiver Prometheus was found to have, whose flags it is started
+    /// with; `None` is the scrape path.
+    pub otlp: Option<super::receiver::Receiver>,
 }
 
 /// Prometheus and Alertmanager binaries, or the install command.

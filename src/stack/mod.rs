@@ -7,7 +7,7 @@
 //! runs its children on 127.0.0.1 ([`launcher`]), its HTTP
 //! server for Alertmanager's notifications and the rendered runbooks
 //! ([`webhook`], [`runbooks`]), the optional MLflow server
-//! ([`mlflow`]), the state directory a demo may clear ([`state`]) and
+//! ([`mlflow`]), whether a Prometheus can receive OTLP pushes ([`receiver`]), the state directory a demo may clear ([`state`]) and
 //! `mlwatch up` on top of it ([`up`]). Tests, `mlwatch demo` and `nix run`
 //! use the same code, so there is never a second hand-written copy of a
 //! config or a second way to start the stack.
@@ -35,6 +35,8 @@ pub mod mlflow;
 pub mod plan;
 #[cfg(feature = "tools")]
 pub mod ports;
+#[cfg(feature = "tools")]
+pub mod receiver;
 pub mod runbooks;
 #[cfg(feature = "tools")]
 pub(crate) mod state;

@@ -25,6 +25,11 @@ use super::ports::{self, loopback, Ports};
 use super::runbooks;
 use super::webhook;
 
+/// How often a pushing binary exports when the stack's timing does not say
+/// (`mlwatch serve`'s and `train`'s own default; the rules' 60 s heartbeat
+/// threshold is 4 of these).
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(15);
+
 /// One child process to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Child {
@@ -283,6 +288,19 @@ impl Plan {
             &config.timing,
         )?;
         files.dirs.push(state.clone());
+        if config.otlp.is_some() {
+            // Before the HA members copy it: both get the receiver's config.
+            let text = files
+                .get_mut(&written.prometheus_yml)
+                .context("internal: no prometheus.yml derived")?;
+            *text = config::push(text, &config.assets.otlp_overlay()?)?;
+        }
+        let receiver_flags = config
+            .otlp
+            .as_ref()
+            .map(|r| r.flags.clone())
+            .unwrap_or_default();
+        let mut receivers = vec![endpoints.prometheus];
 
         let mut core = Vec::new();
         let mut ha_urls = Vec::new();
@@ -353,14 +371,11 @@ impl Plan {
                     file.clone(),
                     config::ha_member(&derived, replica, &alertmanagers)?,
                 ));
-                pair.push(prometheus(
-                    name,
-                    &binaries.prometheus,
-                    &file,
-                    &storage,
-                    listen,
-                ));
+                let mut member = prometheus(name, &binaries.prometheus, &file, &storage, listen);
+                member.args.extend(receiver_flags.iter().cloned());
+                pair.push(member);
             }
+            receivers.push(ha.prometheus_b);
             core.push(pair);
             ha_urls.push((
                 "Prometheus (replica b)",
@@ -374,13 +389,15 @@ impl Plan {
                 &state.join("alertmanager"),
                 endpoints.alertmanager,
             )]);
-            core.push(vec![prometheus(
+            let mut single = prometheus(
                 "prometheus",
                 &binaries.prometheus,
                 &written.prometheus_yml,
                 &state.join("prometheus"),
                 endpoints.prometheus,
-            )]);
+            );
+            single.args.extend(receiver_flags.iter().cloned());
+            core.push(vec![single]);
         }
         let mut urls = vec![
             (
@@ -392,10 +409,17 @@ impl Plan {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
-            (
-                "trainer metrics",
-                format!("http://{}/metrics", endpoints.trainers[0]),
-            ),
+            match &config.otlp {
+                // --no-scrape: the trainer has no /metrics to show.
+                Some(_) => (
+                    "trainer (pushes OTLP)",
+                    format!("http://{}/health", endpoints.trainers[0]),
+                ),
+                None => (
+                    "trainer metrics",
+                    format!("http://{}/metrics", endpoints.trainers[0]),
+                ),
+            },
             ("Prometheus", format!("http://{}", endpoints.prometheus)),
             ("Alertmanager", format!("http://{}", endpoints.alertmanager)),
             ("runbooks", runbook_url),
@@ -422,6 +446,18 @@ impl Plan {
             mlflow_url = Some(endpoints.mlflow_url.clone());
         }
 
+        // The push path: every service and the trainer push to every
+        // Prometheus, as often as the scrape path would scrape them.
+        let push_flags = match &config.otlp {
+            Some(_) => commands::otlp_push(
+                &receivers,
+                config
+                    .timing
+                    .scrape_interval
+                    .unwrap_or(DEFAULT_EXPORT_INTERVAL),
+            ),
+            None => Vec::new(),
+        };
         let model_path = state.join("model.json");
         let feedback_key = state.join("feedback.key");
         let services: Vec<Child> = endpoints
@@ -439,6 +475,7 @@ impl Plan {
                     "--feedback-key-file".into(),
                     feedback_key.display().to_string(),
                 ]);
+                child.args.extend(push_flags.iter().cloned());
                 child
             })
             .collect();
@@ -455,6 +492,7 @@ impl Plan {
             ]);
         }
         trainer_flags.extend(config.trainer_args.iter().cloned());
+        trainer_flags.extend(push_flags.iter().cloned());
         let trainer = trainer(
             "trainer",
             exe,
@@ -513,7 +551,17 @@ mod tests {
             runbook_url: None,
             replicas: 1,
             ha: false,
+            otlp: None,
         }
+    }
+
+    fn receiver(minor: u32) -> crate::stack::receiver::Receiver {
+        let version = crate::stack::receiver::Version {
+            major: 3,
+            minor,
+            patch: 0,
+        };
+        crate::stack::receiver::decide(version, "--web.enable-otlp-receiver").unwrap()
     }
 
     fn binaries(grafana: bool, mlflow: bool) -> Binaries {
@@ -768,6 +816,96 @@ mod tests {
         // No two children share an address.
         let listens: BTreeSet<SocketAddr> = plan.children().map(|c| c.listen).collect();
         assert_eq!(listens.len(), plan.children().count());
+    }
+
+    /// `mlwatch up --otlp`: both Prometheus of a pair with the receiver
+    /// and the push config, every service and the trainer pushing to both,
+    /// nothing scraped twice.
+    #[test]
+    fn the_push_stack_receives_on_every_prometheus_and_scrapes_no_pusher() {
+        let mut config = config(Path::new("/s"));
+        config.ha = true;
+        config.replicas = 2;
+        config.otlp = Some(receiver(5));
+        let plan = Plan::new(&config, &binaries(false, false), Path::new(EXE), false).unwrap();
+        let endpoints = [
+            "http://127.0.0.1:9090/api/v1/otlp/v1/metrics",
+            "http://127.0.0.1:9091/api/v1/otlp/v1/metrics",
+        ];
+        for (child, replica) in plan.core[1].iter().zip(["a", "b"]) {
+            assert!(child
+                .args
+                .contains(&"--web.enable-otlp-receiver".to_owned()));
+            assert!(
+                child
+                    .args
+                    .contains(&"--enable-feature=native-histograms".to_owned()),
+                "3.5 < 3.8: {:?}",
+                child.args
+            );
+            let file = format!("/s/config/prometheus/prometheus-{replica}.yml");
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(plan.files.get(Path::new(&file)).unwrap()).unwrap();
+            assert_eq!(
+                doc["otlp"]["translation_strategy"],
+                "UnderscoreEscapingWithSuffixes"
+            );
+            assert_eq!(doc["storage"]["tsdb"]["out_of_order_time_window"], "30m");
+            assert_eq!(doc["global"]["external_labels"]["replica"], replica);
+            let jobs: Vec<&str> = doc["scrape_configs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|j| j["job_name"].as_str().unwrap())
+                .collect();
+            assert!(
+                !jobs.contains(&"ml-api") && !jobs.contains(&"model-training"),
+                "{jobs:?}"
+            );
+            assert!(jobs.contains(&"prometheus"), "{jobs:?}");
+        }
+        for child in plan.services.iter().chain([&plan.trainer]) {
+            for endpoint in endpoints {
+                assert!(has(&child.args, ["--otlp-endpoint", endpoint]), "{child:?}");
+            }
+            assert!(
+                has(&child.args, ["--otlp-export-interval", "1s"]),
+                "quick timing"
+            );
+            assert!(child.args.contains(&"--no-scrape".to_owned()));
+        }
+        assert!(plan.urls.contains(&(
+            "trainer (pushes OTLP)",
+            "http://127.0.0.1:8002/health".to_owned()
+        )));
+        // 3.8 and later store native histograms without the feature flag.
+        config.ha = false;
+        config.otlp = Some(receiver(14));
+        let plan = Plan::new(&config, &binaries(false, false), Path::new(EXE), false).unwrap();
+        let prometheus = &plan.core[1][0];
+        assert!(prometheus
+            .args
+            .contains(&"--web.enable-otlp-receiver".to_owned()));
+        assert!(!prometheus
+            .args
+            .iter()
+            .any(|a| a.starts_with("--enable-feature")));
+        assert!(has(&plan.trainer.args, ["--otlp-endpoint", endpoints[0]]));
+        assert!(!plan.trainer.args.contains(&endpoints[1].to_owned()));
+        // The scrape path is unchanged: no receiver, no push flags.
+        config.otlp = None;
+        let plan = Plan::new(&config, &binaries(false, false), Path::new(EXE), false).unwrap();
+        assert!(plan.children().all(|c| !c
+            .args
+            .iter()
+            .any(|a| a.contains("otlp") || a == "--no-scrape")));
+        let doc: serde_yaml::Value = serde_yaml::from_str(
+            plan.files
+                .get(Path::new("/s/config/prometheus/prometheus.yml"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(doc.get("otlp").is_none());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use super::config::{Assets, Timing};
 use super::launcher::{Binaries, Ports, Stack, StackConfig};
 use crate::shutdown::Shutdown;
@@ -47,6 +49,13 @@ pub struct UpArgs {
     /// 3 above); docs/fleet.md.
     #[arg(long)]
     pub ha: bool,
+    /// Push instead of scrape (docs/otlp.md): the services and the trainer
+    /// push OTLP to Prometheus (both of an HA pair), which is started with
+    /// its OTLP receiver and native histograms. Needs an upstream
+    /// Prometheus 3 (Debian's build lacks the receiver; 2.x has none):
+    /// refused, before anything starts, when the one on PATH cannot receive.
+    #[arg(long)]
+    pub otlp: bool,
     /// For tests: 1s scrape and rule evaluation, 3s `for:`, 1s grouping.
     #[arg(long, hide = true)]
     test_timing: bool,
@@ -101,6 +110,14 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     // anything is looked up, written or started.
     super::ports::check(&args.ports, args.replicas, args.ha)?;
     let binaries = Binaries::locate()?;
+    let otlp = if args.otlp {
+        Some(
+            super::receiver::probe(&binaries.prometheus)
+                .context("mlwatch up --otlp cannot start")?,
+        )
+    } else {
+        None
+    };
     let assets = Assets::discover(args.assets.as_deref())?;
     let mut trainer_args = trainer_flags(args.model, args.pace);
     trainer_args.extend(["--linger".into(), "120s".into()]);
@@ -118,6 +135,7 @@ pub async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         grafana: !args.no_grafana,
         replicas: args.replicas,
         ha: args.ha,
+        otlp,
         mlflow: !args.no_mlflow,
         runbook_url: args.runbook_url.clone(),
     };
