@@ -988,6 +988,20 @@ def predict_api():
                 f"{{{I}}}{RANGE}))) or on() vector(0)", "unauthorized")],
              unit="short", w=6, h=6, decimals=0,
              thresholds=steps(("green", None), ("orange", 1))),
+        timeseries("Registry polls by result",
+                   "model_registry_polls_total per second by result, for "
+                   "replicas that load their model from the MLflow registry "
+                   "(serve --model-uri): unchanged and updated are good "
+                   "polls; resolve_error (registry down, alias missing), "
+                   "load_error (version not downloadable or invalid) and "
+                   "known_bad (the alias still at a refused version) are "
+                   "not. ModelRolloutStuck fires when a replica had no good "
+                   "poll for 10 m. Empty for replicas serving a file.",
+                   [q("sum by (result) (rate(model_registry_polls_total"
+                      f"{{{I}}}{RATE})) > 0", "{{result}}")],
+                   unit="short", w=24, h=6, min_=0,
+                   no_value="No replica loads from the registry",
+                   alerts=["ModelRolloutStuck"]),
     )
 
     resources = row(

@@ -122,9 +122,6 @@ fn every_documented_metric_is_used_or_deliberately_unqueried() {
         .collect();
     let allowed = [
         "admin_unauthorized_requests_total",
-        // serve --model-uri only; no rule or panel queries it yet (an alert
-        // on resolve_error|load_error belongs in prometheus/rules).
-        "model_registry_polls_total",
         "app_gpu_utilization_percent",
         "app_gpu_memory_used_bytes",
         "app_gpu_memory_total_bytes",
