@@ -375,6 +375,19 @@ def check_module_eval() -> None:
           and "--otlp-endpoint" not in (scrape["serveExec"] or ""),
           "without otlp.enable nothing of the push path is set")
 
+    # serve.modelUri: the registry instead of the file (docs/mlflow.md).
+    got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ modelUri = "models:/diabetes@champion"; }}')
+    if got is None:
+        check(False, f"nix/module.nix evaluates with serve.modelUri: {error}")
+    else:
+        serve_exec = got["serveExec"] or ""
+        check("--model-uri models:/diabetes@champion --mlflow-tracking-uri http://127.0.0.1:5000 --model-poll-interval 30s"
+              in serve_exec and "--model-path" not in serve_exec,
+              f"serve.modelUri: the service loads from the local MLflow's registry, not the file ({serve_exec})")
+        check("mlwatch-reload" not in got["pathUnits"], "serve.modelUri: no path watcher on the model file")
+    check(scrape is not None and "mlwatch-reload" in scrape["pathUnits"] and "--model-path" in (scrape["serveExec"] or ""),
+          "without serve.modelUri the service loads the file and reloads when it changes")
+
     # Roles (docs/fleet.md): a monitoring-only host, and one of an HA pair.
     got, error = nix_eval(f'import {REPO}/.ci/module-eval.nix {{ serveEnable = false; trainEnable = false; '
                           f'apiTargets = [ "api1:9000" "api2:9000" ]; peers = [ "monitor2:9094" ]; replica = "monitor1"; }}')

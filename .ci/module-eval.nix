@@ -46,6 +46,8 @@
   # services.mlwatch.otlp.enable, and the version of the Prometheus package
   # (the receiver flags depend on it: native histograms before 3.8).
 , otlpEnable ? false
+  # services.mlwatch.serve.modelUri (the MLflow registry instead of a file).
+, modelUri ? null
 , prometheusVersion ? "3.14.0"
 }:
 
@@ -365,7 +367,7 @@ let
           openFirewall = true;
           mlflow.enable = mlflowEnable;
           otlp.enable = otlpEnable;
-          serve.enable = serveEnable;
+          serve = { enable = serveEnable; inherit modelUri; };
           train.enable = trainEnable;
           prometheus = { enable = true; inherit replica; }
             // lib.optionalAttrs (apiTargets != null) { inherit apiTargets; };
@@ -393,6 +395,7 @@ else {
   grafanaDatasources = host.services.grafana.provision.datasources.settings.datasources;
   grafanaProviders = host.services.grafana.provision.dashboards.settings.providers;
   units = attrNames host.systemd.services;
+  pathUnits = attrNames host.systemd.paths;
   firewall = host.networking.firewall.allowedTCPPorts;
   trainExec = host.systemd.services.mlwatch-train.serviceConfig.ExecStart or null;
   serveExec = host.systemd.services.mlwatch-serve.serviceConfig.ExecStart or null;

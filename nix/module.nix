@@ -396,6 +396,37 @@ in
         '';
       };
 
+      modelUri = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "models:/diabetes@champion";
+        description = ''
+          Load the model from the MLflow model registry instead of
+          {option}`services.mlwatch.serve.modelPath`: `models:/NAME@ALIAS` or
+          `models:/NAME/VERSION` (`serve --model-uri`, docs/mlflow.md). The
+          service polls it every {option}`services.mlwatch.serve.modelPollInterval`
+          and swaps the model when the alias moves, keeping the old one if the
+          new version is broken; the path watcher `mlwatch-reload.path` is not
+          installed. A trainer that registers its model moves the alias, e.g.
+          `train.args = [ "--mlflow-register" "diabetes" "--mlflow-alias" "champion" ]`.
+        '';
+      };
+
+      mlflowTrackingUri = mkOption {
+        type = types.str;
+        default = mlflowUri;
+        defaultText = lib.literalExpression ''"http://''${config.services.mlwatch.mlflow.address}:''${toString config.services.mlwatch.mlflow.port}"'';
+        example = "https://mlflow.example.org";
+        description = "The MLflow server the service resolves {option}`services.mlwatch.serve.modelUri` with (its REST API and artifact proxy).";
+      };
+
+      modelPollInterval = mkOption {
+        type = types.str;
+        default = "30s";
+        example = "5m";
+        description = "How often the service polls {option}`services.mlwatch.serve.modelUri` (`--model-poll-interval`; `0s`: only on reload).";
+      };
+
       adminTokenFile = mkOption {
         type = types.nullOr externalPath;
         default = null;
@@ -647,6 +678,10 @@ in
           message = "services.mlwatch.serve.modelPath must lie inside ${stateDir} when services.mlwatch.train.enable is set: the trainer runs as a dynamic user that can write only its StateDirectory.";
         }
         {
+          assertion = cfg.serve.modelUri == null || lib.hasPrefix "models:/" cfg.serve.modelUri;
+          message = "services.mlwatch.serve.modelUri must be a registry URI, models:/NAME@ALIAS or models:/NAME/VERSION (found ${toString cfg.serve.modelUri}).";
+        }
+        {
           assertion = cfg.train.schedule == null || cfg.train.enable;
           message = "services.mlwatch.train.schedule is set but services.mlwatch.train.enable is not.";
         }
@@ -672,7 +707,15 @@ in
           Type = "exec";
           # `%d` is $CREDENTIALS_DIRECTORY, where LoadCredential= puts the token.
           ExecStart = utils.escapeSystemdExecArgs
-            ([ exe "serve" "--listen" (listen cfg.serve.address cfg.serve.port) "--model-path" cfg.serve.modelPath ]
+            ([ exe "serve" "--listen" (listen cfg.serve.address cfg.serve.port) ]
+              ++ (if cfg.serve.modelUri == null then [ "--model-path" cfg.serve.modelPath ] else [
+              "--model-uri"
+              cfg.serve.modelUri
+              "--mlflow-tracking-uri"
+              cfg.serve.mlflowTrackingUri
+              "--model-poll-interval"
+              cfg.serve.modelPollInterval
+            ])
               ++ pushFlags ++ cfg.serve.extraArgs)
           + lib.optionalString (cfg.serve.adminTokenFile != null) " --admin-token-file %d/admin-token"
           + lib.optionalString (cfg.serve.feedbackKeyFile != null) " --feedback-key-file %d/feedback-key";
@@ -690,7 +733,8 @@ in
       # trainer's atomic rename or by an admin copying a model in. This keeps
       # the trainer unprivileged (it need not call `systemctl`) and reloads as
       # soon as the artifact exists, not after the trainer's --linger period.
-      systemd.paths.mlwatch-reload = {
+      # Not with serve.modelUri: the service follows the registry itself.
+      systemd.paths.mlwatch-reload = mkIf (cfg.serve.modelUri == null) {
         description = "Reload mlwatch when its model changes";
         wantedBy = [ "paths.target" ];
         pathConfig.PathChanged = cfg.serve.modelPath;
