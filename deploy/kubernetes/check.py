@@ -28,7 +28,8 @@ accept but get wrong:
             -> their pods, probe and policy ports -> container ports,
             ConfigMap keys that env refers to exist, the scrape job names
             are prometheus/prometheus.yml's, every pod meets Pod Security
-            "restricted", the images are the repository's (nix/images.nix).
+            "restricted", the images are the repository's and the containers
+            listen on the port each image exposes (nix/images.nix).
 
 Input: `--rendered FILE` (the output of `kubectl kustomize`), or, without a
 renderer, the base itself: base/kustomization.yaml's `resources` list is read
@@ -525,6 +526,15 @@ def check_wiring(objects: list[dict]) -> list[str]:
         main = containers(template, init=False)
         if not main or image_name(main[0].get("image", "")) != image:
             problems.append(f"{owner}: image {main[0].get('image') if main else None!r}, expected {image}")
+        exposed = re.search(r'name = "' + re.escape(image) + r'";\s*port = (\d+);', images_nix)
+        listening = {p["containerPort"] for c in main for p in c.get("ports", [])}
+        if not exposed or listening != {int(exposed.group(1))}:
+            problems.append(f"{owner}: container ports {sorted(listening)}, the image {image} exposes "
+                            f"{exposed.group(1) if exposed else 'nothing'} (nix/images.nix)")
+        for c in main:
+            listen = [a for a in c.get("args", []) if a.startswith("--listen=")]
+            if exposed and listen != [f"--listen=0.0.0.0:{exposed.group(1)}"]:
+                problems.append(f"{owner}: {c['name']} {listen or 'no --listen='}, the image's port is {exposed.group(1)}")
         for c in containers(template):
             for env in c.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("configMapKeyRef")

@@ -121,6 +121,15 @@ class Selectors(unittest.TestCase):
         find(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 1000
         self.assert_wiring_fails(objs, "runAsUser 1000")
 
+    def test_port_must_be_the_images(self):
+        objs = objects()
+        api_container(objs)["ports"][0]["containerPort"] = 9001
+        self.assert_wiring_fails(objs, "container ports [9001], the image mlwatch-service exposes 9000")
+        objs = objects()
+        trainer = find(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        trainer["args"] = [a.replace("8002", "8003") for a in trainer["args"]]
+        self.assert_wiring_fails(objs, "--listen=0.0.0.0:8003")
+
     def test_unknown_secret(self):
         objs = objects()
         find(objs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] = "admin"
