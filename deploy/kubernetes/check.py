@@ -477,6 +477,9 @@ def check_wiring(objects: list[dict]) -> list[str]:
         for endpoint in monitor["spec"].get("podMetricsEndpoints", []):
             if endpoint.get("port") not in container_ports(trainer_pods):
                 problems.append(f"{ident(monitor)}: port {endpoint.get('port')!r} is no container port of {trainer_owner}")
+            if endpoint.get("filterRunning") is not False:
+                problems.append(f"{ident(monitor)}: filterRunning is not false: a trainer pod killed "
+                                f"mid-run would drop out instead of reporting up == 0 (TrainingTargetDown)")
             if relabeled_job(endpoint) != COMPONENTS["trainer"][1]:
                 problems.append(f"{ident(monitor)}: job label {relabeled_job(endpoint)!r}, the rules use "
                                 f"{COMPONENTS['trainer'][1]!r}")

@@ -88,6 +88,11 @@ class Selectors(unittest.TestCase):
         find(objs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] = "http"
         self.assert_wiring_fails(objs, "is no container port of CronJob/mlwatch-trainer")
 
+    def test_failed_trainer_pods_stay_targets(self):
+        objs = objects()
+        del find(objs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["filterRunning"]
+        self.assert_wiring_fails(objs, "filterRunning is not false")
+
     def test_pdb_selector_typo(self):
         objs = objects()
         find(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "trainer"
