@@ -108,18 +108,19 @@ impl Key {
 
     /// Reads the key file: its bytes without trailing whitespace. Refused
     /// when it cannot be read, holds fewer than [`MIN_KEY_BYTES`], or is
-    /// readable by group or others (a secret must not be).
+    /// readable by group or others (a secret must not be; see
+    /// [`private_enough`] for the one group-readable layout accepted).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let shown = path.display();
         let metadata = std::fs::metadata(path)
             .with_context(|| format!("cannot read the feedback key file {shown}"))?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let mode = metadata.permissions().mode() & 0o777;
             anyhow::ensure!(
-                mode & 0o077 == 0,
-                "the feedback key file {shown} is readable by group or others (mode {mode:04o}); it is a secret: chmod 600 {shown}"
+                private_enough(mode, metadata.uid()),
+                "the feedback key file {shown} is readable by group or others (mode {mode:04o}); it is a secret: chmod 600 {shown} (or, owned by root, at most 0640)"
             );
         }
         let bytes = std::fs::read(path)
@@ -134,6 +135,19 @@ impl Key {
         );
         Ok(Self::new(&bytes[..end]))
     }
+}
+
+/// Whether a key file's permission bits keep it secret: no access for
+/// others, and none for the group either, unless root owns the file and
+/// the group may only read it (mode 0640 or less). That second layout is
+/// PostgreSQL's rule for its TLS key, and it is what a Kubernetes Secret
+/// volume gives a non-root container: files owned by root, group `fsGroup`
+/// (the service's own group), `defaultMode: 0440`; such a file cannot be
+/// made the service user's own without an extra copying step.
+fn private_enough(mode: u32, owner_uid: u32) -> bool {
+    let others = mode & 0o007;
+    let group = mode & 0o070;
+    others == 0 && (group == 0 || (owner_uid == 0 && group == 0o040))
 }
 
 /// Issues ids: the key, and a nonce that never repeats within a process
@@ -359,6 +373,25 @@ mod tests {
         );
         for bad in ["", "none", "490e9c76ff2", "490e9c76ff2g", "490e9c76ff2cc"] {
             assert_eq!(version_bytes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_root_owned_key_files_may_be_group_readable() {
+        for mode in [0o600, 0o400, 0o700] {
+            assert!(private_enough(mode, 1000), "{mode:o}, own file");
+            assert!(private_enough(mode, 0), "{mode:o}, root's");
+        }
+        for mode in [0o640, 0o440] {
+            assert!(
+                private_enough(mode, 0),
+                "{mode:o}, root's (a Secret volume)"
+            );
+            assert!(!private_enough(mode, 1000), "{mode:o}, own file: chmod 600");
+        }
+        for mode in [0o644, 0o604, 0o660, 0o620, 0o650, 0o666] {
+            assert!(!private_enough(mode, 0), "{mode:o}, root's");
+            assert!(!private_enough(mode, 1000), "{mode:o}, own file");
         }
     }
 
