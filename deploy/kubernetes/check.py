@@ -9,7 +9,7 @@ accept but get wrong:
             OpenAPI schemas of Kubernetes K8S_VERSION, strictly (an unknown
             field is an error), with kubernetes-validate;
   crd       every prometheus-operator object against the openAPIV3Schema of
-            its CRD in crds/ (v0.93.0). Those schemas never set
+            its CRD (v0.93.0, from ../shared/k8s-crds or $MLWATCH_K8S_CRDS). Those schemas never set
             additionalProperties: false (the API server prunes or, with
             strict field validation, rejects unknown fields of a structural
             schema), so besides jsonschema validation an own walk rejects
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -60,7 +61,14 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BASE = HERE / "base"
-CRDS = HERE / "crds"
+# prometheus-operator v0.93.0's CRDs (example/prometheus-operator-crd/ of
+# its repository): data the checks read, not part of the project, so they
+# are not copied into it. This workplace lays them beside every checkout
+# (../shared/k8s-crds); elsewhere point MLWATCH_K8S_CRDS at a directory
+# holding the three files.
+CRDS = Path(os.environ.get("MLWATCH_K8S_CRDS", ROOT.parent / "shared" / "k8s-crds"))
+CRD_FILES = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml",
+             "monitoring.coreos.com_prometheusrules.yaml")
 RULES_DIR = ROOT / "prometheus" / "rules"
 RULE_TESTS = ROOT / "tests" / "prometheus"
 DASHBOARDS_DIR = ROOT / "grafana" / "provisioning" / "dashboards"
@@ -149,6 +157,11 @@ def check_core(objects: list[dict]) -> list[str]:
 
 def crd_schemas(directory: Path = CRDS) -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> openAPIV3Schema, from every CRD in directory."""
+    missing = [name for name in CRD_FILES if not (directory / name).is_file()]
+    if missing:
+        raise SystemExit(f"error: prometheus-operator v0.93.0 CRDs missing in {directory}: {', '.join(missing)}; "
+                         "set MLWATCH_K8S_CRDS to a directory with them (example/prometheus-operator-crd/ "
+                         "of github.com/prometheus-operator/prometheus-operator at v0.93.0)")
     schemas = {}
     for path in sorted(directory.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
