@@ -996,11 +996,10 @@ def predict_api():
                    "load_error (version not downloadable or invalid) and "
                    "known_bad (the alias still at a refused version) are "
                    "not. ModelRolloutStuck fires when a replica had no good "
-                   "poll for 10 m. Empty for replicas serving a file.",
+                   "poll for 10 m. All 0 for replicas serving a file.",
                    [q("sum by (result) (rate(model_registry_polls_total"
-                      f"{{{I}}}{RATE})) > 0", "{{result}}")],
+                      f"{{{I}}}{RATE}))", "{{result}}")],
                    unit="short", w=24, h=6, min_=0,
-                   no_value="No replica loads from the registry",
                    alerts=["ModelRolloutStuck"]),
     )
 
