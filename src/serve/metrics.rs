@@ -274,6 +274,7 @@ impl ServiceMetrics {
         let s = Arc::clone(store);
         self.meter
             .u64_observable_gauge("model_info")
+            .with_unit("{info}")
             .with_description("1 for the loaded model")
             .with_callback(move |o| {
                 if let Some(m) = s.model() {
@@ -308,6 +309,7 @@ impl ServiceMetrics {
         let s = Arc::clone(store);
         self.meter
             .u64_observable_gauge("model_loaded")
+            .with_unit("{bool}")
             .with_description("1 when a model is loaded and /ready answers 200")
             .with_callback(move |o| o.observe(u64::from(s.model().is_some()), &[]))
             .build();
@@ -336,6 +338,7 @@ impl ServiceMetrics {
         let s = Arc::clone(store);
         self.meter
             .f64_observable_gauge("model_input_drift_psi")
+            .with_unit("{psi}")
             .with_description("PSI of the recent-request window against the training reference")
             .with_callback(move |o| {
                 let Some(m) = s.model() else { return };
@@ -350,6 +353,7 @@ impl ServiceMetrics {
         let s = Arc::clone(store);
         self.meter
             .f64_observable_gauge("model_prediction_drift_psi")
+            .with_unit("{psi}")
             .with_description("PSI of recent predictions against the reference predictions")
             .with_callback(move |o| {
                 if let Some(psi) = s

@@ -149,7 +149,13 @@ pub struct ServeArgs {
     /// Disable prediction metrics and drift tracking (benchmark baseline).
     #[arg(long)]
     no_instrumentation: bool,
+    #[command(flatten)]
+    pub export: crate::telemetry::ExportArgs,
 }
+
+/// `service.name` on the push path: the receiver makes it the `job`, the
+/// scrape path's job name (prometheus/prometheus.yml).
+pub const SERVICE_NAME: &str = "ml-api";
 
 /// Runs the service until SIGTERM/Ctrl-C. Only configuration errors and a
 /// port that cannot be bound end it early; a missing or broken model does
@@ -194,6 +200,9 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // The port first: "address in use" is a start-up error before the
     // (possibly slow) model load, and a `:0` port is known when logged.
     let (listener, address) = crate::listen::bind_tcp(args.listen).await?;
+    let exporters = args
+        .export
+        .exporters(SERVICE_NAME, crate::telemetry::instance_id(address.port()))?;
     let feedback_enabled = key.is_some();
     let source = match &registry {
         Some(registry) => registry.uri().to_string(),
@@ -208,12 +217,11 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         header_read_timeout = %humantime::format_duration(args.header_read_timeout),
         body_read_timeout = %humantime::format_duration(args.body_read_timeout),
         max_inflight_bodies = args.max_inflight_bodies,
+        metrics = %exporters.describe(),
         "prediction service listening"
     );
 
-    let telemetry = Arc::new(Telemetry::with_cardinality_limits(
-        metrics::CARDINALITY_LIMITS,
-    )?);
+    let telemetry = Arc::new(Telemetry::build(metrics::CARDINALITY_LIMITS, &exporters)?);
     let meter = telemetry.meter();
     let sampler = ResourceSampler::new(&meter, Role::App).spawn(args.sample_interval);
     let metrics = Arc::new(ServiceMetrics::new(&meter, instrumented));
@@ -296,10 +304,6 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
                 body,
             },
         )
-        .at(
-            "/metrics",
-            get(make_sync(move |_| exposition_response(&telemetry))),
-        )
         .at("/health", get(make_sync(|_| status::health())))
         .at(
             "/ready",
@@ -323,8 +327,19 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
                 store: Arc::clone(&store),
                 metrics: Arc::clone(&metrics),
             },
+        );
+    // --no-scrape: no /metrics at all (a 404 like any unknown path), so a
+    // stray scrape job fails loudly instead of counting the process twice.
+    let app = if telemetry.scrapes() {
+        let telemetry = Arc::clone(&telemetry);
+        app.at(
+            "/metrics",
+            get(make_sync(move |_| exposition_response(&telemetry))),
         )
-        .catch_all_error(|e| async move { error_response(e) });
+    } else {
+        app
+    };
+    let app = app.catch_all_error(|e| async move { error_response(e) });
     let app = if instrumented {
         app.with(HttpMetrics::new(&meter)).map_to_response().boxed()
     } else {
@@ -341,6 +356,9 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         poller.abort();
     }
     sampler.abort();
+    // The last push carries the final counts (blocking up to the timeout).
+    let flushed = Arc::clone(&telemetry);
+    let _ = tokio::task::spawn_blocking(move || flushed.shutdown()).await;
     served.map_err(|e| anyhow::anyhow!("cannot serve on {address}: {e}"))?;
     tracing::info!("prediction service stopped");
     Ok(())

@@ -202,6 +202,7 @@ pub enum Labelled {
 pub fn observe_baseline(meter: &Meter, versions: Arc<Versions>) {
     meter
         .f64_observable_gauge("model_training_score")
+        .with_unit("{score}")
         .with_description("Validation scores the artifact recorded at training time")
         .with_callback(move |o| {
             for version in versions.all() {

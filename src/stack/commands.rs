@@ -138,5 +138,33 @@ mod tests {
         let train = trainer(listen, Path::new("/t.json"));
         let parsed = <Train as clap::Parser>::try_parse_from(&train).unwrap();
         assert_eq!(parsed.args.output, Path::new("/t.json"));
+
+        // The push flags `up --otlp` adds, on both binaries, for an HA pair.
+        let receivers: [SocketAddr; 2] = [
+            "127.0.0.1:9090".parse().unwrap(),
+            "127.0.0.1:9091".parse().unwrap(),
+        ];
+        let push = otlp_push(&receivers, Duration::from_secs(5));
+        let serve_push: Vec<String> = serve.iter().cloned().chain(push.clone()).collect();
+        let parsed = <Serve as clap::Parser>::try_parse_from(&serve_push).unwrap();
+        let exporters = parsed
+            .args
+            .export
+            .exporters("ml-api", "h:1".into())
+            .unwrap();
+        assert!(!exporters.scrape);
+        let targets = exporters.push.expect("push targets");
+        assert_eq!(
+            targets.endpoints,
+            [
+                "http://127.0.0.1:9090/api/v1/otlp/v1/metrics",
+                "http://127.0.0.1:9091/api/v1/otlp/v1/metrics"
+            ]
+        );
+        assert_eq!(targets.interval, Duration::from_secs(5));
+        let train_push: Vec<String> = train.into_iter().chain(push).collect();
+        let parsed = <Train as clap::Parser>::try_parse_from(&train_push).unwrap();
+        assert!(parsed.args.export.no_scrape);
+        assert_eq!(parsed.args.export.otlp_endpoints.len(), 2);
     }
 }

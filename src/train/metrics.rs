@@ -4,7 +4,7 @@
 //! exports only what the callback reports at each scrape.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use opentelemetry::metrics::{Counter, Gauge, Meter, ObservableGauge};
 use opentelemetry::KeyValue;
@@ -12,6 +12,7 @@ use opentelemetry::KeyValue;
 use super::evaluate::Scores;
 use crate::mlflow::{MlflowRun, Operation};
 use crate::model::Task;
+use crate::telemetry::now_unix_seconds;
 
 #[derive(Default)]
 struct Snapshot {
@@ -46,21 +47,22 @@ pub struct TrainingMetrics {
     _observables: Vec<ObservableGauge<f64>>,
 }
 
-fn now_unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl TrainingMetrics {
     pub fn new(meter: &Meter) -> Self {
-        let gauge = |name: &'static str, description: &'static str| {
-            meter.f64_gauge(name).with_description(description).build()
+        // Units as docs/otlp.md lists them: Prometheus' OTLP receiver
+        // appends the unit word of `s`, and nothing for an annotation like
+        // `{iteration}`, so both paths carry the same names.
+        let gauge = |name: &'static str, unit: &'static str, description: &'static str| {
+            meter
+                .f64_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .build()
         };
-        let counter = |name: &'static str, description: &'static str| {
+        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
             meter
                 .u64_counter(name)
+                .with_unit(unit)
                 .with_description(description)
                 .build()
         };
@@ -71,6 +73,7 @@ impl TrainingMetrics {
         let observables = vec![
             meter
                 .f64_observable_gauge("feature_importance")
+                .with_unit("{share}")
                 .with_description("Normalised importance of the top-k features")
                 .with_callback(move |observer| {
                     let snapshot = top.lock().unwrap_or_else(PoisonError::into_inner);
@@ -81,6 +84,7 @@ impl TrainingMetrics {
                 .build(),
             meter
                 .f64_observable_gauge("training_model_info")
+                .with_unit("{info}")
                 .with_description("1 for the artifact this run wrote")
                 .with_callback(move |observer| {
                     let snapshot = info.lock().unwrap_or_else(PoisonError::into_inner);
@@ -99,6 +103,7 @@ impl TrainingMetrics {
                 .build(),
             meter
                 .f64_observable_gauge("training_duration_seconds")
+                .with_unit("s")
                 .with_description("Wall time since training started; frozen when it ends")
                 .with_callback(move |observer| {
                     let snapshot = clock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -112,41 +117,75 @@ impl TrainingMetrics {
                 .build(),
         ];
         Self {
-            epochs: counter("training_epochs", "Training iterations completed"),
-            batches: counter("training_batches", "Mini-batches of training rows scored"),
-            boosting_rounds: counter("boosting_rounds", "Boosting rounds completed"),
+            epochs: counter(
+                "training_epochs",
+                "{iteration}",
+                "Training iterations completed",
+            ),
+            batches: counter(
+                "training_batches",
+                "{batch}",
+                "Mini-batches of training rows scored",
+            ),
+            boosting_rounds: counter("boosting_rounds", "{round}", "Boosting rounds completed"),
             loss: gauge(
                 "training_loss",
+                "{loss}",
                 "MSE (regression) or 1 - accuracy (classification)",
             ),
-            mse: gauge("regression_mean_squared_error", "Mean squared error"),
+            mse: gauge(
+                "regression_mean_squared_error",
+                "{target_unit_squared}",
+                "Mean squared error",
+            ),
             rmse: gauge(
                 "regression_root_mean_squared_error",
+                "{target_unit}",
                 "Root mean squared error",
             ),
-            mae: gauge("regression_mean_absolute_error", "Mean absolute error"),
-            r_squared: gauge("regression_r_squared", "Coefficient of determination"),
-            accuracy: gauge("classification_accuracy", "Accuracy"),
-            f1: gauge("classification_f1_score", "Macro-averaged F1"),
-            tree_max_depth: gauge("tree_max_depth", "Depth of the deepest tree"),
-            tree_leaf_count: gauge("tree_leaf_count", "Leaves over all trees"),
-            ensemble_tree_count: gauge("ensemble_tree_count", "Trees in the ensemble"),
+            mae: gauge(
+                "regression_mean_absolute_error",
+                "{target_unit}",
+                "Mean absolute error",
+            ),
+            r_squared: gauge(
+                "regression_r_squared",
+                "{score}",
+                "Coefficient of determination",
+            ),
+            accuracy: gauge("classification_accuracy", "{score}", "Accuracy"),
+            f1: gauge("classification_f1_score", "{score}", "Macro-averaged F1"),
+            tree_max_depth: gauge("tree_max_depth", "{level}", "Depth of the deepest tree"),
+            tree_leaf_count: gauge("tree_leaf_count", "{leaf}", "Leaves over all trees"),
+            ensemble_tree_count: gauge("ensemble_tree_count", "{tree}", "Trees in the ensemble"),
             iteration_improvement: gauge(
                 "iteration_improvement",
+                "{score}",
                 "Validation score change over the previous iteration",
             ),
             overfitting_gap: gauge(
                 "training_overfitting_gap",
+                "{score}",
                 "Train score minus validation score",
             ),
-            hyperparameter: gauge("training_hyperparameter", "Current hyperparameter values"),
-            in_progress: gauge("training_in_progress", "1 while training, 0 once finished"),
+            hyperparameter: gauge(
+                "training_hyperparameter",
+                "{value}",
+                "Current hyperparameter values",
+            ),
+            in_progress: gauge(
+                "training_in_progress",
+                "{bool}",
+                "1 while training, 0 once finished",
+            ),
             heartbeat: gauge(
                 "training_last_update_timestamp_seconds",
+                "s",
                 "Unix time of the last training progress",
             ),
             mlflow_errors: counter(
                 "training_mlflow_errors",
+                "{call}",
                 "MLflow calls that failed after their retries",
             ),
             snapshot,

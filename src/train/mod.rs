@@ -118,7 +118,13 @@ pub struct TrainArgs {
     no_metrics: bool,
     #[command(flatten)]
     pub mlflow: crate::mlflow::MlflowArgs,
+    #[command(flatten)]
+    pub export: crate::telemetry::ExportArgs,
 }
+
+/// `service.name` on the push path: the receiver makes it the `job`, the
+/// scrape path's job name (prometheus/prometheus.yml).
+pub const SERVICE_NAME: &str = "model-training";
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -503,14 +509,39 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         );
     }
 
-    let telemetry = Arc::new(Telemetry::new()?);
+    if args.no_metrics && !args.export.otlp_endpoints.is_empty() {
+        anyhow::bail!("--no-metrics with --otlp-endpoint would push nothing; drop one of them");
+    }
+    if args.export.no_scrape && args.pushgateway.is_some() {
+        anyhow::bail!(
+            "--no-scrape with a Pushgateway would push an empty group and wipe the last run's metrics; push OTLP or to the Pushgateway, not both"
+        );
+    }
+
+    // The port before the metrics: it names this process on the push path.
+    let bound = match args.no_metrics {
+        true => None,
+        false => Some(crate::listen::bind(args.listen).await?),
+    };
+    let exporters = match &bound {
+        Some((_, address)) => args
+            .export
+            .exporters(SERVICE_NAME, crate::telemetry::instance_id(address.port()))?,
+        None => crate::telemetry::Exporters::scrape_only(),
+    };
+    let telemetry = Arc::new(Telemetry::build(&[], &exporters)?);
     let metrics = (!args.no_metrics).then(|| Arc::new(TrainingMetrics::new(&telemetry.meter())));
     let mut background = Vec::new();
-    if let Some(m) = &metrics {
+    if let (Some(m), Some((acceptor, address))) = (&metrics, bound) {
         m.initialise(args.algorithm == Algorithm::Boost);
         m.started();
-        let (acceptor, address) = crate::listen::bind(args.listen).await?;
-        tracing::info!("training metrics on http://{address}/metrics");
+        match telemetry.scrapes() {
+            true => tracing::info!("training metrics on http://{address}/metrics"),
+            false => tracing::info!("training health on http://{address}/health"),
+        }
+        if exporters.push.is_some() {
+            tracing::info!("training metrics: {}", exporters.describe());
+        }
         background.push(tokio::spawn(serve_metrics(
             acceptor,
             Arc::clone(&telemetry),
@@ -660,6 +691,8 @@ pub async fn run(args: TrainArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     for task in background {
         task.abort();
     }
+    // The last push carries the final state (training_in_progress 0).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
 }
 
@@ -756,10 +789,13 @@ async fn serve_metrics(acceptor: poem::listener::TcpAcceptor, telemetry: Arc<Tel
     fn health() -> &'static str {
         "ok"
     }
-    let app = Route::new()
-        .at("/metrics", get(metrics))
-        .at("/health", get(health))
-        .data(telemetry);
+    // --no-scrape: /health only, /metrics a 404.
+    let app = match telemetry.scrapes() {
+        true => Route::new().at("/metrics", get(metrics)),
+        false => Route::new(),
+    }
+    .at("/health", get(health))
+    .data(telemetry);
     if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
         tracing::error!("metrics endpoint stopped: {e}");
     }

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub mod mlflow;
+pub mod otlp_receiver;
 pub mod queries;
 // The local stack is built on the launcher's configs: tests that start it
 // need the tools (Cargo.toml's `required-features`).

@@ -1,0 +1,344 @@
+//! The metrics pipeline shared by the trainer and the prediction service.
+//!
+//! Instruments are created through the OpenTelemetry SDK. Two kinds of
+//! reader can watch them ([`Exporters`]): the `opentelemetry-prometheus`
+//! bridge (scrape, the default), writing into an explicit
+//! `prometheus::Registry` that [`Telemetry::render`] turns into the text
+//! exposition, and one OTLP periodic reader per receiver (push,
+//! [`otlp_exporter`]). Scope labels and `target_info` are switched off and
+//! unit suffixes are never appended on the scrape path, and the instrument
+//! units are chosen so that Prometheus' OTLP receiver appends none either
+//! (docs/otlp.md): both paths give exactly the names of docs/metrics.md.
+
+mod otlp_args;
+pub mod otlp_exporter;
+
+pub use otlp_args::{instance_id, ExportArgs};
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Meter, MeterProvider, ObservableCounter, ObservableGauge};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
+use opentelemetry_sdk::Resource;
+use prometheus::{Encoder, TextEncoder};
+
+use otlp_exporter::ExportOutcomes;
+
+/// The Content-Type of the Prometheus text format 0.0.4. Prometheus 3 refuses
+/// a scrape whose Content-Type it cannot parse.
+const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Request latency buckets: 50 µs to 5 s. In-process model inference sits in
+/// the tens of microseconds, so the low end needs resolution too.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// The latency histograms that become exponential (native in Prometheus)
+/// when the process only pushes (docs/otlp.md, "Histograms and quantiles").
+/// One instrument has one aggregation for every reader, and the scrape
+/// bridge drops exponential histograms, so a scraped process keeps
+/// explicit buckets on both paths.
+pub const EXPONENTIAL_WHEN_PUSHED: &[&str] = &[
+    "model_prediction_duration_seconds",
+    "http_server_request_duration_seconds",
+];
+
+/// Exponential histograms: 160 buckets at most, the SDK's default, and
+/// scale 20, so the SDK picks the finest scale the observed range allows
+/// (µs model latencies and 5 s stalls in one histogram fit at scale ≥ 3,
+/// a relative error under 5 %).
+const EXPONENTIAL: Aggregation = Aggregation::Base2ExponentialHistogram {
+    max_size: 160,
+    max_scale: 20,
+    record_min_max: true,
+};
+
+/// Where the process's metrics go.
+#[derive(Debug, Clone)]
+pub struct Exporters {
+    /// The Prometheus exposition (`/metrics`).
+    pub scrape: bool,
+    /// OTLP/HTTP receivers.
+    pub push: Option<PushTargets>,
+}
+
+impl Exporters {
+    pub fn scrape_only() -> Self {
+        Self {
+            scrape: true,
+            push: None,
+        }
+    }
+
+    /// A one-line account for the start-up log.
+    pub fn describe(&self) -> String {
+        match (&self.push, self.scrape) {
+            (None, _) => "scrape (/metrics)".to_owned(),
+            (Some(push), scrape) => format!(
+                "{}OTLP push every {} to {}",
+                if scrape { "scrape (/metrics) and " } else { "" },
+                humantime::format_duration(push.interval),
+                push.endpoints.join(", ")
+            ),
+        }
+    }
+}
+
+/// The receivers one process pushes to, and who it says it is: the receiver
+/// turns `service.name` into `job` and `service.instance.id` into
+/// `instance`.
+#[derive(Debug, Clone)]
+pub struct PushTargets {
+    pub endpoints: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub service_name: &'static str,
+    pub instance_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the Prometheus exporter: {0}")]
+    Exporter(String),
+    #[error("cannot encode metrics: {0}")]
+    Encode(#[from] prometheus::Error),
+    #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
+    Otlp { endpoint: String, reason: String },
+}
+
+/// One meter provider with its readers.
+pub struct Telemetry {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    scrape: bool,
+    // Held so that the callbacks live as long as the provider.
+    _observables: (ObservableGauge<f64>, Option<ObservableCounter<u64>>),
+}
+
+impl Telemetry {
+    /// Scrape only, default cardinality limits (tests and tools).
+    pub fn new() -> Result<Self, TelemetryError> {
+        Self::build(&[], &Exporters::scrape_only())
+    }
+
+    /// Scrape only; see [`Self::build`] for `limits`.
+    pub fn with_cardinality_limits(
+        limits: &'static [(&'static str, usize)],
+    ) -> Result<Self, TelemetryError> {
+        Self::build(limits, &Exporters::scrape_only())
+    }
+
+    /// A provider with the readers of `exporters`, whose instruments named in
+    /// `limits` keep at most that many label sets each; later ones are
+    /// folded into one series labelled `otel_metric_overflow="true"`.
+    /// Others keep the SDK default (2000).
+    pub fn build(
+        limits: &'static [(&'static str, usize)],
+        exporters: &Exporters,
+    ) -> Result<Self, TelemetryError> {
+        let registry = prometheus::Registry::new();
+        let mut builder = SdkMeterProvider::builder();
+        if exporters.scrape {
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .without_target_info()
+                .scope_info_enabled(false)
+                .without_units()
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            builder = builder.with_reader(exporter);
+        }
+        let mut outcomes = Vec::new();
+        if let Some(push) = &exporters.push {
+            builder = builder.with_resource(
+                Resource::builder_empty()
+                    .with_service_name(push.service_name)
+                    .with_attribute(KeyValue::new(
+                        "service.instance.id",
+                        push.instance_id.clone(),
+                    ))
+                    .build(),
+            );
+            for endpoint in &push.endpoints {
+                let counted = Arc::new(ExportOutcomes::default());
+                let reader = otlp_exporter::reader(
+                    endpoint,
+                    push.interval,
+                    push.timeout,
+                    Arc::clone(&counted),
+                )
+                .map_err(|e| TelemetryError::Otlp {
+                    endpoint: endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
+                builder = builder.with_reader(reader);
+                outcomes.push(counted);
+            }
+        }
+        let exponential = exporters.push.is_some() && !exporters.scrape;
+        let provider = builder
+            .with_view(move |instrument: &Instrument| {
+                let limit = limits
+                    .iter()
+                    .find(|(n, _)| *n == instrument.name())
+                    .map(|(_, limit)| *limit);
+                let exponential =
+                    exponential && EXPONENTIAL_WHEN_PUSHED.contains(&instrument.name());
+                if limit.is_none() && !exponential {
+                    return None;
+                }
+                let mut stream = Stream::builder();
+                if let Some(limit) = limit {
+                    stream = stream.with_cardinality_limit(limit);
+                }
+                if exponential {
+                    stream = stream.with_aggregation(EXPONENTIAL);
+                }
+                stream.build().ok()
+            })
+            .build();
+        let meter = provider.meter("mlwatch");
+        let heartbeat = meter
+            .f64_observable_gauge("mlwatch_heartbeat_timestamp_seconds")
+            .with_unit("s")
+            .with_description("Unix time of this collection or export (liveness on the push path)")
+            .with_callback(|observer| observer.observe(now_unix_seconds(), &[]))
+            .build();
+        let exports = (!outcomes.is_empty()).then(|| {
+            meter
+                .u64_observable_counter("mlwatch_otlp_exports")
+                .with_unit("{export}")
+                .with_description(
+                    "OTLP pushes by receiver (its index among --otlp-endpoint) and result",
+                )
+                .with_callback(move |observer| {
+                    for (index, counted) in outcomes.iter().enumerate() {
+                        let endpoint = KeyValue::new("endpoint", index.to_string());
+                        for (result, count) in [
+                            ("success", &counted.succeeded),
+                            ("failure", &counted.failed),
+                        ] {
+                            observer.observe(
+                                count.load(Ordering::Relaxed),
+                                &[endpoint.clone(), KeyValue::new("result", result)],
+                            );
+                        }
+                    }
+                })
+                .build()
+        });
+        Ok(Self {
+            registry,
+            provider,
+            scrape: exporters.scrape,
+            _observables: (heartbeat, exports),
+        })
+    }
+
+    /// Whether `/metrics` has anything to serve.
+    pub fn scrapes(&self) -> bool {
+        self.scrape
+    }
+
+    /// Pushes the final state to every receiver and stops the readers; a
+    /// scrape-only provider has nothing to do. Blocks up to the export
+    /// timeout, so call it last.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!("metrics provider shutdown: {e}");
+        }
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.provider.meter("mlwatch")
+    }
+
+    /// Renders the text exposition of everything recorded so far.
+    pub fn render(&self) -> Result<String, TelemetryError> {
+        let families = self.registry.gather();
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&families, &mut buffer)?;
+        // The encoder only ever writes UTF-8.
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}
+
+/// The `/metrics` response: the exposition with its Content-Type, or a 500
+/// naming the encoding failure.
+pub fn exposition_response(telemetry: &Telemetry) -> poem::Response {
+    match telemetry.render() {
+        Ok(text) => poem::Response::builder()
+            .content_type(EXPOSITION_CONTENT_TYPE)
+            .body(text),
+        Err(e) => {
+            tracing::error!("rendering /metrics failed: {e}");
+            poem::Response::builder()
+                .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                .body(e.to_string())
+        }
+    }
+}
+
+/// Unix time now, in seconds (0 before 1970: a clock that wrong shows as
+/// a heartbeat from 1970, not a panic).
+pub fn now_unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::KeyValue;
+
+    #[test]
+    fn exported_names_are_the_instrument_names() {
+        let telemetry = Telemetry::new().expect("telemetry");
+        let meter = telemetry.meter();
+        meter
+            .u64_counter("model_prediction_requests")
+            .with_unit("{request}")
+            .build()
+            .add(1, &[KeyValue::new("status", "success")]);
+        meter
+            .f64_histogram("model_prediction_duration_seconds")
+            .with_unit("s")
+            .with_boundaries(LATENCY_BUCKETS_SECONDS.to_vec())
+            .build()
+            .record(0.0002, &[]);
+        let text = telemetry.render().expect("render");
+        assert!(
+            text.contains("model_prediction_requests_total{status=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("model_prediction_duration_seconds_bucket{le=\"0.00025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("seconds_seconds"),
+            "unit suffix duplicated: {text}"
+        );
+        assert!(
+            !text.contains("otel_scope"),
+            "scope labels must be off: {text}"
+        );
+        assert!(
+            !text.contains("target_info"),
+            "target_info must be off: {text}"
+        );
+    }
+}
