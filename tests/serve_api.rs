@@ -575,8 +575,13 @@ fn metrics_endpoint_exports_every_documented_service_metric_with_its_type_and_la
         std::time::Duration::from_secs(30),
         || Some(classifier.scrape()).filter(sampled),
     );
-    for (name, kind, labels) in common::documented_metrics("Service") {
-        if name.starts_with("app_gpu_") {
+    // Liveness too: the heartbeat is on both paths (the push counter only
+    // when pushing, tests/otlp_push.rs).
+    let documented = common::documented_metrics("Service")
+        .into_iter()
+        .chain(common::documented_metrics("Liveness"));
+    for (name, kind, labels) in documented {
+        if name.starts_with("app_gpu_") || name == "mlwatch_otlp_exports_total" {
             continue; // only with an NVIDIA GPU, which the test machine lacks
         }
         let from = if name == "model_predictions_total" {

@@ -32,7 +32,10 @@ fn now() -> f64 {
 fn expected(regression: bool, trees: bool, boosting: bool) -> HashSet<String> {
     documented_metrics("Training")
         .into_iter()
+        .chain(documented_metrics("Liveness"))
         .map(|(name, _, _)| name)
+        // Exported only when pushing (tests/otlp_push.rs).
+        .filter(|name| name != "mlwatch_otlp_exports_total")
         .filter(|name| !name.starts_with("training_gpu_"))
         .filter(|name| regression || !name.starts_with("regression_"))
         .filter(|name| !regression || !name.starts_with("classification_"))
@@ -44,7 +47,10 @@ fn expected(regression: bool, trees: bool, boosting: bool) -> HashSet<String> {
 /// Types and label keys of every exported family match the documentation.
 fn assert_documented(scrape: &common::Scrape) {
     let names = family_names(scrape);
-    for (name, kind, labels) in documented_metrics("Training") {
+    let documented = documented_metrics("Training")
+        .into_iter()
+        .chain(documented_metrics("Liveness"));
+    for (name, kind, labels) in documented {
         if let Some(exported) = names.get(&name) {
             assert_eq!(
                 *exported, kind,
