@@ -238,6 +238,12 @@ def check_compose_push(base_services: dict[str, dict]) -> None:
         env = services.get(service, {}).get("environment", {})
         check(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == endpoint,
               f"compose service {service} pushes to {endpoint} in the push variant")
+        check(str(env.get("MLWATCH_NO_SCRAPE")).lower() == "true",
+              f"compose service {service} only pushes (MLWATCH_NO_SCRAPE) in the push variant")
+    # The variables are ones the binaries read (clap's env names).
+    flags = read("src/telemetry/otlp_args.rs") or ""
+    for variable in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "MLWATCH_NO_SCRAPE"):
+        check(f'env = "{variable}"' in flags, f"the binaries read {variable} (src/telemetry/otlp_args.rs)")
 
 
 def check_yaml_reader(files: list[str]) -> None:

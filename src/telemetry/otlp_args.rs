@@ -23,9 +23,10 @@ pub struct ExportArgs {
     /// failed (a bare number is milliseconds, as in OTEL_EXPORTER_OTLP_METRICS_TIMEOUT).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", default_value = "10s", value_parser = parse_otel_duration)]
     pub otlp_timeout: Duration,
-    /// Serve no Prometheus exposition (/metrics): the process only pushes.
+    /// Serve no Prometheus exposition (/metrics): the process only pushes,
+    /// and latency histograms become exponential (native in Prometheus).
     /// A process both scraped and pushed is two series sets.
-    #[arg(long, requires = "otlp_endpoints")]
+    #[arg(long, env = "MLWATCH_NO_SCRAPE")]
     pub no_scrape: bool,
 }
 
@@ -160,8 +161,16 @@ mod tests {
     fn scrape_only_without_endpoints_and_no_scrape_needs_one() {
         let args = parse(&[]).unwrap();
         assert!(args.otlp_endpoints.is_empty());
-        // Clap refuses --no-scrape alone.
-        assert!(parse(&["--no-scrape"]).is_err());
+        assert!(args.exporters("ml-api", "h:1".into()).unwrap().scrape);
+        // --no-scrape alone would export nothing (unless
+        // OTEL_EXPORTER_OTLP_ENDPOINT names a receiver).
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+            let error = parse(&["--no-scrape"])
+                .unwrap()
+                .exporters("ml-api", "h:1".into())
+                .unwrap_err();
+            assert!(error.to_string().contains("--otlp-endpoint"), "{error}");
+        }
     }
 
     #[test]
