@@ -130,13 +130,24 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // The SDK logs every failed periodic export as an error, every interval
+    // for as long as a receiver is away; mlwatch logs the episode once with
+    // its cause and counts every failure (telemetry/otlp_exporter.rs).
+    let once_per_episode = tracing_subscriber::filter::filter_fn(|metadata| {
+        !(metadata.target() == "opentelemetry_sdk"
+            && metadata.name() == "PeriodicReader.ExportError")
+    });
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().finish().with(once_per_episode).init(),
         LogFormat::Text => builder
             .with_ansi(
                 std::env::var_os("NO_COLOR").is_none()
                     && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             )
+            .finish()
+            .with(once_per_episode)
             .init(),
     }
 }

@@ -311,6 +311,13 @@ fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
             "one warning per episode for {endpoint}:\n{log}"
         );
     }
+    // And nothing else complains every interval (the SDK's own error
+    // line per failed export is filtered out).
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .count();
+    assert_eq!(complaints, 2, "two warnings in all:\n{log}");
 
     // Both come back.
     let back = Receiver::on(down);
