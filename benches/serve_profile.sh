@@ -6,6 +6,7 @@
 #
 #     benches/serve_profile.sh [N] [-- SERVE_ARGS...]
 #     BIN=path/to/mlwatch benches/serve_profile.sh 2000 -- --no-instrumentation
+#     PEER=minimal benches/serve_profile.sh 2000     (benches/peer_server.rs)
 #
 # Instruction counts do not depend on what else the machine does (the same
 # binary and inputs count the same on a busy machine), so this is the
@@ -38,10 +39,16 @@ trap cleanup EXIT
 "$bin" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
 port=19431
 # Its own process group (setsid), stopped as a group by the trap.
+if [[ -n ${PEER-} ]]; then
+  # A peer of benches/peer_server.rs instead (PEER=minimal or metrics).
+  peer=${PEER_BIN:-target/release/examples/peer_server}
+  [[ -x $peer ]] || { echo "build first: cargo build --release --features bench-peers --example peer_server" >&2; exit 1; }
+  served=("$peer" "$PEER" "127.0.0.1:$port" "$work/model.json")
+else
+  served=("$bin" serve --listen "127.0.0.1:$port" --model-path "$work/model.json" --sample-interval 1h "$@")
+fi
 RUST_LOG=warn setsid valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$work/callgrind.out" \
-  "$bin" serve --listen "127.0.0.1:$port" --model-path "$work/model.json" \
-  --sample-interval 1h "$@" 2>"$work/valgrind.log" &
+  --callgrind-out-file="$work/callgrind.out" "${served[@]}" 2>"$work/valgrind.log" &
 group=$!
 for _ in $(seq 600); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
 curl -sf "127.0.0.1:$port/ready" >/dev/null || { cat "$work/valgrind.log" >&2; exit 1; }
