@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # POST /predict throughput and p99 latency of mlwatch instrumented, mlwatch
 # --no-instrumentation, the minimal poem server and its `metrics`-crate
-# variant (benches/peer_server.rs), in one run: each round runs every side
-# once, in an order that rotates from round to round (ABCD, BCDA, ...), so
+# variant (benches/peer_server.rs), and mlwatch with signed prediction ids
+# (--feedback-key-file), in one run: each round runs every side once, in an
+# order that rotates from round to round (ABCDE, BCDEA, ...), so
 # a drift of the machine's speed during the run spreads over all sides.
 # Reports each round's ratios to the minimal server and their medians, CPU
 # per request (the server's user + system time over the requests it
@@ -42,12 +43,14 @@ start() { setsid "$@" >/dev/null 2>>"$work/servers.log" & groups+=($!); }
 ready() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/ready" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
 
 "$mlwatch" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
-sides=(on off minimal metrics)
-declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404) pid
+sides=(on off minimal metrics ids)
+declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404 [ids]=19406) pid
 RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19401 --model-path "$work/model.json"; pid[on]=$!
 RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19402 --model-path "$work/model.json" --no-instrumentation; pid[off]=$!
 start "$peer" minimal 127.0.0.1:19403 "$work/model.json"; pid[minimal]=$!
 start "$peer" metrics 127.0.0.1:19404 "$work/model.json"; pid[metrics]=$!
+head -c 32 /dev/urandom | base64 > "$work/feedback.key"; chmod 600 "$work/feedback.key"
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19406 --model-path "$work/model.json" --feedback-key-file "$work/feedback.key"; pid[ids]=$!
 for side in "${sides[@]}"; do ready "${port[$side]}"; done
 sleep 1
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -68,9 +71,9 @@ LUA
 
 declare -A rps p99 cpu
 for round in $(seq "$rounds"); do
-  # Rotate the order: round r starts at side (r - 1) mod 4.
+  # Rotate the order: round r starts at side (r - 1) mod 5.
   order=()
-  for i in 0 1 2 3; do order+=("${sides[$(((round - 1 + i) % 4))]}"); done
+  for i in 0 1 2 3 4; do order+=("${sides[$(((round - 1 + i) % 5))]}"); done
   line="round $round:"
   for side in "${order[@]}"; do
     before=$(cpu_ticks "${pid[$side]}")
@@ -90,7 +93,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
 echo "| side | req/s / minimal, per round | median | p99 / minimal, median | CPU µs per request, median |"
 echo "| --- | --- | --- | --- | --- |"
-for side in on off metrics minimal; do
+for side in on off metrics ids minimal; do
   ratios=() pratios=() cpus=()
   for round in $(seq "$rounds"); do
     ratios+=("$(ratio "${rps[$side,$round]}" "${rps[minimal,$round]}")")
@@ -98,11 +101,14 @@ for side in on off metrics minimal; do
     cpus+=("${cpu[$side,$round]}")
   done
   case $side in on) name="mlwatch" ;; off) name="mlwatch --no-instrumentation" ;;
-    metrics) name="minimal + metrics crate" ;; minimal) name="minimal" ;; esac
+    metrics) name="minimal + metrics crate" ;; minimal) name="minimal" ;;
+    ids) name="mlwatch with prediction ids" ;; esac
   echo "| $name | ${ratios[*]} | $(median "${ratios[@]}") | $(median "${pratios[@]}") | $(median "${cpus[@]}") |"
 done
 ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
 echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
+idr=() ; for round in $(seq "$rounds"); do idr+=("$(ratio "${rps[ids,$round]}" "${rps[on,$round]}")"); done
+echo "| mlwatch with ids / mlwatch | ${idr[*]} | $(median "${idr[@]}") | | |"
 
 # GET /metrics: render time (curl's time to the last byte, median of 50
 # sequential requests on a populated exposition) and size.
