@@ -1,74 +1,136 @@
 #!/usr/bin/env bash
-# POST /predict throughput and latency with metrics + drift on vs. off, and
-# on with signed prediction ids (--feedback-key-file) vs. on without, in one
-# run, interleaved; GET /metrics render time; idle RSS. On demand only:
+# POST /predict throughput and p99 latency of mlwatch instrumented, mlwatch
+# --no-instrumentation, the minimal poem server and its `metrics`-crate
+# variant (benches/peer_server.rs), and mlwatch with signed prediction ids
+# (--feedback-key-file), in one run: each round runs every side once, in an
+# order that rotates from round to round (ABCDE, BCDEA, ...), so
+# a drift of the machine's speed during the run spreads over all sides.
+# Reports each round's ratios to the minimal server and their medians, CPU
+# per request (the server's user + system time over the requests it
+# answered), GET /metrics render time and size (one model, then three
+# versions loaded in turn through POST /admin/reload), and idle RSS. On
+# demand only, on an otherwise idle machine:
 #
-#     benches/serve.sh [ROUNDS] [DURATION]
+#     benches/serve.sh [ROUNDS] [DURATION]          (default 6 rounds of 10s)
+#     BIN_DIR=dir benches/serve.sh                  (dir/mlwatch, dir/peer_server)
 #
-# Needs wrk (Debian package wrk) and a release build (cargo build --release).
+# wrk: 2 threads, 16 connections, one 10-feature row per request. Needs wrk
+# (Debian package wrk), curl, and release builds:
+#     cargo build --release
+#     cargo build --release --features bench-peers --example peer_server
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-rounds=${1:-3}
+rounds=${1:-6}
 duration=${2:-10s}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
-bin=target/release/mlwatch
-[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+mlwatch=${BIN_DIR:+$BIN_DIR/mlwatch}
+mlwatch=${mlwatch:-target/release/mlwatch}
+peer=${BIN_DIR:+$BIN_DIR/peer_server}
+peer=${peer:-target/release/examples/peer_server}
+[[ -x $mlwatch ]] || { echo "build first: cargo build --release ($mlwatch)" >&2; exit 1; }
+[[ -x $peer ]] || { echo "build first: cargo build --release --features bench-peers --example peer_server ($peer)" >&2; exit 1; }
 
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+groups=()
+cleanup() {
+  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
+# Every server in its own process group (setsid), stopped as a group.
+start() { setsid "$@" >/dev/null 2>>"$work/servers.log" & groups+=($!); }
+ready() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/ready" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
 
-$bin train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" 2>/dev/null
-RUST_LOG=warn $bin serve --listen 127.0.0.1:19401 --model-path "$work/model.json" & pids+=($!)
-RUST_LOG=warn $bin serve --listen 127.0.0.1:19402 --model-path "$work/model.json" --no-instrumentation & pids+=($!)
+"$mlwatch" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
+sides=(on off minimal metrics ids)
+declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404 [ids]=19406) pid
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19401 --model-path "$work/model.json"; pid[on]=$!
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19402 --model-path "$work/model.json" --no-instrumentation; pid[off]=$!
+start "$peer" minimal 127.0.0.1:19403 "$work/model.json"; pid[minimal]=$!
+start "$peer" metrics 127.0.0.1:19404 "$work/model.json"; pid[metrics]=$!
 head -c 32 /dev/urandom | base64 > "$work/feedback.key"; chmod 600 "$work/feedback.key"
-RUST_LOG=warn $bin serve --listen 127.0.0.1:19403 --model-path "$work/model.json" --feedback-key-file "$work/feedback.key" & pids+=($!)
-for port in 19401 19402 19403; do
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
-done
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19406 --model-path "$work/model.json" --feedback-key-file "$work/feedback.key"; pid[ids]=$!
+for side in "${sides[@]}"; do ready "${port[$side]}"; done
+sleep 1
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_per_s=$(getconf CLK_TCK)
+echo "machine: $(nproc) cores; wrk -t2 -c16 -d$duration, $rounds rounds"
+echo "idle RSS (kB): on $(rss_kb "${pid[on]}"), off $(rss_kb "${pid[off]}"), minimal $(rss_kb "${pid[minimal]}"), metrics crate $(rss_kb "${pid[metrics]}")"
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"features": [0.038, 0.05, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.02, -0.018]}'
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %.1f %.1f %d\n", summary.requests / (summary.duration / 1e6), latency:percentile(99), summary.errors.status))
+  io.write(string.format("RESULT %.1f %.1f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(99), summary.errors.status, summary.requests))
 end
 LUA
 
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-echo "idle RSS: instrumented $(rss_kb "${pids[0]}") kB, uninstrumented $(rss_kb "${pids[1]}") kB"
-
-declare -a on_rps off_rps on_p99 off_p99 ids_rps ids_p99
+declare -A rps p99 cpu
 for round in $(seq "$rounds"); do
-  for side in on off ids; do
-    case $side in on) port=19401 ;; off) port=19402 ;; ids) port=19403 ;; esac
-    read -r rps p99 errors < <(wrk -t2 -c16 -d"$duration" -s "$work/post.lua" "http://127.0.0.1:$port/predict" | awk '/^RESULT/ {print $2, $3, $4}')
-    [[ $errors == 0 ]] || { echo "non-2xx responses: $errors" >&2; exit 1; }
-    echo "round $round $side: $rps req/s, p99 $p99 us"
-    case $side in
-      on) on_rps+=("$rps"); on_p99+=("$p99") ;;
-      off) off_rps+=("$rps"); off_p99+=("$p99") ;;
-      ids) ids_rps+=("$rps"); ids_p99+=("$p99") ;;
-    esac
+  # Rotate the order: round r starts at side (r - 1) mod 5.
+  order=()
+  for i in 0 1 2 3 4; do order+=("${sides[$(((round - 1 + i) % 5))]}"); done
+  line="round $round:"
+  for side in "${order[@]}"; do
+    before=$(cpu_ticks "${pid[$side]}")
+    read -r r p errors count < <(wrk -t2 -c16 -d"$duration" -s "$work/post.lua" \
+      "http://127.0.0.1:${port[$side]}/predict" | awk '/^RESULT/ {print $2, $3, $4, $5}')
+    after=$(cpu_ticks "${pid[$side]}")
+    [[ $errors == 0 ]] || { echo "$side: non-2xx responses: $errors" >&2; exit 1; }
+    rps[$side,$round]=$r; p99[$side,$round]=$p
+    cpu[$side,$round]=$(awk -v t=$((after - before)) -v hz="$ticks_per_s" -v n="$count" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+    line+=" $side ${r} req/s p99 ${p} us;"
   done
+  echo "$line"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-mon=$(median "${on_rps[@]}"); moff=$(median "${off_rps[@]}")
-pon=$(median "${on_p99[@]}"); poff=$(median "${off_p99[@]}")
-mids=$(median "${ids_rps[@]}"); pids_=$(median "${ids_p99[@]}")
-echo
-echo "| side | req/s (median) | p99 µs (median) |"
-echo "| --- | --- | --- |"
-echo "| metrics + drift on | $mon | $pon |"
-echo "| off (--no-instrumentation) | $moff | $poff |"
-echo "| on + prediction ids (--feedback-key-file) | $mids | $pids_ |"
-awk -v a="$mon" -v b="$moff" -v c="$pon" -v d="$poff" 'BEGIN { printf "| on / off | %.3f | %.3f |\n", a / b, c / d }'
-awk -v a="$mids" -v b="$mon" -v c="$pids_" -v d="$pon" 'BEGIN { printf "| ids / on | %.3f | %.3f |\n", a / b, c / d }'
 
-# /metrics render time after the load above (all series populated).
-start=$(date +%s%N); for _ in $(seq 200); do curl -s -o /dev/null 127.0.0.1:19401/metrics; done; end=$(date +%s%N)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END { if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
-echo "GET /metrics: $(( (end - start) / 200000 )) µs per request including curl start-up (200 sequential requests)"
-curl -s -o /dev/null -w "GET /metrics single request: %{time_total}s, %{size_download} bytes\n" 127.0.0.1:19401/metrics
+echo "| side | req/s / minimal, per round | median | p99 / minimal, median | CPU µs per request, median |"
+echo "| --- | --- | --- | --- | --- |"
+for side in on off metrics ids minimal; do
+  ratios=() pratios=() cpus=()
+  for round in $(seq "$rounds"); do
+    ratios+=("$(ratio "${rps[$side,$round]}" "${rps[minimal,$round]}")")
+    pratios+=("$(ratio "${p99[$side,$round]}" "${p99[minimal,$round]}")")
+    cpus+=("${cpu[$side,$round]}")
+  done
+  case $side in on) name="mlwatch" ;; off) name="mlwatch --no-instrumentation" ;;
+    metrics) name="minimal + metrics crate" ;; minimal) name="minimal" ;;
+    ids) name="mlwatch with prediction ids" ;; esac
+  echo "| $name | ${ratios[*]} | $(median "${ratios[@]}") | $(median "${pratios[@]}") | $(median "${cpus[@]}") |"
+done
+ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
+echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
+idr=() ; for round in $(seq "$rounds"); do idr+=("$(ratio "${rps[ids,$round]}" "${rps[on,$round]}")"); done
+echo "| mlwatch with ids / mlwatch | ${idr[*]} | $(median "${idr[@]}") | | |"
+
+# GET /metrics: render time (curl's time to the last byte, median of 50
+# sequential requests on a populated exposition) and size.
+scrape() {
+  local times=()
+  for _ in $(seq 50); do times+=("$(curl -s -o "$work/exposition" -w '%{time_total}' "127.0.0.1:$1/metrics")"); done
+  echo "$(median "${times[@]}" | awk '{printf "%.3f", $1 * 1000}') ms, $(wc -c < "$work/exposition") bytes, $(grep -vc '^#' "$work/exposition") series"
+}
+echo
+echo "GET /metrics, one model: $(scrape 19401)"
+# Three versions over time: retrain with other seeds, reload each in turn
+# (POST /admin/reload with the admin token) with traffic in between.
+head -c 24 /dev/urandom | base64 > "$work/token"; chmod 600 "$work/token"
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19405 --model-path "$work/current.json" --admin-token-file "$work/token"
+cp "$work/model.json" "$work/current.json"
+ready 19405
+for seed in 2 3; do
+  wrk -t2 -c16 -d2s -s "$work/post.lua" http://127.0.0.1:19405/predict >/dev/null
+  "$mlwatch" train --model linear --seed "$seed" --listen 127.0.0.1:0 --linger 0s --output "$work/next.json" >/dev/null 2>&1
+  mv "$work/next.json" "$work/current.json"
+  curl -sf -X POST -H "Authorization: Bearer $(cat "$work/token")" 127.0.0.1:19405/admin/reload >/dev/null
+done
+wrk -t2 -c16 -d2s -s "$work/post.lua" http://127.0.0.1:19405/predict >/dev/null
+echo "GET /metrics, three versions loaded in turn: $(scrape 19405) ($(grep -o 'model_version="[^"]*"' "$work/exposition" | sort -u | wc -l) versions in the exposition)"
+echo "GET /metrics, minimal + metrics crate: $(scrape 19404)"

@@ -8,7 +8,9 @@
 //! grows past the limit, so a body costs its own size once; a declared
 //! Content-Length over the limit is refused without buffering anything.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use poem::Body;
@@ -92,7 +94,19 @@ impl BodyLimits {
                 humantime::format_duration(self.read_timeout)
             ))
         };
-        match tokio::time::timeout(self.read_timeout, read).await {
+        // A small body usually arrives with its header and is read in one
+        // poll: only a body still on its way arms the timer, so the timeout
+        // costs nothing on the common path (it then runs from the first
+        // poll that had to wait, a poll's time later than the header).
+        let outcome = {
+            let mut read = std::pin::pin!(read);
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(outcome) => Ok(outcome),
+                Poll::Pending => tokio::time::timeout(self.read_timeout, read).await,
+            }
+        };
+        match outcome {
             Err(_) => Err(timed_out().into()),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(Some(data))) => Ok(data),

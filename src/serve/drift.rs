@@ -17,8 +17,10 @@
 //! sample ever recorded (`model_*_drift_bin_samples_total`). PSI values of
 //! several replicas cannot be combined, but these counts add up: the fleet
 //! rules (prometheus/rules/ml_fleet.yml) sum them over a time window. A
-//! request adds its bins locally first, so a batch costs one relaxed
-//! `fetch_add` per touched bin, a single row one per track.
+//! batch adds its bins locally first, so it costs one relaxed `fetch_add`
+//! per touched bin; a single row adds to the totals directly, one per
+//! track, with nothing allocated. PSI and the window's bin counts are
+//! computed at scrape time.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -103,7 +105,35 @@ impl DriftWindow {
         let first = self
             .sequence
             .fetch_add(rows.nrows() as u64, Ordering::Relaxed);
-        // Bin counts of this request, added to the shared totals once.
+        if let (1, [prediction]) = (rows.nrows(), predictions) {
+            // The common request, one row: one relaxed add per track,
+            // straight into the totals, nothing allocated.
+            let slot = (first % self.capacity as u64) as usize;
+            let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
+                return;
+            };
+            let values = rows
+                .row(0)
+                .into_iter()
+                .copied()
+                .chain(std::iter::once(prediction.as_number()));
+            for (((byte, reference), value), offset) in bytes
+                .iter()
+                .zip(&self.references)
+                .zip(values)
+                .zip(&self.offsets)
+            {
+                if let Some(reference) = reference {
+                    let bin = reference.bin(value).min(usize::from(EMPTY - 1));
+                    byte.store(bin as u8, Ordering::Relaxed);
+                    if let Some(total) = self.totals.get(offset + bin) {
+                        total.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            return;
+        }
+        // A batch: its bin counts, added to the shared totals once.
         let mut added = vec![0u64; self.totals.len()];
         for (offset, (row, prediction)) in rows.rows().into_iter().zip(predictions).enumerate() {
             let slot = ((first + offset as u64) % self.capacity as u64) as usize;

@@ -3,6 +3,7 @@
 //! lookup, not an allocation. [`Outcome`] is the `status` label of
 //! `model_prediction_requests_total`.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
@@ -39,6 +40,10 @@ pub const NO_MODEL_VERSION: &str = "none";
 pub struct ModelLabels {
     pub(crate) version: [KeyValue; 1],
     pub(crate) by_outcome: [[KeyValue; 2]; 3],
+    /// Requests by outcome not yet added to `model_prediction_requests`:
+    /// a request adds to these (a relaxed atomic, no label lookup) and the
+    /// scrape adds them to the counter (`ServiceMetrics::observe`).
+    pub(crate) pending: Arc<[AtomicU64; 3]>,
     pub(crate) classes: Vec<[KeyValue; 2]>,
     pub(crate) features: Vec<[KeyValue; 1]>,
 }
@@ -59,6 +64,7 @@ impl ModelLabels {
                 .map(|f| [KeyValue::new("feature", f.clone())])
                 .collect(),
             version: [version_label()],
+            pending: Arc::new([const { AtomicU64::new(0) }; 3]),
         }
     }
 }

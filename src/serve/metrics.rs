@@ -11,7 +11,7 @@
 //! disappear when it is replaced.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ndarray::ArrayView2;
@@ -69,6 +69,43 @@ pub struct ServiceMetrics {
     reloads: Counter<u64>,
     unauthorized: Counter<u64>,
     no_model: ModelLabels,
+    /// Every model's pending request counts with their label sets, added
+    /// to `model_prediction_requests` at each collection.
+    pending: Arc<Mutex<Vec<PendingRequests>>>,
+}
+
+/// One model's request counts not yet in the counter.
+struct PendingRequests {
+    counts: Arc<[AtomicU64; 3]>,
+    labels: [[KeyValue; 2]; 3],
+}
+
+impl PendingRequests {
+    fn of(labels: &ModelLabels) -> Self {
+        Self {
+            counts: Arc::clone(&labels.pending),
+            labels: labels.by_outcome.clone(),
+        }
+    }
+}
+
+/// Adds the pending request counts to the counter, and forgets the models
+/// that are gone (after their last count). Runs in an observable callback,
+/// which the SDK calls before it reads the sync instruments, so a scrape
+/// (or an OTLP export) sees every request answered before it.
+fn flush_requests(requests: &Counter<u64>, pending: &Mutex<Vec<PendingRequests>>) {
+    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+    pending.retain(|model| {
+        for (count, labels) in model.counts.iter().zip(&model.labels) {
+            let n = count.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                requests.add(n, labels);
+            }
+        }
+        // Only the list holds it: the model's labels are dropped, nothing
+        // can count for it any more.
+        Arc::strong_count(&model.counts) > 1
+    });
 }
 
 impl ServiceMetrics {
@@ -116,12 +153,15 @@ impl ServiceMetrics {
             .with_description("Admin requests with a missing or wrong bearer token")
             .build();
         unauthorized.add(0, &[]);
+        let no_model = ModelLabels::new(NO_MODEL_VERSION, &[], &[]);
+        let pending = Arc::new(Mutex::new(vec![PendingRequests::of(&no_model)]));
         Self {
             meter: meter.clone(),
             prediction,
             reloads,
             unauthorized,
-            no_model: ModelLabels::new(NO_MODEL_VERSION, &[], &[]),
+            no_model,
+            pending,
         }
     }
 
@@ -152,6 +192,10 @@ impl ServiceMetrics {
         );
         if let Some(p) = &self.prediction {
             self.touch_outcomes(&labels);
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(PendingRequests::of(&labels));
             for class in &labels.classes {
                 p.predictions.add(0, class);
             }
@@ -193,9 +237,11 @@ impl ServiceMetrics {
 
     /// Counts one /predict request; `model` is the model that answered it.
     pub fn request(&self, model: Option<&LoadedModel>, outcome: Outcome) {
-        if let Some(p) = &self.prediction {
+        if self.prediction.is_some() {
             let labels = model.map_or(&self.no_model, |m| &m.labels);
-            p.requests.add(1, &labels.by_outcome[outcome.index()]);
+            if let Some(count) = labels.pending.get(outcome.index()) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -307,11 +353,22 @@ impl ServiceMetrics {
             })
             .build();
         let s = Arc::clone(store);
+        let requests = self
+            .prediction
+            .as_ref()
+            .map(|p| (p.requests.clone(), Arc::clone(&self.pending)));
         self.meter
             .u64_observable_gauge("model_loaded")
             .with_unit("{bool}")
             .with_description("1 when a model is loaded and /ready answers 200")
-            .with_callback(move |o| o.observe(u64::from(s.model().is_some()), &[]))
+            .with_callback(move |o| {
+                // The request counts, on every collection (this gauge is
+                // always registered).
+                if let Some((counter, pending)) = &requests {
+                    flush_requests(counter, pending);
+                }
+                o.observe(u64::from(s.model().is_some()), &[]);
+            })
             .build();
         let Some(capacity) = drift_capacity else {
             return;
@@ -467,6 +524,43 @@ mod tests {
                 .any(|l| l.starts_with("model_prediction_requests_total{")
                     && l.contains("otel_metric_overflow=\"true\"")),
             "the excess is folded into the overflow series:\n{text}"
+        );
+    }
+
+    #[test]
+    fn pending_request_counts_reach_the_counter_and_gone_models_are_forgotten() {
+        let telemetry = Telemetry::with_cardinality_limits(CARDINALITY_LIMITS).unwrap();
+        let metrics = ServiceMetrics::new(&telemetry.meter(), true);
+        let requests = &metrics.prediction.as_ref().unwrap().requests;
+        let labels = ModelLabels::new("v1", &[], &[]);
+        metrics
+            .pending
+            .lock()
+            .unwrap()
+            .push(PendingRequests::of(&labels));
+        labels.pending[Outcome::InvalidInput.index()].fetch_add(3, Ordering::Relaxed);
+        flush_requests(requests, &metrics.pending);
+        flush_requests(requests, &metrics.pending);
+        let text = telemetry.render().unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("model_prediction_requests_total{")
+                    && l.contains("model_version=\"v1\"")
+                    && l.contains("status=\"invalid_input\"")
+                    && l.ends_with(" 3")),
+            "three requests, added once:\n{text}"
+        );
+        assert_eq!(metrics.pending.lock().unwrap().len(), 2, "none, v1");
+        labels.pending[Outcome::Success.index()].fetch_add(1, Ordering::Relaxed);
+        drop(labels);
+        flush_requests(requests, &metrics.pending);
+        assert_eq!(metrics.pending.lock().unwrap().len(), 1, "v1 is gone");
+        let text = telemetry.render().unwrap();
+        assert!(
+            text.lines().any(|l| l.contains("model_version=\"v1\"")
+                && l.contains("status=\"success\"")
+                && l.ends_with(" 1")),
+            "the last count of a replaced model is kept:\n{text}"
         );
     }
 

@@ -79,10 +79,18 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let stream = Arc::new(stream);
+        // A second descriptor of the socket, for the 408 after hyper gave
+        // the first one up (dropped with the connection otherwise).
+        let spare = match socket2::SockRef::from(&stream).try_clone() {
+            Ok(spare) => spare,
+            Err(e) => {
+                tracing::warn!(%remote, "cannot serve a connection: {e}");
+                continue;
+            }
+        };
         let pending = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(Watched {
-            stream: Arc::clone(&stream),
+            stream,
             pending: Arc::clone(&pending),
         });
         let service = hyper::service::service_fn({
@@ -113,7 +121,10 @@ pub async fn serve(
                 .is_some_and(hyper::Error::is_timeout);
             if header_timeout && pending.load(Ordering::Relaxed) {
                 refusals.count(Refusal::HeaderTimeout);
-                answer_header_timeout(&stream, remote, timeout).await;
+                match TcpStream::from_std(spare.into()) {
+                    Ok(stream) => answer_header_timeout(&stream, remote, timeout).await,
+                    Err(e) => tracing::debug!(%remote, "cannot answer the header timeout: {e}"),
+                }
             } else if !header_timeout {
                 tracing::debug!(%remote, "connection ended: {error}");
             }
@@ -167,82 +178,63 @@ async fn answer_header_timeout(stream: &TcpStream, remote: SocketAddr, timeout: 
     tracing::info!(%remote, "closed a connection whose request header did not arrive in time");
 }
 
-/// The connection's socket as hyper reads and writes it, shared so that a
-/// 408 can still be written after hyper gives up on the connection.
-/// `pending` is true while bytes of a request have been read and no
-/// response written since: a header timeout then means half a request, not
-/// an idle keep-alive connection.
+/// The connection's socket as hyper reads and writes it. `pending` is
+/// true while bytes of a request have been read and no response written
+/// since: a header timeout then means half a request, not an idle
+/// keep-alive connection.
+///
+/// Reads go to tokio's own `poll_read`, which reads into hyper's buffer as
+/// it is (uninitialised spare capacity); zeroing the unfilled part first
+/// (`ReadBuf::initialize_unfilled`) cost more than the rest of the read
+/// (benches/serve_profile.sh).
 struct Watched {
-    stream: Arc<TcpStream>,
+    stream: TcpStream,
     pending: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Watched {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match self.stream.try_read(unfilled) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.pending.store(true, Ordering::Relaxed);
-                    }
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.pending.store(true, Ordering::Relaxed);
         }
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Watched {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.pending.store(false, Ordering::Relaxed);
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.pending.store(false, Ordering::Relaxed);
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write_vectored(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, data)
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
