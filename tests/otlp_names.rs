@@ -12,55 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const HEADER: &str = "| OTLP instrument | unit | type | Prometheus name | labels |";
-
-#[derive(Debug)]
-struct Row {
-    instrument: String,
-    unit: String,
-    kind: String,
-    prometheus: String,
-    labels: Vec<String>,
-}
-
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect(path)
-}
-
-/// The table under the exact header of docs/otlp.md.
-fn mapping() -> Vec<Row> {
-    let text = read("docs/otlp.md");
-    let mut lines = text.lines().skip_while(|l| *l != HEADER);
-    assert_eq!(
-        lines.next(),
-        Some(HEADER),
-        "docs/otlp.md has no table headed {HEADER}"
-    );
-    assert!(lines.next().is_some_and(|l| l.starts_with("| ---")));
-    lines
-        .take_while(|l| l.starts_with("| "))
-        .map(|line| {
-            let cells: Vec<&str> = line
-                .trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
-            assert_eq!(cells.len(), 5, "{line}");
-            Row {
-                instrument: cells[0].to_owned(),
-                unit: cells[1].to_owned(),
-                kind: cells[2].to_owned(),
-                prometheus: cells[3].to_owned(),
-                labels: cells[4]
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            }
-        })
-        .collect()
 }
 
 /// OTLP's unit strings (UCUM) -> Prometheus' unit words, as otlptranslator
@@ -198,9 +151,9 @@ fn the_translation_follows_otlptranslator() {
 
 #[test]
 fn every_documented_metric_has_exactly_one_row_with_its_prometheus_name() {
-    let rows = mapping();
+    let rows = common::otlp_mapping();
     let documented = documented();
-    let mut by_name: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<&common::OtlpRow>> = BTreeMap::new();
     for row in &rows {
         by_name
             .entry(row.prometheus.as_str())
@@ -270,7 +223,7 @@ fn the_table_assumes_the_configured_strategy() {
         "UnderscoreEscapingWithSuffixes"
     );
     // Exponential histograms are the two latency instruments, nothing else.
-    let exponential: Vec<String> = mapping()
+    let exponential: Vec<String> = common::otlp_mapping()
         .into_iter()
         .filter(|r| r.kind == "exponential histogram")
         .map(|r| r.prometheus)

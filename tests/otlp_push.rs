@@ -258,6 +258,13 @@ fn the_trainer_pushes_its_run_and_a_final_state_on_exit() {
     );
 }
 
+/// Log lines that contain both `message` and `endpoint`.
+fn lines_with(log: &str, message: &str, endpoint: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(message) && l.contains(endpoint))
+        .count()
+}
+
 #[test]
 fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
     let down_port = common::free_port();
@@ -302,10 +309,7 @@ fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
     }
     let log = service.process.log_text();
     for endpoint in [down.to_string(), slow.address.to_string()] {
-        let warnings = log
-            .lines()
-            .filter(|l| l.contains("OTLP export failed") && l.contains(&endpoint))
-            .count();
+        let warnings = lines_with(&log, "OTLP export failed", &endpoint);
         assert_eq!(
             warnings, 1,
             "one warning per episode for {endpoint}:\n{log}"
@@ -336,10 +340,7 @@ fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
     assert!(exports(&scrape, "0", "success") >= 1.0);
     let log = service.process.log_text();
     for endpoint in [down.to_string(), slow.address.to_string()] {
-        let recoveries = log
-            .lines()
-            .filter(|l| l.contains("OTLP export recovered") && l.contains(&endpoint))
-            .count();
+        let recoveries = lines_with(&log, "OTLP export recovered", &endpoint);
         assert_eq!(recoveries, 1, "one recovery line for {endpoint}:\n{log}");
     }
     let export = back.exports().pop().expect("an export");
@@ -352,26 +353,9 @@ fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
 
 /// docs/otlp.md's name mapping: (unit, type) per OTLP instrument.
 fn name_table() -> std::collections::BTreeMap<String, (String, String)> {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/otlp.md"),
-    )
-    .expect("docs/otlp.md");
-    text.lines()
-        .skip_while(|l| !l.starts_with("| OTLP instrument |"))
-        .skip(2)
-        .take_while(|l| l.starts_with("| "))
-        .map(|line| {
-            let cells: Vec<&str> = line
-                .trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
-            (
-                cells[0].to_owned(),
-                (cells[1].to_owned(), cells[2].to_owned()),
-            )
-        })
+    common::otlp_mapping()
+        .into_iter()
+        .map(|row| (row.instrument, (row.unit, row.kind)))
         .collect()
 }
 

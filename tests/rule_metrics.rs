@@ -33,14 +33,10 @@ fn known_metrics() -> BTreeSet<String> {
     }
     // The push path's native histograms (docs/otlp.md: the rows of type
     // "exponential histogram") are one series under the bare name.
-    let otlp = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/otlp.md"),
-    )
-    .expect("docs/otlp.md");
-    let native: Vec<String> = otlp
-        .lines()
-        .filter(|l| l.contains("| exponential histogram |"))
-        .filter_map(|l| l.split('|').nth(4).map(|c| c.trim().to_owned()))
+    let native: Vec<String> = common::otlp_mapping()
+        .into_iter()
+        .filter(|row| row.kind == "exponential histogram")
+        .map(|row| row.prometheus)
         .collect();
     assert_eq!(
         native.len(),

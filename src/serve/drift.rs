@@ -101,68 +101,65 @@ impl DriftWindow {
 
     /// Records every row of a request with its prediction.
     pub fn record(&self, rows: ArrayView2<'_, f64>, predictions: &[Prediction]) {
-        let tracks = self.references.len();
         let first = self
             .sequence
             .fetch_add(rows.nrows() as u64, Ordering::Relaxed);
         if let (1, [prediction]) = (rows.nrows(), predictions) {
             // The common request, one row: one relaxed add per track,
             // straight into the totals, nothing allocated.
-            let slot = (first % self.capacity as u64) as usize;
-            let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
-                return;
-            };
-            let values = rows
-                .row(0)
-                .into_iter()
-                .copied()
-                .chain(std::iter::once(prediction.as_number()));
-            for (((byte, reference), value), offset) in bytes
-                .iter()
-                .zip(&self.references)
-                .zip(values)
-                .zip(&self.offsets)
-            {
-                if let Some(reference) = reference {
-                    let bin = reference.bin(value).min(usize::from(EMPTY - 1));
-                    byte.store(bin as u8, Ordering::Relaxed);
-                    if let Some(total) = self.totals.get(offset + bin) {
-                        total.fetch_add(1, Ordering::Relaxed);
-                    }
+            self.bin_row(first, rows.row(0), prediction, |index| {
+                if let Some(total) = self.totals.get(index) {
+                    total.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+            });
             return;
         }
         // A batch: its bin counts, added to the shared totals once.
         let mut added = vec![0u64; self.totals.len()];
         for (offset, (row, prediction)) in rows.rows().into_iter().zip(predictions).enumerate() {
-            let slot = ((first + offset as u64) % self.capacity as u64) as usize;
-            let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
-                continue;
-            };
-            let values = row
-                .iter()
-                .copied()
-                .chain(std::iter::once(prediction.as_number()));
-            for (((byte, reference), value), offset) in bytes
-                .iter()
-                .zip(&self.references)
-                .zip(values)
-                .zip(&self.offsets)
-            {
-                if let Some(reference) = reference {
-                    // Below EMPTY by construction (checked in `new`).
-                    let bin = reference.bin(value).min(usize::from(EMPTY - 1));
-                    byte.store(bin as u8, Ordering::Relaxed);
-                    if let Some(count) = added.get_mut(offset + bin) {
-                        *count += 1;
-                    }
+            self.bin_row(first + offset as u64, row, prediction, |index| {
+                if let Some(count) = added.get_mut(index) {
+                    *count += 1;
                 }
-            }
+            });
         }
         for (total, count) in self.totals.iter().zip(added) {
             if count > 0 {
                 total.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stores the bins of one row (its features, then its prediction) in
+    /// the window slot of sample number `sample`, and passes the index in
+    /// `totals` of each bin it fell into to `count`.
+    fn bin_row(
+        &self,
+        sample: u64,
+        row: ndarray::ArrayView1<'_, f64>,
+        prediction: &Prediction,
+        mut count: impl FnMut(usize),
+    ) {
+        let tracks = self.references.len();
+        let slot = (sample % self.capacity as u64) as usize;
+        let Some(bytes) = self.slots.get(slot * tracks..(slot + 1) * tracks) else {
+            return;
+        };
+        let values = row
+            .iter()
+            .copied()
+            .chain(std::iter::once(prediction.as_number()));
+        for (((byte, reference), value), offset) in bytes
+            .iter()
+            .zip(&self.references)
+            .zip(values)
+            .zip(&self.offsets)
+        {
+            if let Some(reference) = reference {
+                // Below EMPTY by construction (checked in `new`).
+                let bin = reference.bin(value).min(usize::from(EMPTY - 1));
+                byte.store(bin as u8, Ordering::Relaxed);
+                count(offset + bin);
             }
         }
     }

@@ -315,6 +315,55 @@ pub fn family_names(scrape: &Scrape) -> HashMap<String, &'static str> {
         .collect()
 }
 
+/// The header of docs/otlp.md's name mapping.
+const OTLP_HEADER: &str = "| OTLP instrument | unit | type | Prometheus name | labels |";
+
+#[derive(Debug)]
+pub struct OtlpRow {
+    pub instrument: String,
+    pub unit: String,
+    pub kind: String,
+    pub prometheus: String,
+    pub labels: Vec<String>,
+}
+
+/// The table under the exact header of docs/otlp.md.
+pub fn otlp_mapping() -> Vec<OtlpRow> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/otlp.md"))
+        .expect("docs/otlp.md");
+    let mut lines = text.lines().skip_while(|l| *l != OTLP_HEADER);
+    assert_eq!(
+        lines.next(),
+        Some(OTLP_HEADER),
+        "docs/otlp.md has no table headed {OTLP_HEADER}"
+    );
+    assert!(lines.next().is_some_and(|l| l.starts_with("| ---")));
+    lines
+        .take_while(|l| l.starts_with("| "))
+        .map(|line| {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            assert_eq!(cells.len(), 5, "{line}");
+            OtlpRow {
+                instrument: cells[0].to_owned(),
+                unit: cells[1].to_owned(),
+                kind: cells[2].to_owned(),
+                prometheus: cells[3].to_owned(),
+                labels: cells[4]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// Rows of a section's table in docs/metrics.md: (name, type, labels).
 pub fn documented_metrics(section: &str) -> Vec<(String, String, Vec<String>)> {
     let text =
