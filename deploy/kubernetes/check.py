@@ -9,7 +9,8 @@ accept but get wrong:
             OpenAPI schemas of Kubernetes K8S_VERSION, strictly (an unknown
             field is an error), with kubernetes-validate;
   crd       every prometheus-operator object against the openAPIV3Schema of
-            its CRD (v0.93.0, from ../shared/k8s-crds or $MLWATCH_K8S_CRDS). Those schemas never set
+            its CRD (v0.93.0, from ../shared/k8s-crds, beside the checkout or the one it
+            was cloned from, or $MLWATCH_K8S_CRDS). Those schemas never set
             additionalProperties: false (the API server prunes or, with
             strict field validation, rejects unknown fields of a structural
             schema), so besides jsonschema validation an own walk rejects
@@ -66,7 +67,29 @@ BASE = HERE / "base"
 # are not copied into it. This workplace lays them beside every checkout
 # (../shared/k8s-crds); elsewhere point MLWATCH_K8S_CRDS at a directory
 # holding the three files.
-CRDS = Path(os.environ.get("MLWATCH_K8S_CRDS", ROOT.parent / "shared" / "k8s-crds"))
+
+
+def default_crds() -> Path:
+    """../shared/k8s-crds beside this checkout, or, for a clone of a local
+    checkout (CI runs on a fresh clone, wherever it is made), beside the
+    checkout it was cloned from."""
+    beside = ROOT.parent / "shared" / "k8s-crds"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return beside
+    origin = Path(origin.removeprefix("file://"))
+    if origin.is_absolute():
+        cloned_from = origin.resolve().parent / "shared" / "k8s-crds"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside
+
+
+CRDS = Path(os.environ["MLWATCH_K8S_CRDS"]) if os.environ.get("MLWATCH_K8S_CRDS") else default_crds()
 CRD_FILES = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml",
              "monitoring.coreos.com_prometheusrules.yaml")
 RULES_DIR = ROOT / "prometheus" / "rules"
