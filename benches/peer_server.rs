@@ -119,6 +119,13 @@ fn ready() -> &'static str {
     "ready"
 }
 
+/// With the `mimalloc` feature, mimalloc instead of the system allocator
+/// (docs/benchmarks.md: what each allocator costs per request and holds
+/// under load).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

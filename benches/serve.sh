@@ -13,6 +13,11 @@
 #
 #     benches/serve.sh [ROUNDS] [DURATION]          (default 6 rounds of 10s)
 #     BIN_DIR=dir benches/serve.sh                  (dir/mlwatch, dir/peer_server)
+#     BUILDS="lto=dir1 mimalloc=dir2" benches/serve.sh
+#
+# BUILDS adds a side per other build of mlwatch (dir/mlwatch, instrumented,
+# the same arguments as "on"), reported as its ratio to "on" in the same
+# round: how the release profile choices compare, in one run.
 #
 # wrk: 2 threads, 16 connections, one 10-feature row per request. Needs wrk
 # (Debian package wrk), curl, and release builds:
@@ -44,20 +49,32 @@ ready() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/ready" >/dev/null && re
 
 "$mlwatch" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
 sides=(on off minimal metrics ids)
-declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404 [ids]=19406) pid
+declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404 [ids]=19406) pid build
+next_port=19410
+for entry in ${BUILDS-}; do
+  name=${entry%%=*} dir=${entry#*=}
+  [[ $name != "$entry" && -x $dir/mlwatch && -z ${port[$name]-} ]] ||
+    { echo "BUILDS: want name=dir with dir/mlwatch, a new name each ($entry)" >&2; exit 1; }
+  sides+=("$name"); build[$name]=$dir/mlwatch; port[$name]=$next_port; next_port=$((next_port + 1))
+done
 RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19401 --model-path "$work/model.json"; pid[on]=$!
 RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19402 --model-path "$work/model.json" --no-instrumentation; pid[off]=$!
 start "$peer" minimal 127.0.0.1:19403 "$work/model.json"; pid[minimal]=$!
 start "$peer" metrics 127.0.0.1:19404 "$work/model.json"; pid[metrics]=$!
 head -c 32 /dev/urandom | base64 > "$work/feedback.key"; chmod 600 "$work/feedback.key"
 RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19406 --model-path "$work/model.json" --feedback-key-file "$work/feedback.key"; pid[ids]=$!
+for side in "${!build[@]}"; do
+  RUST_LOG=warn start "${build[$side]}" serve --listen "127.0.0.1:${port[$side]}" --model-path "$work/model.json"; pid[$side]=$!
+done
 for side in "${sides[@]}"; do ready "${port[$side]}"; done
 sleep 1
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_s=$(getconf CLK_TCK)
 echo "machine: $(nproc) cores; wrk -t2 -c16 -d$duration, $rounds rounds"
-echo "idle RSS (kB): on $(rss_kb "${pid[on]}"), off $(rss_kb "${pid[off]}"), minimal $(rss_kb "${pid[minimal]}"), metrics crate $(rss_kb "${pid[metrics]}")"
+idle="idle RSS (kB):"
+for side in "${sides[@]}"; do idle+=" $side $(rss_kb "${pid[$side]}"),"; done
+echo "${idle%,}"
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -71,9 +88,9 @@ LUA
 
 declare -A rps p99 cpu
 for round in $(seq "$rounds"); do
-  # Rotate the order: round r starts at side (r - 1) mod 5.
+  # Rotate the order: round r starts at side (r - 1) mod the number of sides.
   order=()
-  for i in 0 1 2 3 4; do order+=("${sides[$(((round - 1 + i) % 5))]}"); done
+  for i in "${!sides[@]}"; do order+=("${sides[$(((round - 1 + i) % ${#sides[@]}))]}"); done
   line="round $round:"
   for side in "${order[@]}"; do
     before=$(cpu_ticks "${pid[$side]}")
@@ -107,8 +124,17 @@ for side in on off metrics ids minimal; do
 done
 ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
 echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
-idr=() ; for round in $(seq "$rounds"); do idr+=("$(ratio "${rps[ids,$round]}" "${rps[on,$round]}")"); done
-echo "| mlwatch with ids / mlwatch | ${idr[*]} | $(median "${idr[@]}") | | |"
+# Ratios to "on" in the same round: prediction ids, then every other build.
+for side in ids "${!build[@]}"; do
+  rs=() prs=() cpus=()
+  for round in $(seq "$rounds"); do
+    rs+=("$(ratio "${rps[$side,$round]}" "${rps[on,$round]}")")
+    prs+=("$(ratio "${p99[$side,$round]}" "${p99[on,$round]}")")
+    cpus+=("${cpu[$side,$round]}")
+  done
+  case $side in ids) name="mlwatch with ids / mlwatch" ;; *) name="mlwatch build $side / mlwatch" ;; esac
+  echo "| $name | ${rs[*]} | $(median "${rs[@]}") | $(median "${prs[@]}") (p99 / mlwatch) | $(median "${cpus[@]}") |"
+done
 
 # GET /metrics: render time (curl's time to the last byte, median of 50
 # sequential requests on a populated exposition) and size.

@@ -11,19 +11,29 @@
 # server at the same time. Growth is VmHWM (peak RSS) minus the RSS after
 # warm-up, against N MiB in flight; the target is below 1.5x.
 # A fresh service per N, with --max-inflight-bodies above N so that none is
-# refused. Needs python3 and a release build (cargo build --release).
+# refused. Needs python3 and a release build (cargo build --release);
+# BIN=path/to/mlwatch for another build. To measure under load, run it
+# while something else keeps the cores busy (a build, or BUSY=N: N busy
+# loops of this script's own, stopped with it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 counts=("$@")
 [[ ${#counts[@]} -gt 0 ]] || counts=(64 256)
 command -v python3 >/dev/null || { echo "python3 not found: apt-get install python3" >&2; exit 1; }
-bin=target/release/mlwatch
-[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+bin=${BIN:-target/release/mlwatch}
+[[ -x $bin ]] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 1; }
 
 work=$(mktemp -d)
-pid=
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+groups=()
+# The service and the busy loops each in their own process group (setsid),
+# stopped as a group.
+cleanup() {
+  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
+for _ in $(seq "${BUSY:-0}"); do setsid sh -c 'while :; do :; done' & groups+=($!); done
 
 $bin train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
 
@@ -68,7 +78,7 @@ echo "| bodies in flight | MiB in flight | RSS before (MiB) | peak RSS (MiB) | g
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 port=19411
 for n in "${counts[@]}"; do
-  RUST_LOG=warn $bin serve --listen "127.0.0.1:$port" --model-path "$work/model.json" \
+  RUST_LOG=warn setsid "$bin" serve --listen "127.0.0.1:$port" --model-path "$work/model.json" \
     --max-inflight-bodies $((n * 2)) --body-read-timeout 120s & pid=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
   # Warm-up: a few requests of each kind, so allocator pools exist.
@@ -85,6 +95,6 @@ for n in "${counts[@]}"; do
   peak=$(kb "$pid" VmHWM)
   awk -v n="$n" -v b="$before" -v p="$peak" -v a="$answers" 'BEGIN {
     g = (p - b) / 1024; printf "| %d | %d | %.1f | %.1f | %.1f | %.2fx | %s |\n", n, n, b / 1024, p / 1024, g, g / n, a }'
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  kill -TERM -- "-$pid"; wait "$pid" 2>/dev/null || true
   port=$((port + 1))
 done

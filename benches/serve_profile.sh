@@ -7,6 +7,12 @@
 #     benches/serve_profile.sh [N] [-- SERVE_ARGS...]
 #     BIN=path/to/mlwatch benches/serve_profile.sh 2000 -- --no-instrumentation
 #     PEER=minimal benches/serve_profile.sh 2000     (benches/peer_server.rs)
+#     SCRAPE=1 benches/serve_profile.sh 200           (GET /metrics instead)
+#
+# SCRAPE=1 counts N scrapes of GET /metrics after the warm-up's
+# predictions populated the exposition, split into the service's
+# callbacks, the SDK's collection of the other instruments and the text
+# encoding.
 #
 # Instruction counts do not depend on what else the machine does (the same
 # binary and inputs count the same on a busy machine), so this is the
@@ -58,25 +64,35 @@ import http.client, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 body = b'{"features": [0.038, 0.05, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.02, -0.018]}'
 c = http.client.HTTPConnection("127.0.0.1", port)
+scrape = len(sys.argv) > 3
 for _ in range(n):
-    c.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    if scrape:
+        c.request("GET", "/metrics")
+    else:
+        c.request("POST", "/predict", body, {"Content-Type": "application/json"})
     r = c.getresponse()
     r.read()
     assert r.status == 200, r.status
 PY
 python3 "$work/client.py" "$port" 200 # warm-up: pools, lazily created series
+scrape=()
+if [[ -n ${SCRAPE-} ]]; then
+  scrape=(scrape)
+  python3 "$work/client.py" "$port" 5 scrape
+fi
 # The counted window: from switching collection on to the dump.
 callgrind_control -i on "$group" >/dev/null
-python3 "$work/client.py" "$port" "$requests"
+python3 "$work/client.py" "$port" "$requests" "${scrape[@]}"
 callgrind_control -i off "$group" >/dev/null
 callgrind_control -d "$group" >/dev/null
 sleep 1
 out=$(ls "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 [[ -n $out ]] || out="$work/callgrind.out"
 
-python3 - "$out" "$requests" <<'PY'
+python3 - "$out" "$requests" "${scrape[@]}" <<'PY'
 import re, sys
 path, n = sys.argv[1], int(sys.argv[2])
+scrape = len(sys.argv) > 3
 # Inclusive cost per function name (summed over the callgrind file's
 # compressed names), call counts of the allocator entry points.
 names, inclusive, self_cost = {}, {}, {}
@@ -132,24 +148,39 @@ parts = [
     ("decode (serve::decode)", r"serve::decode::decode$|serve::decode::decode\b"),
     ("predict (model::Model::predict)", r"model::predictor::Model::predict"),
     ("drift bins and window (DriftWindow::record)", r"serve::drift::DriftWindow::record"),
-    # The SDK's sync `measure`; the linker folds it with the identical
-    # `Observable::observe`, whose name it then carries.
-    ("OpenTelemetry recording (SDK measure)", r"ResolvedMeasures<T> as opentelemetry::metrics::(instruments::)?SyncInstrument<T>>::measure|Observable<T> as opentelemetry::metrics::instruments::AsyncInstrument<T>>::observe"),
+    # The SDK's sync `measure`, unbound and bound; the linker folds the
+    # unbound one with the identical `Observable::observe`, whose name it
+    # then carries.
+    ("OpenTelemetry recording (SDK measure)", r"ResolvedMeasures<T> as opentelemetry::metrics::(instruments::)?SyncInstrument<T>>::measure|Observable<T> as opentelemetry::metrics::instruments::AsyncInstrument<T>>::observe|ResolvedBoundMeasures<T> as opentelemetry::metrics::(instruments::)?BoundSyncInstrument<T>>::measure"),
     ("response encoding (serve::predict::render)", r"serve::predict::render"),
 ]
+if scrape:
+    # The SDK runs each callback inside a closure of its own that records
+    # what it observes; its collection (`produce`) includes them.
+    callbacks = r"opentelemetry_sdk::metrics::meter::SdkMeter::create_observable_\w+::\{\{closure\}\}$"
+    parts = [
+        ("observable callbacks (drift bins and PSI, model gauges) with the SDK's recording", callbacks),
+        ("the SDK's collection of the other instruments", r"SdkProducer>::produce$", callbacks),
+        ("text encoding (telemetry::exposition::encode)", r"mlwatch::telemetry::exposition::encode$"),
+    ]
 print(f"{n} requests, {total / n:,.0f} instructions per request (user space)")
 print()
 print("| part | instructions per request | share |")
 print("| --- | --- | --- |")
 rest = total
-for label, pattern in parts:
-    c = incl(pattern)
+for label, pattern, *minus in parts:
+    c = incl(pattern) - sum(incl(m) for m in minus)
     rest -= c
     print(f"| {label} | {c / n:,.0f} | {100 * c / total:.1f} % |")
 print(f"| the rest: HTTP (hyper, poem routing, the service's middleware), tokio | {rest / n:,.0f} | {100 * rest / total:.1f} % |")
 print()
 print(f"heap allocations per request: malloc {allocs['malloc'] / n:.1f}, calloc {allocs['calloc'] / n:.1f}, realloc {allocs['realloc'] / n:.1f}, free {allocs['free'] / n:.1f}")
 print()
+if scrape:
+    print("top functions by inclusive instructions per request:")
+    for f, c in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]:
+        print(f"  {c / n:10,.0f}  {f[:150]}")
+    print()
 print("top functions by own instructions per request:")
 for f, c in sorted(self_cost.items(), key=lambda kv: -kv[1])[:25]:
     print(f"  {c / n:10,.0f}  {f[:150]}")

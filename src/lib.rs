@@ -3,8 +3,7 @@
 //! tooling that runs, drives and reports on them.
 //!
 //! Layout:
-//! - [`telemetry`]: the metrics pipeline and its exposition (the only user
-//!   of `opentelemetry-prometheus`).
+//! - [`telemetry`]: the metrics pipeline, its text exposition and OTLP push.
 //! - `resources`: the CPU/memory/GPU sampler (crate-internal).
 //! - [`model`]: the artifact, the predictor, the drift reference.
 //! - [`train`]: the training loop, its metrics, the Pushgateway push.

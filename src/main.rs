@@ -60,6 +60,13 @@ enum Command {
     Runbooks(mlwatch::stack::runbooks::RunbooksArgs),
 }
 
+/// With the `mimalloc` feature, mimalloc instead of the system allocator
+/// (docs/benchmarks.md: what each allocator costs per request and holds
+/// under load).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = parse();
     let log_format = cli.log_format;

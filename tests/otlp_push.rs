@@ -272,7 +272,7 @@ fn a_receiver_down_then_slow_is_counted_logged_once_and_recovered_from() {
     let slow = Receiver::start();
     slow.set_delay(Duration::from_secs(3));
     // Scraped too: the failure counts are read from /metrics, and a scraped
-    // process pushes explicit buckets (the bridge has no exponential form).
+    // process pushes explicit buckets (the text exposition has no exponential form).
     let service = Service::start(
         Some(&linear_artifact(0)),
         &[

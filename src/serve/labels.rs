@@ -1,11 +1,13 @@
 //! The label sets of the service's model metrics, built once per loaded
-//! model from the artifact (never from a request), so that recording is a
-//! lookup, not an allocation. [`Outcome`] is the `status` label of
+//! model from the artifact (never from a request), and the instruments
+//! bound to them, so that recording is neither an allocation nor a label
+//! lookup. [`Outcome`] is the `status` label of
 //! `model_prediction_requests_total`.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use opentelemetry::metrics::{BoundCounter, BoundHistogram};
 use opentelemetry::KeyValue;
 
 /// How a /predict request ended, the `status` label.
@@ -46,6 +48,26 @@ pub struct ModelLabels {
     pub(crate) pending: Arc<[AtomicU64; 3]>,
     pub(crate) classes: Vec<[KeyValue; 2]>,
     pub(crate) features: Vec<[KeyValue; 1]>,
+    /// The per-request instruments bound to these label sets; `None` for
+    /// the no-model labels and without instrumentation.
+    pub(crate) bound: Option<BoundInstruments>,
+}
+
+/// A model's per-request instruments, bound when it loads
+/// (`ServiceMetrics::prepare`). A bound record goes straight to its
+/// series: the SDK's unbound record hashes the label set and takes the
+/// instrument's shared read lock to find it, on every request. Binding
+/// creates the series (a histogram's at count zero).
+#[derive(Debug)]
+pub(crate) struct BoundInstruments {
+    /// `model_prediction_duration_seconds{model_version}`.
+    pub(crate) duration: BoundHistogram<f64>,
+    /// `model_prediction_value{model_version}`, regression models only.
+    pub(crate) value: Option<BoundHistogram<f64>>,
+    /// `model_predictions_total`, one per class (in `classes`' order).
+    pub(crate) classes: Vec<BoundCounter<u64>>,
+    /// `model_input_out_of_range_total`, one per feature.
+    pub(crate) features: Vec<BoundCounter<u64>>,
 }
 
 impl ModelLabels {
@@ -59,12 +81,66 @@ impl ModelLabels {
                 .iter()
                 .map(|c| [version_label(), KeyValue::new("class", c.clone())])
                 .collect(),
+            // Reference-counted values: the SDK copies a label set per
+            // series on every collection of an observable.
             features: feature_names
                 .iter()
-                .map(|f| [KeyValue::new("feature", f.clone())])
+                .map(|f| [KeyValue::new("feature", Arc::<str>::from(f.as_str()))])
                 .collect(),
             version: [version_label()],
             pending: Arc::new([const { AtomicU64::new(0) }; 3]),
+            bound: None,
+        }
+    }
+}
+
+/// The label sets of one model's drift bin series
+/// (`model_input_drift_*{model_version, feature, bin}` and
+/// `model_prediction_drift_*{model_version, bin}`), built on the model's
+/// first scrape and kept with it, so a scrape allocates no labels. Each
+/// set is sorted by key: the SDK stores an observed set under its given and
+/// its sorted order, twice when they differ.
+#[derive(Debug)]
+pub(crate) struct BinLabels {
+    /// Per feature (in `ModelLabels::features`' order), per bin.
+    pub(crate) features: Vec<Vec<[KeyValue; 3]>>,
+    pub(crate) prediction: Vec<[KeyValue; 2]>,
+}
+
+impl BinLabels {
+    /// `feature_bins[i]` is feature i's bin count, `prediction_bins` the
+    /// predictions'.
+    pub(crate) fn new(
+        labels: &ModelLabels,
+        feature_bins: &[usize],
+        prediction_bins: usize,
+    ) -> Self {
+        let most = feature_bins
+            .iter()
+            .copied()
+            .chain([prediction_bins])
+            .max()
+            .unwrap_or(0);
+        let bins: Vec<KeyValue> = (0..most)
+            .map(|bin| KeyValue::new("bin", Arc::<str>::from(bin.to_string())))
+            .collect();
+        let version = &labels.version[0];
+        Self {
+            features: labels
+                .features
+                .iter()
+                .zip(feature_bins)
+                .map(|([feature], n)| {
+                    bins[..*n]
+                        .iter()
+                        .map(|bin| [bin.clone(), feature.clone(), version.clone()])
+                        .collect()
+                })
+                .collect(),
+            prediction: bins[..prediction_bins]
+                .iter()
+                .map(|bin| [bin.clone(), version.clone()])
+                .collect(),
         }
     }
 }

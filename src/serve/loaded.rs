@@ -4,7 +4,7 @@
 
 use super::decode::Schema;
 use super::drift::DriftWindow;
-use super::labels::ModelLabels;
+use super::labels::{BinLabels, ModelLabels};
 use super::state::{Loaded, ModelStore};
 use crate::model::Artifact;
 
@@ -24,6 +24,8 @@ pub struct LoadedModel {
     pub id_version: Option<[u8; 6]>,
     /// This version's quality entry (ids issued), when remembered.
     pub quality: Option<std::sync::Arc<super::quality::VersionQuality>>,
+    /// The drift bin series' label sets, built by the first scrape.
+    pub(crate) bin_labels: std::sync::OnceLock<BinLabels>,
 }
 
 impl LoadedModel {
@@ -35,9 +37,26 @@ impl LoadedModel {
             drift: drift_capacity.map(|c| DriftWindow::new(&artifact.reference, c)),
             id_version: super::prediction_id::version_bytes(&artifact.model_version),
             quality: None,
+            bin_labels: std::sync::OnceLock::new(),
             labels,
             artifact,
         }
+    }
+}
+
+impl LoadedModel {
+    /// The drift bin label sets (`None` without a drift window).
+    pub(crate) fn bin_labels(&self) -> Option<&BinLabels> {
+        let window = self.drift.as_ref()?;
+        Some(self.bin_labels.get_or_init(|| {
+            let features: Vec<usize> = window
+                .feature_totals()
+                .iter()
+                .map(|t| t.as_ref().map_or(0, |t| t.counts.len()))
+                .collect();
+            let prediction = window.prediction_totals().map_or(0, |t| t.counts.len());
+            BinLabels::new(&self.labels, &features, prediction)
+        }))
     }
 }
 

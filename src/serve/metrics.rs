@@ -22,6 +22,7 @@ use super::loaded::{LoadedModel, Store};
 use crate::model::{Artifact, Prediction, Task};
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
+use super::labels::BoundInstruments;
 pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
 
 /// How many model versions one process keeps series for. A replaced
@@ -185,7 +186,7 @@ impl ServiceMetrics {
     /// says so when its edges differ. `model_prediction_drift_psi` compares
     /// every model with its own reference and has no such limit.
     pub fn prepare(&self, artifact: &Artifact) -> ModelLabels {
-        let labels = ModelLabels::new(
+        let mut labels = ModelLabels::new(
             &artifact.model_version,
             &artifact.class_names,
             &artifact.feature_names,
@@ -196,35 +197,56 @@ impl ServiceMetrics {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(PendingRequests::of(&labels));
-            for class in &labels.classes {
-                p.predictions.add(0, class);
-            }
-            for feature in &labels.features {
-                p.out_of_range.add(0, feature);
-            }
-            if artifact.task == Task::Regression {
-                let mut edges = artifact.reference.prediction.edges.clone();
-                edges.retain(|e| e.is_finite());
-                edges.dedup();
-                let (_, kept, first) = p.value.get_or_init(|| {
-                    let histogram = self
-                        .meter
-                        .f64_histogram("model_prediction_value")
-                        .with_unit("1")
-                        .with_description("Predicted values (regression), one row per request")
-                        .with_boundaries(edges.clone())
-                        .build();
-                    (histogram, edges.clone(), artifact.model_version.clone())
-                });
-                if *kept != edges {
-                    tracing::warn!(
-                        model_version = %artifact.model_version,
-                        "model_prediction_value keeps the buckets of model {first} until the service restarts; model_prediction_drift_psi is this model's own"
-                    );
-                }
-            }
+            // Bound counters start their series at zero, as add(0) did.
+            let classes = labels
+                .classes
+                .iter()
+                .map(|c| p.predictions.bind(c))
+                .collect();
+            let features = labels
+                .features
+                .iter()
+                .map(|f| p.out_of_range.bind(f))
+                .collect();
+            let value = (artifact.task == Task::Regression)
+                .then(|| self.value_histogram(p, artifact).bind(&labels.version));
+            labels.bound = Some(BoundInstruments {
+                duration: p.duration.bind(&labels.version),
+                value,
+                classes,
+                features,
+            });
         }
         labels
+    }
+
+    /// `model_prediction_value`, created with the buckets of the first
+    /// regression model (see [`ServiceMetrics::prepare`]).
+    fn value_histogram<'a>(
+        &self,
+        p: &'a PredictionInstruments,
+        artifact: &Artifact,
+    ) -> &'a Histogram<f64> {
+        let mut edges = artifact.reference.prediction.edges.clone();
+        edges.retain(|e| e.is_finite());
+        edges.dedup();
+        let (histogram, kept, first) = p.value.get_or_init(|| {
+            let histogram = self
+                .meter
+                .f64_histogram("model_prediction_value")
+                .with_unit("1")
+                .with_description("Predicted values (regression), one row per request")
+                .with_boundaries(edges.clone())
+                .build();
+            (histogram, edges.clone(), artifact.model_version.clone())
+        });
+        if *kept != edges {
+            tracing::warn!(
+                model_version = %artifact.model_version,
+                "model_prediction_value keeps the buckets of model {first} until the service restarts; model_prediction_drift_psi is this model's own"
+            );
+        }
+        histogram
     }
 
     fn touch_outcomes(&self, labels: &ModelLabels) {
@@ -255,27 +277,36 @@ impl ServiceMetrics {
         elapsed: Duration,
     ) {
         let Some(p) = &self.prediction else { return };
-        let labels = &model.labels;
-        p.duration.record(elapsed.as_secs_f64(), &labels.version);
-        // One histogram record per request, not per row: the SDK takes a
-        // lock per record. The recorded row rotates through the batch.
-        if let (Some((histogram, _, _)), false) = (p.value.get(), predictions.is_empty()) {
+        let Some(bound) = &model.labels.bound else {
+            return;
+        };
+        bound.duration.record(elapsed.as_secs_f64());
+        // One value per request, not per row: a histogram record takes its
+        // series' lock. The recorded row rotates through the batch.
+        if let (Some(histogram), false) = (&bound.value, predictions.is_empty()) {
             let pick = p.sampled.fetch_add(1, Ordering::Relaxed) % predictions.len() as u64;
             if let Some(Prediction::Value(v)) = predictions.get(pick as usize) {
-                histogram.record(*v, &labels.version);
+                histogram.record(*v);
             }
         }
-        let mut class_counts = vec![0u64; labels.classes.len()];
-        for prediction in predictions {
-            if let Prediction::Class { class, .. } = prediction {
-                if let Some(count) = class_counts.get_mut(*class) {
-                    *count += 1;
+        if let [Prediction::Class { class, .. }] = predictions {
+            // A single row, the common request: no counting buffer.
+            if let Some(counter) = bound.classes.get(*class) {
+                counter.add(1);
+            }
+        } else if !bound.classes.is_empty() {
+            let mut class_counts = vec![0u64; bound.classes.len()];
+            for prediction in predictions {
+                if let Prediction::Class { class, .. } = prediction {
+                    if let Some(count) = class_counts.get_mut(*class) {
+                        *count += 1;
+                    }
                 }
             }
-        }
-        for (count, class) in class_counts.iter().zip(&labels.classes) {
-            if *count > 0 {
-                p.predictions.add(*count, class);
+            for (count, class) in class_counts.iter().zip(&bound.classes) {
+                if *count > 0 {
+                    class.add(*count);
+                }
             }
         }
         for ((reference, column), feature) in model
@@ -284,14 +315,14 @@ impl ServiceMetrics {
             .features
             .iter()
             .zip(rows.columns())
-            .zip(&labels.features)
+            .zip(&bound.features)
         {
             let outside = column
                 .iter()
                 .filter(|v| reference.is_out_of_range(**v))
                 .count() as u64;
             if outside > 0 {
-                p.out_of_range.add(outside, feature);
+                feature.add(outside);
             }
         }
         if let Some(window) = &model.drift {
@@ -430,12 +461,6 @@ impl ServiceMetrics {
 /// current model's window at scrape time. `bin` is the bin index ("0" is
 /// the lowest), bounded by the reference's bin count (10 for deciles).
 fn observe_bins(meter: &Meter, store: &Arc<Store>) {
-    fn labels(m: &LoadedModel, feature: Option<&[KeyValue; 1]>, bin: usize) -> Vec<KeyValue> {
-        let mut labels = vec![m.labels.version[0].clone()];
-        labels.extend(feature.map(|f| f[0].clone()));
-        labels.push(KeyValue::new("bin", bin.to_string()));
-        labels
-    }
     let s = Arc::clone(store);
     meter
         .u64_observable_counter("model_input_drift_bin_samples")
@@ -443,10 +468,12 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Feature values seen per reference bin since the model loaded")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let Some(window) = &m.drift else { return };
-            for (totals, feature) in window.feature_totals().iter().zip(&m.labels.features) {
-                for (bin, count) in totals.iter().flat_map(|t| t.counts.iter().enumerate()) {
-                    o.observe(*count, &labels(&m, Some(feature), bin));
+            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+                return;
+            };
+            for (totals, labels) in window.feature_totals().iter().zip(&bins.features) {
+                for (count, labels) in totals.iter().flat_map(|t| t.counts.iter().zip(labels)) {
+                    o.observe(*count, labels);
                 }
             }
         })
@@ -458,11 +485,14 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Predictions seen per reference bin since the model loaded")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let Some(totals) = m.drift.as_ref().and_then(|w| w.prediction_totals()) else {
+            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
                 return;
             };
-            for (bin, count) in totals.counts.iter().enumerate() {
-                o.observe(*count, &labels(&m, None, bin));
+            let Some(totals) = window.prediction_totals() else {
+                return;
+            };
+            for (count, labels) in totals.counts.iter().zip(&bins.prediction) {
+                o.observe(*count, labels);
             }
         })
         .build();
@@ -473,10 +503,13 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Share of the training reference in each feature bin")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let Some(window) = &m.drift else { return };
-            for (totals, feature) in window.feature_totals().iter().zip(&m.labels.features) {
-                for (bin, share) in totals.iter().flat_map(|t| t.proportions.iter().enumerate()) {
-                    o.observe(*share, &labels(&m, Some(feature), bin));
+            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+                return;
+            };
+            for (totals, labels) in window.feature_totals().iter().zip(&bins.features) {
+                for (share, labels) in totals.iter().flat_map(|t| t.proportions.iter().zip(labels))
+                {
+                    o.observe(*share, labels);
                 }
             }
         })
@@ -488,11 +521,14 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Share of the reference predictions in each bin")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let Some(totals) = m.drift.as_ref().and_then(|w| w.prediction_totals()) else {
+            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
                 return;
             };
-            for (bin, share) in totals.proportions.iter().enumerate() {
-                o.observe(*share, &labels(&m, None, bin));
+            let Some(totals) = window.prediction_totals() else {
+                return;
+            };
+            for (share, labels) in totals.proportions.iter().zip(&bins.prediction) {
+                o.observe(*share, labels);
             }
         })
         .build();

@@ -6,11 +6,16 @@
 //! No label comes from the request as sent: `route` is the route template
 //! poem matched (`poem::PathPattern` in the response data), or `unmatched`;
 //! `method` is one of a fixed set, anything else `other`.
+//!
+//! The duration histogram is bound to each label set the first time a
+//! request has it ([`BoundDurations`]), so a request records without the
+//! SDK's attribute lookup; only label sets outside the table (a status
+//! code the service does not answer itself) take the unbound path.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter, UpDownCounter};
 use opentelemetry::KeyValue;
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -20,11 +25,105 @@ use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 /// The `route` label of a request no route matched.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The `method` labels: the standard methods, then `other`.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
+];
+
+/// Status codes whose series are bound on first use: those the service's
+/// handlers and poem answer. Any other code is still recorded, unbound.
+const BOUND_STATUSES: [u16; 14] = [
+    200, 400, 401, 404, 405, 408, 409, 410, 413, 415, 421, 422, 500, 503,
+];
+
+/// Routes in the table: the service's own, then `unmatched`.
+const BOUND_ROUTES: usize = super::ROUTES.len() + 1;
+
 /// The middleware; clone-cheap handles to its two instruments.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    duration: Histogram<f64>,
+    duration: Arc<BoundDurations>,
     active: UpDownCounter<i64>,
+}
+
+/// `http_server_request_duration_seconds` and one lazily bound series per
+/// method × route × status of the table: a slot is bound by the first
+/// request with that label set (so no series exists before a request had
+/// it) and read with one atomic load after that.
+struct BoundDurations {
+    histogram: Histogram<f64>,
+    slots: Box<[OnceLock<BoundHistogram<f64>>]>,
+}
+
+impl BoundDurations {
+    fn new(histogram: Histogram<f64>) -> Self {
+        let slots = (0..METHODS.len() * BOUND_ROUTES * BOUND_STATUSES.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        Self { histogram, slots }
+    }
+
+    fn record(&self, seconds: f64, method: usize, route: Route, status: u16) {
+        let attributes = || {
+            [
+                KeyValue::new("method", METHODS[method]),
+                route.label(),
+                KeyValue::new("status_code", i64::from(status)),
+            ]
+        };
+        let status_index = BOUND_STATUSES.iter().position(|s| *s == status);
+        let slot = match (route.index(), status_index) {
+            (Some(route), Some(status)) => self
+                .slots
+                .get((method * BOUND_ROUTES + route) * BOUND_STATUSES.len() + status),
+            _ => None,
+        };
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| self.histogram.bind(&attributes()))
+                .record(seconds),
+            None => self.histogram.record(seconds, &attributes()),
+        }
+    }
+}
+
+/// The `route` label of a response: one of the service's routes (by its
+/// index in `ROUTES`), another template poem matched, or none.
+enum Route {
+    Own(usize),
+    Other(Arc<str>),
+    Unmatched,
+}
+
+impl Route {
+    fn of(response: &Response) -> Self {
+        match response.data::<poem::PathPattern>() {
+            Some(pattern) => match super::ROUTES.iter().position(|r| **r == *pattern.0) {
+                Some(index) => Route::Own(index),
+                None => Route::Other(Arc::clone(&pattern.0)),
+            },
+            None => Route::Unmatched,
+        }
+    }
+
+    /// The row of the bound table, `None` for a template not the service's.
+    fn index(&self) -> Option<usize> {
+        match self {
+            Route::Own(index) => Some(*index),
+            Route::Unmatched => Some(super::ROUTES.len()),
+            Route::Other(_) => None,
+        }
+    }
+
+    /// A static string for the service's own routes (no reference count
+    /// shared between threads), the template itself otherwise.
+    fn label(&self) -> KeyValue {
+        match self {
+            Route::Own(index) => KeyValue::new("route", super::ROUTES[*index]),
+            Route::Other(pattern) => KeyValue::new("route", Arc::clone(pattern)),
+            Route::Unmatched => KeyValue::new("route", UNMATCHED_ROUTE),
+        }
+    }
 }
 
 impl HttpMetrics {
@@ -35,13 +134,14 @@ impl HttpMetrics {
             .with_description("HTTP requests in flight")
             .build();
         active.add(0, &[]);
+        let histogram = meter
+            .f64_histogram("http_server_request_duration_seconds")
+            .with_unit("s")
+            .with_description("HTTP request duration by method, route template and status code")
+            .with_boundaries(LATENCY_BUCKETS_SECONDS.to_vec())
+            .build();
         Self {
-            duration: meter
-                .f64_histogram("http_server_request_duration_seconds")
-                .with_unit("s")
-                .with_description("HTTP request duration by method, route template and status code")
-                .with_boundaries(LATENCY_BUCKETS_SECONDS.to_vec())
-                .build(),
+            duration: Arc::new(BoundDurations::new(histogram)),
             active,
         }
     }
@@ -67,7 +167,7 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let method = method_label(req.method());
+        let method = method_index(req.method());
         let _in_flight = InFlight::start(&self.metrics.active);
         let started = Instant::now();
         let response = match self.inner.call(req).await {
@@ -75,29 +175,13 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             // Error responses keep the error's data, the route pattern included.
             Err(error) => error.into_response(),
         };
-        let route = match response.data::<poem::PathPattern>() {
-            Some(pattern) => route_label(&pattern.0),
-            None => KeyValue::new("route", UNMATCHED_ROUTE),
-        };
         self.metrics.duration.record(
             started.elapsed().as_secs_f64(),
-            &[
-                KeyValue::new("method", method),
-                route,
-                KeyValue::new("status_code", i64::from(response.status().as_u16())),
-            ],
+            method,
+            Route::of(&response),
+            response.status().as_u16(),
         );
         Ok(response)
-    }
-}
-
-/// The `route` label of a matched template: a static string for the
-/// service's own routes (no reference count shared between threads), the
-/// template itself otherwise.
-fn route_label(pattern: &Arc<str>) -> KeyValue {
-    match super::ROUTES.iter().find(|route| **route == &**pattern) {
-        Some(route) => KeyValue::new("route", *route),
-        None => KeyValue::new("route", Arc::clone(pattern)),
     }
 }
 
@@ -118,28 +202,103 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The `method` label: standard methods by name, anything else `other`.
-fn method_label(method: &Method) -> &'static str {
+/// The `method` label's index in [`METHODS`]: standard methods by name,
+/// anything else `other`.
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Telemetry;
+
+    /// The `_count` of the duration series whose labels contain all of `labels`.
+    fn count(exposition: &str, labels: &[&str]) -> Option<u64> {
+        exposition
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .find(|l| labels.iter().all(|label| l.contains(label)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn bound_and_unbound_records_land_in_their_own_series() {
+        let telemetry = Telemetry::new().unwrap();
+        let metrics = HttpMetrics::new(&telemetry.meter());
+        let predict = || Route::Own(0);
+        // Bound on first use, then recorded through the same slot.
+        metrics.duration.record(0.001, 1, predict(), 200);
+        metrics.duration.record(0.002, 1, predict(), 200);
+        // Outside the table: a status the service does not answer, a
+        // template not its own; recorded unbound.
+        metrics.duration.record(0.003, 1, predict(), 418);
+        metrics
+            .duration
+            .record(0.004, 7, Route::Other(Arc::from("/x/:id")), 200);
+        metrics.duration.record(0.005, 0, Route::Unmatched, 404);
+        let text = telemetry.render().unwrap();
+        let post_predict = ["method=\"POST\"", "route=\"/predict\""];
+        assert_eq!(
+            count(
+                &text,
+                &[&post_predict[..], &["status_code=\"200\""]].concat()
+            ),
+            Some(2),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                &text,
+                &[&post_predict[..], &["status_code=\"418\""]].concat()
+            ),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(
+            count(&text, &["method=\"other\"", "route=\"/x/:id\""]),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                &text,
+                &[
+                    "method=\"GET\"",
+                    "route=\"unmatched\"",
+                    "status_code=\"404\""
+                ]
+            ),
+            Some(1),
+            "{text}"
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .count();
+        assert_eq!(
+            series, 4,
+            "a slot makes no series before a request has its labels:\n{text}"
+        );
+    }
 
     #[test]
     fn unknown_methods_collapse_into_other() {
-        assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
-        assert_eq!(method_label(&Method::TRACE), "other");
+        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
+        assert_eq!(METHODS[method_index(&Method::OPTIONS)], "OPTIONS");
+        assert_eq!(
+            METHODS[method_index(&Method::from_bytes(b"BREW").unwrap())],
+            "other"
+        );
+        assert_eq!(METHODS[method_index(&Method::TRACE)], "other");
     }
 }

@@ -1,15 +1,15 @@
 //! The metrics pipeline shared by the trainer and the prediction service.
 //!
 //! Instruments are created through the OpenTelemetry SDK. Two kinds of
-//! reader can watch them ([`Exporters`]): the `opentelemetry-prometheus`
-//! bridge (scrape, the default), writing into an explicit
-//! `prometheus::Registry` that [`Telemetry::render`] turns into the text
-//! exposition, and one OTLP periodic reader per receiver (push,
-//! [`otlp_exporter`]). Scope labels and `target_info` are switched off and
-//! unit suffixes are never appended on the scrape path, and the instrument
-//! units are chosen so that Prometheus' OTLP receiver appends none either
-//! (docs/otlp.md): both paths give exactly the names of docs/metrics.md.
+//! reader can watch them ([`Exporters`]): a pull reader (scrape, the
+//! default) whose collection [`Telemetry::render`] writes as the text
+//! exposition ([`exposition`]), and one OTLP periodic reader per receiver
+//! (push, [`otlp_exporter`]). The exposition has no scope labels, no
+//! `target_info` and no unit suffixes, and the instrument units are chosen
+//! so that Prometheus' OTLP receiver appends none either (docs/otlp.md):
+//! both paths give exactly the names of docs/metrics.md.
 
+pub mod exposition;
 mod otlp_args;
 pub mod otlp_exporter;
 
@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{Meter, MeterProvider, ObservableCounter, ObservableGauge};
 use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::Resource;
-use prometheus::{Encoder, TextEncoder};
+
+use exposition::ScrapeReader;
 
 use otlp_exporter::ExportOutcomes;
 
@@ -40,8 +43,8 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 
 /// The latency histograms that become exponential (native in Prometheus)
 /// when the process only pushes (docs/otlp.md, "Histograms and quantiles").
-/// One instrument has one aggregation for every reader, and the scrape
-/// bridge drops exponential histograms, so a scraped process keeps
+/// One instrument has one aggregation for every reader, and the text
+/// exposition has no exponential form, so a scraped process keeps
 /// explicit buckets on both paths.
 pub const EXPONENTIAL_WHEN_PUSHED: &[&str] = &[
     "model_prediction_duration_seconds",
@@ -103,19 +106,17 @@ pub struct PushTargets {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("cannot build the Prometheus exporter: {0}")]
-    Exporter(String),
-    #[error("cannot encode metrics: {0}")]
-    Encode(#[from] prometheus::Error),
+    #[error("cannot collect metrics: {0}")]
+    Collect(String),
     #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
     Otlp { endpoint: String, reason: String },
 }
 
 /// One meter provider with its readers.
 pub struct Telemetry {
-    registry: prometheus::Registry,
+    /// `Some` when scraping.
+    scrape: Option<ScrapeReader>,
     provider: SdkMeterProvider,
-    scrape: bool,
     // Held so that the callbacks live as long as the provider.
     _observables: (ObservableGauge<f64>, Option<ObservableCounter<u64>>),
 }
@@ -141,17 +142,10 @@ impl Telemetry {
         limits: &'static [(&'static str, usize)],
         exporters: &Exporters,
     ) -> Result<Self, TelemetryError> {
-        let registry = prometheus::Registry::new();
         let mut builder = SdkMeterProvider::builder();
-        if exporters.scrape {
-            let exporter = opentelemetry_prometheus::exporter()
-                .with_registry(registry.clone())
-                .without_target_info()
-                .scope_info_enabled(false)
-                .without_units()
-                .build()
-                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-            builder = builder.with_reader(exporter);
+        let scrape = exporters.scrape.then(ScrapeReader::default);
+        if let Some(reader) = &scrape {
+            builder = builder.with_reader(reader.clone());
         }
         let mut outcomes = Vec::new();
         if let Some(push) = &exporters.push {
@@ -233,16 +227,15 @@ impl Telemetry {
                 .build()
         });
         Ok(Self {
-            registry,
+            scrape,
             provider,
-            scrape: exporters.scrape,
             _observables: (heartbeat, exports),
         })
     }
 
     /// Whether `/metrics` has anything to serve.
     pub fn scrapes(&self) -> bool {
-        self.scrape
+        self.scrape.is_some()
     }
 
     /// Pushes the final state to every receiver and stops the readers; a
@@ -258,13 +251,20 @@ impl Telemetry {
         self.provider.meter("mlwatch")
     }
 
-    /// Renders the text exposition of everything recorded so far.
+    /// Renders the text exposition of everything recorded so far (empty
+    /// when the process does not scrape).
     pub fn render(&self) -> Result<String, TelemetryError> {
-        let families = self.registry.gather();
-        let mut buffer = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&families, &mut buffer)?;
-        // The encoder only ever writes UTF-8.
-        Ok(String::from_utf8_lossy(&buffer).into_owned())
+        let Some(reader) = &self.scrape else {
+            return Ok(String::new());
+        };
+        let mut collected = ResourceMetrics::default();
+        reader
+            .collect(&mut collected)
+            .map_err(|e| TelemetryError::Collect(e.to_string()))?;
+        // The service's exposition with one model is about 32 KiB.
+        let mut text = String::with_capacity(48 * 1024);
+        exposition::encode(&collected, &mut text);
+        Ok(text)
     }
 }
 
