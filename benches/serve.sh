@@ -7,7 +7,7 @@
 # a drift of the machine's speed during the run spreads over all sides.
 # Reports each round's ratios to the minimal server and their medians, CPU
 # per request (the server's user + system time over the requests it
-# answered), GET /metrics render time and size (one model, then three
+# answered), GET /metrics latency and size (one model, then three
 # versions loaded in turn through POST /admin/reload), and idle RSS. On
 # demand only, on an otherwise idle machine:
 #
@@ -136,20 +136,34 @@ for side in ids "${!build[@]}"; do
   echo "| $name | ${rs[*]} | $(median "${rs[@]}") | $(median "${prs[@]}") (p99 / mlwatch) | $(median "${cpus[@]}") |"
 done
 
-# GET /metrics: render time (curl's time to the last byte, median of 50
-# sequential requests on a populated exposition) and size.
+# GET /metrics: latency on one kept-alive connection (wrk, one thread, one
+# connection, 3 s of back-to-back scrapes: the median and p99, which is
+# render time plus the HTTP round trip), and size, as Prometheus scrapes
+# it (Accept-Encoding: gzip) and uncompressed.
+cat > "$work/scrape.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %.3f %.3f %d\n", latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.requests))
+end
+LUA
 scrape() {
-  local times=()
-  for _ in $(seq 50); do times+=("$(curl -s -o "$work/exposition" -w '%{time_total}' "127.0.0.1:$1/metrics")"); done
-  echo "$(median "${times[@]}" | awk '{printf "%.3f", $1 * 1000}') ms, $(wc -c < "$work/exposition") bytes, $(grep -vc '^#' "$work/exposition") series"
+  local p50 p99 n gz_p50 gz_p99 gz_n
+  read -r p50 p99 n < <(wrk -t1 -c1 -d3s -s "$work/scrape.lua" "http://127.0.0.1:$1/metrics" | awk '/^RESULT/ {print $2, $3, $4}')
+  read -r gz_p50 gz_p99 gz_n < <(wrk -t1 -c1 -d3s -s "$work/scrape.lua" -H 'Accept-Encoding: gzip' \
+    "http://127.0.0.1:$1/metrics" | awk '/^RESULT/ {print $2, $3, $4}')
+  local gz_bytes
+  gz_bytes=$(curl -s -H 'Accept-Encoding: gzip' "127.0.0.1:$1/metrics" | wc -c)
+  curl -s -o "$work/exposition" "127.0.0.1:$1/metrics"
+  echo "plain: p50 $p50 ms, p99 $p99 ms ($n scrapes), $(wc -c < "$work/exposition") bytes, $(grep -vc '^#' "$work/exposition") series;" \
+    "gzip asked: p50 $gz_p50 ms, p99 $gz_p99 ms ($gz_n scrapes), $gz_bytes bytes"
 }
 echo
 echo "GET /metrics, one model: $(scrape 19401)"
 # Three versions over time: retrain with other seeds, reload each in turn
 # (POST /admin/reload with the admin token) with traffic in between.
 head -c 24 /dev/urandom | base64 > "$work/token"; chmod 600 "$work/token"
-RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19405 --model-path "$work/current.json" --admin-token-file "$work/token"
 cp "$work/model.json" "$work/current.json"
+RUST_LOG=warn start "$mlwatch" serve --listen 127.0.0.1:19405 --model-path "$work/current.json" --admin-token-file "$work/token"
 ready 19405
 for seed in 2 3; do
   wrk -t2 -c16 -d2s -s "$work/post.lua" http://127.0.0.1:19405/predict >/dev/null
@@ -160,3 +174,4 @@ done
 wrk -t2 -c16 -d2s -s "$work/post.lua" http://127.0.0.1:19405/predict >/dev/null
 echo "GET /metrics, three versions loaded in turn: $(scrape 19405) ($(grep -o 'model_version="[^"]*"' "$work/exposition" | sort -u | wc -l) versions in the exposition)"
 echo "GET /metrics, minimal + metrics crate: $(scrape 19404)"
+for side in "${!build[@]}"; do echo "GET /metrics, build $side: $(scrape "${port[$side]}")"; done

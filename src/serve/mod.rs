@@ -334,7 +334,9 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         let telemetry = Arc::clone(&telemetry);
         app.at(
             "/metrics",
-            get(make_sync(move |_| exposition_response(&telemetry))),
+            get(make_sync(move |request| {
+                exposition_response(&telemetry, &request)
+            })),
         )
     } else {
         app

@@ -1,28 +1,34 @@
 //! Accepting and driving HTTP connections: hyper directly (through
-//! hyper-util), because poem's `Server` cannot set hyper's header-read
-//! timeout. Each connection is served by hyper's HTTP/1.1 + HTTP/2 builder
-//! with a timer, so a request header must arrive within
-//! `--header-read-timeout`; a connection that sent part of a header and then
-//! stalled is answered `408` with a JSON body, closed, and counted
+//! hyper-util), with the connection's socket wrapped ([`Watched`]) so that
+//! a request header must arrive within `--header-read-timeout`; a
+//! connection that sent part of a header and then stalled is answered `408`
+//! with a JSON body, closed, and counted
 //! (`http_server_refused_requests_total{reason="header_timeout"}`). An idle
 //! keep-alive connection is closed after the same time, silently: that is
 //! not a refusal.
+//!
+//! The deadline is one timer per connection, re-armed only when it fires,
+//! not hyper's own header timeout: that boxes and registers a timer for
+//! every request on a kept-alive connection and cancels it when the header
+//! is in (about 1 200 instructions of a request's 35 000, and two trips
+//! through the runtime's timer lock; benches/serve_profile.sh).
 //!
 //! Shutdown: stop accepting, let every connection finish its request in
 //! flight (hyper's graceful shutdown), and give up after the grace period.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::endpoint::BoxEndpoint;
@@ -30,6 +36,7 @@ use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
 
 use super::bad_input::{BadInput, InputError};
 use super::refusals::{Refusal, Refusals};
@@ -60,8 +67,8 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        // The header deadline is `Watched`'s.
+        .header_read_timeout(None)
         .max_buf_size(MAX_READ_BUFFER);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -88,14 +95,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let pending = Arc::new(AtomicBool::new(false));
-        let io = TokioIo::new(Watched {
+        let state = Arc::new(ConnectionState::default());
+        let io = TokioIo::new(Watched::new(
             stream,
-            pending: Arc::clone(&pending),
-        });
+            Arc::clone(&state),
+            options.header_read_timeout,
+        ));
         let service = hyper::service::service_fn({
             let app = Arc::clone(&app);
+            let state = Arc::clone(&state);
             move |request| {
+                // The header is in: no deadline until the response is written.
+                state.in_request.store(true, Ordering::Relaxed);
                 let app = Arc::clone(&app);
                 async move {
                     let request = poem::Request::from((
@@ -116,10 +127,8 @@ pub async fn serve(
         let timeout = options.header_read_timeout;
         tokio::spawn(async move {
             let Err(error) = connection.await else { return };
-            let header_timeout = error
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout);
-            if header_timeout && pending.load(Ordering::Relaxed) {
+            let header_timeout = state.timed_out.load(Ordering::Relaxed);
+            if header_timeout && state.pending.load(Ordering::Relaxed) {
                 refusals.count(Refusal::HeaderTimeout);
                 match TcpStream::from_std(spare.into()) {
                     Ok(stream) => answer_header_timeout(&stream, remote, timeout).await,
@@ -178,10 +187,32 @@ async fn answer_header_timeout(stream: &TcpStream, remote: SocketAddr, timeout: 
     tracing::info!(%remote, "closed a connection whose request header did not arrive in time");
 }
 
-/// The connection's socket as hyper reads and writes it. `pending` is
-/// true while bytes of a request have been read and no response written
-/// since: a header timeout then means half a request, not an idle
-/// keep-alive connection.
+/// What the connection's socket wrapper and the connection's task share.
+#[derive(Debug, Default)]
+struct ConnectionState {
+    /// Bytes of a request have been read and no response written since: a
+    /// header timeout then means half a request, not an idle keep-alive
+    /// connection.
+    pending: AtomicBool,
+    /// hyper has the request's header (the service was called) and no
+    /// response has been written yet: the body has its own timeout
+    /// (`serve::body`), so the header deadline waits.
+    in_request: AtomicBool,
+    /// The header deadline passed; the read failed with `TimedOut`.
+    timed_out: AtomicBool,
+}
+
+/// The connection's socket as hyper reads and writes it, with the header
+/// deadline: while no request is being served, bytes must arrive by
+/// `waiting_since + timeout`, where `waiting_since` is the connection's
+/// start or the end of its last response. A read that would wait past
+/// that fails with `TimedOut`, and hyper drops the connection.
+///
+/// One timer serves the connection's life. It is reset only when it
+/// fires: a request whose header arrives in time never touches it (the
+/// read does not wait), and a fired timer that finds the deadline moved
+/// on is set to the new deadline. An HTTP/2 connection (its preface) has
+/// no header deadline, as hyper's header timeout applied to HTTP/1 only.
 ///
 /// Reads go to tokio's own `poll_read`, which reads into hyper's buffer as
 /// it is (uninitialised spare capacity); zeroing the unfilled part first
@@ -189,7 +220,72 @@ async fn answer_header_timeout(stream: &TcpStream, remote: SocketAddr, timeout: 
 /// (benches/serve_profile.sh).
 struct Watched {
     stream: TcpStream,
-    pending: Arc<AtomicBool>,
+    state: Arc<ConnectionState>,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    waiting_since: Instant,
+    /// No header deadline: the connection speaks HTTP/2.
+    http2: bool,
+    first_read: bool,
+}
+
+/// The connection preface every HTTP/2 client sends first (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Whether a connection's first bytes are HTTP/2's preface, or its start
+/// when the read was shorter: `PRI ` starts no HTTP/1 request mlwatch
+/// serves.
+fn is_http2_preface(first: &[u8]) -> bool {
+    let n = first.len().min(HTTP2_PREFACE.len());
+    n >= 4 && first[..n] == HTTP2_PREFACE[..n]
+}
+
+impl Watched {
+    fn new(stream: TcpStream, state: Arc<ConnectionState>, timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            stream,
+            state,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep_until(now + timeout)),
+            waiting_since: now,
+            http2: false,
+            first_read: true,
+        }
+    }
+
+    /// Whether the header deadline has passed, for a read that would
+    /// wait. Not while a request is being served, nor on HTTP/2.
+    fn header_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        !self.http2 && !self.state.in_request.load(Ordering::Relaxed) && self.poll_deadline(cx)
+    }
+
+    /// Whether the deadline has passed; otherwise the timer is set to it
+    /// (if it fired before) and wakes `cx`'s task when it is due.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = self.waiting_since + self.timeout;
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= due {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        false
+    }
+
+    /// A response (or part of one) went out: the next header's wait
+    /// starts now (one clock read per write, usually one per response).
+    /// The timer is registered with the connection's task here, because
+    /// hyper may not read again before the next bytes arrive: it had read
+    /// (and been told to wait) while the request was served.
+    fn wrote(&mut self, cx: &mut Context<'_>) {
+        self.state.in_request.store(false, Ordering::Relaxed);
+        self.state.pending.store(false, Ordering::Relaxed);
+        self.waiting_since = Instant::now();
+        if !self.http2 {
+            self.poll_deadline(cx);
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -199,11 +295,27 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            self.pending.store(true, Ordering::Relaxed);
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    if std::mem::take(&mut self.first_read) {
+                        self.http2 = is_http2_preface(read);
+                    }
+                    self.state.pending.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.header_deadline_passed(cx) => {
+                self.state.timed_out.store(true, Ordering::Relaxed);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request header timeout",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -213,7 +325,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.pending.store(false, Ordering::Relaxed);
+        self.wrote(cx);
         Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
@@ -222,7 +334,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.pending.store(false, Ordering::Relaxed);
+        self.wrote(cx);
         Pin::new(&mut self.stream).poll_write_vectored(cx, data)
     }
 
@@ -236,5 +348,19 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_is_told_by_its_preface_even_from_a_short_first_read() {
+        assert!(is_http2_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(is_http2_preface(b"PRI * HT"));
+        assert!(!is_http2_preface(b"PRI"), "too short to tell");
+        assert!(!is_http2_preface(b"POST /predict HTTP/1.1\r\n"));
+        assert!(!is_http2_preface(b"PRIX"));
     }
 }

@@ -254,7 +254,11 @@ fn sanitize_label(key: &str) -> Cow<'_, str> {
     if key.chars().all(allowed) {
         Cow::Borrowed(key)
     } else {
-        Cow::Owned(key.chars().map(|c| if allowed(c) { c } else { '_' }).collect())
+        Cow::Owned(
+            key.chars()
+                .map(|c| if allowed(c) { c } else { '_' })
+                .collect(),
+        )
     }
 }
 
@@ -325,7 +329,11 @@ fn write_sample(
     out.push_str(suffix);
     let extra = le.map(|le| ("le", le));
     let mut separator = '{';
-    for (key, value) in labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).chain(extra) {
+    for (key, value) in labels
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .chain(extra)
+    {
         out.push(separator);
         out.push_str(key);
         out.push_str("=\"");

@@ -782,8 +782,8 @@ async fn end_mlflow(
 async fn serve_metrics(acceptor: poem::listener::TcpAcceptor, telemetry: Arc<Telemetry>) {
     use poem::{get, handler, web::Data, EndpointExt, Route};
     #[handler]
-    fn metrics(Data(telemetry): Data<&Arc<Telemetry>>) -> poem::Response {
-        crate::telemetry::exposition_response(telemetry)
+    fn metrics(request: &poem::Request, Data(telemetry): Data<&Arc<Telemetry>>) -> poem::Response {
+        crate::telemetry::exposition_response(telemetry, request)
     }
     #[handler]
     fn health() -> &'static str {
