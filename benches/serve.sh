@@ -17,7 +17,9 @@
 #
 # BUILDS adds a side per other build of mlwatch (dir/mlwatch, instrumented,
 # the same arguments as "on"), reported as its ratio to "on" in the same
-# round: how the release profile choices compare, in one run.
+# round: how the release profile choices compare, in one run. ONLY="on
+# minimal ..." runs those of the five sides only (on and minimal always),
+# so that more rounds fit in the same time.
 #
 # wrk: 2 threads, 16 connections, one 10-feature row per request. Needs wrk
 # (Debian package wrk), curl, and release builds:
@@ -49,6 +51,11 @@ ready() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/ready" >/dev/null && re
 
 "$mlwatch" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
 sides=(on off minimal metrics ids)
+if [[ -n ${ONLY-} ]]; then
+  read -r -a sides <<< "$ONLY"
+  [[ " ${sides[*]} " == *" on "* && " ${sides[*]} " == *" minimal "* ]] ||
+    { echo "ONLY must name on and minimal ($ONLY)" >&2; exit 1; }
+fi
 declare -A port=([on]=19401 [off]=19402 [minimal]=19403 [metrics]=19404 [ids]=19406) pid build
 next_port=19410
 for entry in ${BUILDS-}; do
@@ -111,6 +118,7 @@ echo
 echo "| side | req/s / minimal, per round | median | p99 / minimal, median | CPU µs per request, median |"
 echo "| --- | --- | --- | --- | --- |"
 for side in on off metrics ids minimal; do
+  [[ -n ${rps[$side,1]-} ]] || continue
   ratios=() pratios=() cpus=()
   for round in $(seq "$rounds"); do
     ratios+=("$(ratio "${rps[$side,$round]}" "${rps[minimal,$round]}")")
@@ -122,10 +130,13 @@ for side in on off metrics ids minimal; do
     ids) name="mlwatch with prediction ids" ;; esac
   echo "| $name | ${ratios[*]} | $(median "${ratios[@]}") | $(median "${pratios[@]}") | $(median "${cpus[@]}") |"
 done
-ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
-echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
+if [[ -n ${rps[metrics,1]-} ]]; then
+  ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
+  echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
+fi
 # Ratios to "on" in the same round: prediction ids, then every other build.
 for side in ids "${!build[@]}"; do
+  [[ -n ${rps[$side,1]-} ]] || continue
   rs=() prs=() cpus=()
   for round in $(seq "$rounds"); do
     rs+=("$(ratio "${rps[$side,$round]}" "${rps[on,$round]}")")

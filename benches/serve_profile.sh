@@ -8,6 +8,7 @@
 #     BIN=path/to/mlwatch benches/serve_profile.sh 2000 -- --no-instrumentation
 #     PEER=minimal benches/serve_profile.sh 2000     (benches/peer_server.rs)
 #     SCRAPE=1 benches/serve_profile.sh 200           (GET /metrics instead)
+#     SCRAPE=gzip benches/serve_profile.sh 200        (... with Accept-Encoding: gzip)
 #
 # SCRAPE=1 counts N scrapes of GET /metrics after the warm-up's
 # predictions populated the exposition, split into the service's
@@ -65,9 +66,10 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 body = b'{"features": [0.038, 0.05, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.02, -0.018]}'
 c = http.client.HTTPConnection("127.0.0.1", port)
 scrape = len(sys.argv) > 3
+gzip = {"Accept-Encoding": "gzip"} if len(sys.argv) > 4 else {}
 for _ in range(n):
     if scrape:
-        c.request("GET", "/metrics")
+        c.request("GET", "/metrics", headers=gzip)
     else:
         c.request("POST", "/predict", body, {"Content-Type": "application/json"})
     r = c.getresponse()
@@ -77,7 +79,9 @@ PY
 python3 "$work/client.py" "$port" 200 # warm-up: pools, lazily created series
 scrape=()
 if [[ -n ${SCRAPE-} ]]; then
+  # SCRAPE=gzip: as Prometheus scrapes, Accept-Encoding: gzip.
   scrape=(scrape)
+  [[ $SCRAPE == gzip ]] && scrape+=(gzip)
   python3 "$work/client.py" "$port" 5 scrape
 fi
 # The counted window: from switching collection on to the dump.
@@ -89,7 +93,7 @@ sleep 1
 out=$(ls "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 [[ -n $out ]] || out="$work/callgrind.out"
 
-python3 - "$out" "$requests" "${scrape[@]}" <<'PY'
+python3 - "$out" "$requests" "${scrape[@]:0:1}" <<'PY'
 import re, sys
 path, n = sys.argv[1], int(sys.argv[2])
 scrape = len(sys.argv) > 3
@@ -162,6 +166,7 @@ if scrape:
         ("observable callbacks (drift bins and PSI, model gauges) with the SDK's recording", callbacks),
         ("the SDK's collection of the other instruments", r"SdkProducer>::produce$", callbacks),
         ("text encoding (telemetry::exposition::encode)", r"mlwatch::telemetry::exposition::encode$"),
+        ("gzip (telemetry::gzip_bytes), when asked", r"mlwatch::telemetry::gzip_bytes$"),
     ]
 print(f"{n} requests, {total / n:,.0f} instructions per request (user space)")
 print()

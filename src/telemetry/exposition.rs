@@ -127,7 +127,9 @@ impl AsF64 for i64 {
     }
 }
 
-/// Appends the text exposition of `metrics` to `out`.
+/// Appends the text exposition of `metrics` to `out`. Never inlined: a
+/// frame of its own for benches/serve_profile.sh (one call per scrape).
+#[inline(never)]
 pub fn encode(metrics: &ResourceMetrics, out: &mut String) {
     let mut families: Vec<Family<'_>> = metrics
         .scope_metrics()

@@ -309,6 +309,8 @@ fn render_failure(e: TelemetryError) -> poem::Response {
         .body(e.to_string())
 }
 
+// A frame of its own for benches/serve_profile.sh (one call per scrape).
+#[inline(never)]
 fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(
