@@ -42,13 +42,12 @@ impl LoadedModel {
             artifact,
         }
     }
-}
 
-impl LoadedModel {
-    /// The drift bin label sets (`None` without a drift window).
-    pub(crate) fn bin_labels(&self) -> Option<&BinLabels> {
+    /// The drift window with its bin series' label sets (`None` without
+    /// instrumentation).
+    pub(crate) fn drift_bins(&self) -> Option<(&DriftWindow, &BinLabels)> {
         let window = self.drift.as_ref()?;
-        Some(self.bin_labels.get_or_init(|| {
+        let labels = self.bin_labels.get_or_init(|| {
             let features: Vec<usize> = window
                 .feature_totals()
                 .iter()
@@ -56,7 +55,8 @@ impl LoadedModel {
                 .collect();
             let prediction = window.prediction_totals().map_or(0, |t| t.counts.len());
             BinLabels::new(&self.labels, &features, prediction)
-        }))
+        });
+        Some((window, labels))
     }
 }
 

@@ -468,7 +468,7 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Feature values seen per reference bin since the model loaded")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+            let Some((window, bins)) = m.drift_bins() else {
                 return;
             };
             for (totals, labels) in window.feature_totals().iter().zip(&bins.features) {
@@ -485,7 +485,7 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Predictions seen per reference bin since the model loaded")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+            let Some((window, bins)) = m.drift_bins() else {
                 return;
             };
             let Some(totals) = window.prediction_totals() else {
@@ -503,7 +503,7 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Share of the training reference in each feature bin")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+            let Some((window, bins)) = m.drift_bins() else {
                 return;
             };
             for (totals, labels) in window.feature_totals().iter().zip(&bins.features) {
@@ -521,7 +521,7 @@ fn observe_bins(meter: &Meter, store: &Arc<Store>) {
         .with_description("Share of the reference predictions in each bin")
         .with_callback(move |o| {
             let Some(m) = s.model() else { return };
-            let (Some(window), Some(bins)) = (&m.drift, m.bin_labels()) else {
+            let Some((window, bins)) = m.drift_bins() else {
                 return;
             };
             let Some(totals) = window.prediction_totals() else {
