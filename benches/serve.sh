@@ -114,37 +114,34 @@ done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END { if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# One table row: SIDE's per-round req/s ratio to BASE (same round, so both
+# sides share the machine's state), its median, the median p99 ratio and
+# SIDE's median CPU per request.
+row() {
+  local name=$1 side=$2 base=$3 rs=() prs=() cpus=()
+  for round in $(seq "$rounds"); do
+    rs+=("$(ratio "${rps[$side,$round]}" "${rps[$base,$round]}")")
+    prs+=("$(ratio "${p99[$side,$round]}" "${p99[$base,$round]}")")
+    cpus+=("${cpu[$side,$round]}")
+  done
+  echo "| $name | ${rs[*]} | $(median "${rs[@]}") | $(median "${prs[@]}") | $(median "${cpus[@]}") |"
+}
 echo
-echo "| side | req/s / minimal, per round | median | p99 / minimal, median | CPU µs per request, median |"
+echo "| side / base | req/s ratio, per round | median | p99 ratio, median | CPU µs per request (side), median |"
 echo "| --- | --- | --- | --- | --- |"
 for side in on off metrics ids minimal; do
   [[ -n ${rps[$side,1]-} ]] || continue
-  ratios=() pratios=() cpus=()
-  for round in $(seq "$rounds"); do
-    ratios+=("$(ratio "${rps[$side,$round]}" "${rps[minimal,$round]}")")
-    pratios+=("$(ratio "${p99[$side,$round]}" "${p99[minimal,$round]}")")
-    cpus+=("${cpu[$side,$round]}")
-  done
   case $side in on) name="mlwatch" ;; off) name="mlwatch --no-instrumentation" ;;
     metrics) name="minimal + metrics crate" ;; minimal) name="minimal" ;;
     ids) name="mlwatch with prediction ids" ;; esac
-  echo "| $name | ${ratios[*]} | $(median "${ratios[@]}") | $(median "${pratios[@]}") | $(median "${cpus[@]}") |"
+  row "$name / minimal" "$side" minimal
 done
-if [[ -n ${rps[metrics,1]-} ]]; then
-  ons=() ; for round in $(seq "$rounds"); do ons+=("$(ratio "${rps[on,$round]}" "${rps[metrics,$round]}")"); done
-  echo "| mlwatch / metrics crate | ${ons[*]} | $(median "${ons[@]}") | | |"
-fi
+[[ -z ${rps[metrics,1]-} || -z ${rps[on,1]-} ]] || row "mlwatch / metrics crate" on metrics
 # Ratios to "on" in the same round: prediction ids, then every other build.
 for side in ids "${!build[@]}"; do
-  [[ -n ${rps[$side,1]-} ]] || continue
-  rs=() prs=() cpus=()
-  for round in $(seq "$rounds"); do
-    rs+=("$(ratio "${rps[$side,$round]}" "${rps[on,$round]}")")
-    prs+=("$(ratio "${p99[$side,$round]}" "${p99[on,$round]}")")
-    cpus+=("${cpu[$side,$round]}")
-  done
-  case $side in ids) name="mlwatch with ids / mlwatch" ;; *) name="mlwatch build $side / mlwatch" ;; esac
-  echo "| $name | ${rs[*]} | $(median "${rs[@]}") | $(median "${prs[@]}") (p99 / mlwatch) | $(median "${cpus[@]}") |"
+  [[ -n ${rps[$side,1]-} && -n ${rps[on,1]-} ]] || continue
+  case $side in ids) name="mlwatch with ids" ;; *) name="mlwatch build $side" ;; esac
+  row "$name / mlwatch" "$side" on
 done
 
 # GET /metrics: latency on one kept-alive connection (wrk, one thread, one
