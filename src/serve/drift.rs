@@ -19,13 +19,15 @@
 //! rules (prometheus/rules/ml_fleet.yml) sum them over a time window. A
 //! batch adds its bins locally first, so it costs one relaxed `fetch_add`
 //! per touched bin; a single row adds to the totals directly, one per
-//! track, with nothing allocated. PSI and the window's bin counts are
-//! computed at scrape time.
+//! track, with nothing allocated. The totals are kept per thread
+//! ([`ShardedCounts`]) and summed at scrape time, like PSI and the window's
+//! bin counts.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use ndarray::ArrayView2;
 
+use super::sharded::ShardedCounts;
 use crate::model::{BinReference, DriftReference, Prediction};
 
 /// A slot byte that has not held a sample yet.
@@ -49,7 +51,10 @@ pub struct DriftWindow {
     /// `capacity` slots of `references.len()` bin bytes each.
     slots: Box<[AtomicU8]>,
     /// Samples ever recorded per bin: track t's bins start at `offsets[t]`.
-    totals: Box<[AtomicU64]>,
+    /// One copy per thread, summed at scrape: every request adds to one bin
+    /// per track, which as shared counters would be a dozen cache lines
+    /// moving between the cores on every request.
+    totals: ShardedCounts,
     offsets: Vec<usize>,
 }
 
@@ -86,9 +91,7 @@ impl DriftWindow {
             let bins = reference.as_ref().map_or(0, BinReference::bins);
             offsets.push(offsets.last().copied().unwrap_or(0) + bins);
         }
-        let totals = (0..offsets.last().copied().unwrap_or(0))
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let totals = ShardedCounts::new(offsets.last().copied().unwrap_or(0));
         Self {
             capacity,
             sequence: AtomicU64::new(0),
@@ -106,15 +109,14 @@ impl DriftWindow {
             .fetch_add(rows.nrows() as u64, Ordering::Relaxed);
         if let (1, [prediction]) = (rows.nrows(), predictions) {
             // The common request, one row: one relaxed add per track,
-            // straight into the totals, nothing allocated.
+            // straight into this thread's totals, nothing allocated.
+            let totals = self.totals.local();
             self.bin_row(first, rows.row(0), prediction, |index| {
-                if let Some(total) = self.totals.get(index) {
-                    total.fetch_add(1, Ordering::Relaxed);
-                }
+                totals.add(index, 1);
             });
             return;
         }
-        // A batch: its bin counts, added to the shared totals once.
+        // A batch: its bin counts, added to the totals once.
         let mut added = vec![0u64; self.totals.len()];
         for (offset, (row, prediction)) in rows.rows().into_iter().zip(predictions).enumerate() {
             self.bin_row(first + offset as u64, row, prediction, |index| {
@@ -123,9 +125,10 @@ impl DriftWindow {
                 }
             });
         }
-        for (total, count) in self.totals.iter().zip(added) {
+        let totals = self.totals.local();
+        for (index, count) in added.into_iter().enumerate() {
             if count > 0 {
-                total.fetch_add(count, Ordering::Relaxed);
+                totals.add(index, count);
             }
         }
     }
@@ -201,9 +204,10 @@ impl DriftWindow {
     fn track_totals(&self, track: usize) -> Option<BinTotals<'_>> {
         let reference = self.references.get(track)?.as_ref()?;
         let start = *self.offsets.get(track)?;
-        let counts = self.totals.get(start..start + reference.bins())?;
         Some(BinTotals {
-            counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            counts: (start..start + reference.bins())
+                .map(|index| self.totals.sum(index))
+                .collect(),
             proportions: &reference.proportions,
         })
     }

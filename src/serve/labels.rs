@@ -4,11 +4,12 @@
 //! lookup. [`Outcome`] is the `status` label of
 //! `model_prediction_requests_total`.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use opentelemetry::metrics::{BoundCounter, BoundHistogram};
 use opentelemetry::KeyValue;
+
+use super::sharded::ShardedCounts;
 
 /// How a /predict request ended, the `status` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub struct ModelLabels {
     /// Requests by outcome not yet added to `model_prediction_requests`:
     /// a request adds to these (a relaxed atomic, no label lookup) and the
     /// scrape adds them to the counter (`ServiceMetrics::observe`).
-    pub(crate) pending: Arc<[AtomicU64; 3]>,
+    pub(crate) pending: Arc<ShardedCounts>,
     pub(crate) classes: Vec<[KeyValue; 2]>,
     pub(crate) features: Vec<[KeyValue; 1]>,
     /// The per-request instruments bound to these label sets; `None` for
@@ -88,7 +89,7 @@ impl ModelLabels {
                 .map(|f| [KeyValue::new("feature", Arc::<str>::from(f.as_str()))])
                 .collect(),
             version: [version_label()],
-            pending: Arc::new([const { AtomicU64::new(0) }; 3]),
+            pending: Arc::new(ShardedCounts::resettable(Outcome::ALL.len())),
             bound: None,
         }
     }

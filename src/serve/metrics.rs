@@ -19,6 +19,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 
 use super::loaded::{LoadedModel, Store};
+use super::sharded::ShardedCounts;
 use crate::model::{Artifact, Prediction, Task};
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
@@ -77,7 +78,7 @@ pub struct ServiceMetrics {
 
 /// One model's request counts not yet in the counter.
 struct PendingRequests {
-    counts: Arc<[AtomicU64; 3]>,
+    counts: Arc<ShardedCounts>,
     labels: [[KeyValue; 2]; 3],
 }
 
@@ -97,8 +98,8 @@ impl PendingRequests {
 fn flush_requests(requests: &Counter<u64>, pending: &Mutex<Vec<PendingRequests>>) {
     let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
     pending.retain(|model| {
-        for (count, labels) in model.counts.iter().zip(&model.labels) {
-            let n = count.swap(0, Ordering::Relaxed);
+        for (index, labels) in model.labels.iter().enumerate() {
+            let n = model.counts.take(index);
             if n > 0 {
                 requests.add(n, labels);
             }
@@ -261,9 +262,7 @@ impl ServiceMetrics {
     pub fn request(&self, model: Option<&LoadedModel>, outcome: Outcome) {
         if self.prediction.is_some() {
             let labels = model.map_or(&self.no_model, |m| &m.labels);
-            if let Some(count) = labels.pending.get(outcome.index()) {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
+            labels.pending.add(outcome.index(), 1);
         }
     }
 
@@ -284,8 +283,12 @@ impl ServiceMetrics {
         // One value per request, not per row: a histogram record takes its
         // series' lock. The recorded row rotates through the batch.
         if let (Some(histogram), false) = (&bound.value, predictions.is_empty()) {
-            let pick = p.sampled.fetch_add(1, Ordering::Relaxed) % predictions.len() as u64;
-            if let Some(Prediction::Value(v)) = predictions.get(pick as usize) {
+            // A single row needs no pick (and no shared add).
+            let pick = match predictions.len() {
+                1 => 0,
+                n => (p.sampled.fetch_add(1, Ordering::Relaxed) % n as u64) as usize,
+            };
+            if let Some(Prediction::Value(v)) = predictions.get(pick) {
                 histogram.record(*v);
             }
         }
@@ -574,7 +577,7 @@ mod tests {
             .lock()
             .unwrap()
             .push(PendingRequests::of(&labels));
-        labels.pending[Outcome::InvalidInput.index()].fetch_add(3, Ordering::Relaxed);
+        labels.pending.add(Outcome::InvalidInput.index(), 3);
         flush_requests(requests, &metrics.pending);
         flush_requests(requests, &metrics.pending);
         let text = telemetry.render().unwrap();
@@ -587,7 +590,7 @@ mod tests {
             "three requests, added once:\n{text}"
         );
         assert_eq!(metrics.pending.lock().unwrap().len(), 2, "none, v1");
-        labels.pending[Outcome::Success.index()].fetch_add(1, Ordering::Relaxed);
+        labels.pending.add(Outcome::Success.index(), 1);
         drop(labels);
         flush_requests(requests, &metrics.pending);
         assert_eq!(metrics.pending.lock().unwrap().len(), 1, "v1 is gone");

@@ -11,15 +11,20 @@
 //! request has it ([`BoundDurations`]), so a request records without the
 //! SDK's attribute lookup; only label sets outside the table (a status
 //! code the service does not answer itself) take the unbound path.
+//!
+//! Requests in flight are counted per thread ([`ShardedCounts`]) and summed
+//! by an observable up-down counter at collection: the same series as a
+//! synchronous one, without two shared atomic adds per request.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use opentelemetry::metrics::{BoundHistogram, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 use opentelemetry::KeyValue;
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
+use super::sharded::ShardedCounts;
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
 /// The `route` label of a request no route matched.
@@ -43,7 +48,9 @@ const BOUND_ROUTES: usize = super::ROUTES.len() + 1;
 #[derive(Clone)]
 pub struct HttpMetrics {
     duration: Arc<BoundDurations>,
-    active: UpDownCounter<i64>,
+    /// Requests started less requests ended (each end adds `u64::MAX`, a
+    /// wrapping −1: a request may end on another thread than it started).
+    active: Arc<ShardedCounts>,
 }
 
 /// `http_server_request_duration_seconds` and one lazily bound series per
@@ -128,12 +135,15 @@ impl Route {
 
 impl HttpMetrics {
     pub fn new(meter: &Meter) -> Self {
-        let active = meter
-            .i64_up_down_counter("http_server_active_requests")
+        let active = Arc::new(ShardedCounts::new(1));
+        let observed = Arc::clone(&active);
+        meter
+            .i64_observable_up_down_counter("http_server_active_requests")
             .with_unit("{request}")
             .with_description("HTTP requests in flight")
+            // The wrapping sum of the slots is the count, as two's complement.
+            .with_callback(move |o| o.observe(observed.sum(0) as i64, &[]))
             .build();
-        active.add(0, &[]);
         let histogram = meter
             .f64_histogram("http_server_request_duration_seconds")
             .with_unit("s")
@@ -187,18 +197,18 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
 
 /// Counts a request in flight until dropped, also when the client goes away
 /// and the request future is dropped unfinished.
-struct InFlight<'a>(&'a UpDownCounter<i64>);
+struct InFlight<'a>(&'a ShardedCounts);
 
 impl<'a> InFlight<'a> {
-    fn start(counter: &'a UpDownCounter<i64>) -> Self {
-        counter.add(1, &[]);
+    fn start(counter: &'a ShardedCounts) -> Self {
+        counter.add(0, 1);
         Self(counter)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.add(-1, &[]);
+        self.0.add(0, u64::MAX);
     }
 }
 

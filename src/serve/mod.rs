@@ -33,6 +33,7 @@ pub mod refusals;
 pub mod registry;
 pub mod seen;
 pub mod server;
+pub mod sharded;
 pub mod state;
 pub mod status;
 
