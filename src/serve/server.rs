@@ -338,8 +338,15 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.stream).poll_write_vectored(cx, data)
     }
 
+    /// Not vectored, although the socket could be: hyper then copies a
+    /// response's body into its header buffer and writes both with one
+    /// `send`, instead of keeping a queue of buffers for a `writev`. For
+    /// this service's responses (a small JSON body, a /metrics page of
+    /// tens of KiB) that is 900 fewer instructions per /predict (2.7 %,
+    /// benches/serve_profile.sh) and the system call the minimal poem
+    /// server makes (benches/serve_syscalls.sh).
     fn is_write_vectored(&self) -> bool {
-        true
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
