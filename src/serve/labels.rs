@@ -35,6 +35,13 @@ impl Outcome {
     }
 }
 
+/// How many model versions one process keeps series for. A replaced
+/// model's counters and histograms stay exported until the service restarts
+/// (OpenTelemetry has no way to retire a label set), so reloads accumulate
+/// series; past these limits new label sets fold into one
+/// `otel_metric_overflow="true"` series instead of growing without bound.
+pub(crate) const MODEL_VERSIONS_KEPT: usize = 64;
+
 /// The `model_version` label value while no model is loaded.
 pub const NO_MODEL_VERSION: &str = "none";
 

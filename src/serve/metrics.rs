@@ -23,15 +23,8 @@ use super::sharded::ShardedCounts;
 use crate::model::{Artifact, Prediction, Task};
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
-use super::labels::BoundInstruments;
+use super::labels::{BoundInstruments, MODEL_VERSIONS_KEPT};
 pub use super::labels::{ModelLabels, Outcome, NO_MODEL_VERSION};
-
-/// How many model versions one process keeps series for. A replaced
-/// model's counters and histograms stay exported until the service restarts
-/// (OpenTelemetry has no way to retire a label set), so reloads accumulate
-/// series; past these limits new label sets fold into one
-/// `otel_metric_overflow="true"` series instead of growing without bound.
-pub(crate) const MODEL_VERSIONS_KEPT: usize = 64;
 
 /// The service's deliberate per-instrument cardinality limits
 /// (docs/metrics.md): label sets per instrument.

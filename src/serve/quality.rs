@@ -15,7 +15,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 
-use super::metrics::MODEL_VERSIONS_KEPT;
+use super::labels::MODEL_VERSIONS_KEPT;
 use super::prediction_id::version_bytes;
 use crate::model::{Artifact, Task};
 
