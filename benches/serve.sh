@@ -37,17 +37,7 @@ peer=${peer:-target/release/examples/peer_server}
 [[ -x $mlwatch ]] || { echo "build first: cargo build --release ($mlwatch)" >&2; exit 1; }
 [[ -x $peer ]] || { echo "build first: cargo build --release --features bench-peers --example peer_server ($peer)" >&2; exit 1; }
 
-work=$(mktemp -d)
-groups=()
-cleanup() {
-  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# Every server in its own process group (setsid), stopped as a group.
-start() { setsid "$@" >/dev/null 2>>"$work/servers.log" & groups+=($!); }
-ready() { for _ in $(seq 100); do curl -sf "127.0.0.1:$1/ready" >/dev/null && return 0; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
+source benches/lib.sh
 
 "$mlwatch" train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1
 sides=(on off minimal metrics ids)

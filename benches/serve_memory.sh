@@ -23,16 +23,7 @@ command -v python3 >/dev/null || { echo "python3 not found: apt-get install pyth
 bin=${BIN:-target/release/mlwatch}
 [[ -x $bin ]] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 1; }
 
-work=$(mktemp -d)
-groups=()
-# The service and the busy loops each in their own process group (setsid),
-# stopped as a group.
-cleanup() {
-  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/lib.sh
 for _ in $(seq "${BUSY:-0}"); do setsid sh -c 'while :; do :; done' & groups+=($!); done
 
 $bin train --model linear --listen 127.0.0.1:0 --linger 0s --output "$work/model.json" >/dev/null 2>&1

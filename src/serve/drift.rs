@@ -17,11 +17,10 @@
 //! sample ever recorded (`model_*_drift_bin_samples_total`). PSI values of
 //! several replicas cannot be combined, but these counts add up: the fleet
 //! rules (prometheus/rules/ml_fleet.yml) sum them over a time window. A
-//! batch adds its bins locally first, so it costs one relaxed `fetch_add`
-//! per touched bin; a single row adds to the totals directly, one per
-//! track, with nothing allocated. The totals are kept per thread
-//! ([`ShardedCounts`]) and summed at scrape time, like PSI and the window's
-//! bin counts.
+//! batch adds its bins locally first, so it costs one add per touched bin;
+//! a single row adds to the totals directly, one per track, with nothing
+//! allocated. The totals are kept per thread ([`ShardedCounts`]) and summed
+//! at scrape time, like PSI and the window's bin counts.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 

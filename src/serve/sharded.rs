@@ -158,23 +158,26 @@ impl ShardedCounts {
     /// Only for [`ShardedCounts::resettable`] counters (0 otherwise).
     pub fn take(&self, index: usize) -> u64 {
         debug_assert!(self.resettable, "take() on counters made with new()");
-        if index >= self.len || !self.resettable {
+        if !self.resettable {
             return 0;
         }
-        (0..self.slots)
-            .filter_map(|slot| self.lines.get(slot * self.stride + index / PER_LINE))
-            .map(|line| line.0[index % PER_LINE].swap(0, Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
+        self.over_slots(index, |counter| counter.swap(0, Ordering::Relaxed))
     }
 
     /// Counter `index` over every slot (0 out of range).
     pub fn sum(&self, index: usize) -> u64 {
+        self.over_slots(index, |counter| counter.load(Ordering::Relaxed))
+    }
+
+    /// The wrapping sum of `read` applied to counter `index` of every slot
+    /// (0 out of range).
+    fn over_slots(&self, index: usize, read: impl Fn(&AtomicU64) -> u64) -> u64 {
         if index >= self.len {
             return 0;
         }
         (0..self.slots)
             .filter_map(|slot| self.lines.get(slot * self.stride + index / PER_LINE))
-            .map(|line| line.0[index % PER_LINE].load(Ordering::Relaxed))
+            .map(|line| read(&line.0[index % PER_LINE]))
             .fold(0, u64::wrapping_add)
     }
 }
