@@ -12,13 +12,18 @@
 //! time, so all of them come from one evaluation. `increase()` scales each
 //! instance's growth by an extrapolation factor to the end of the window
 //! (every counter starts at 0 inside the window, so there is none at its
-//! start); the factor is the same for every bin of one instance, whose bins
-//! are sampled by one scrape. So every fleet bin (features and predictions)
-//! must be `Σ f_i · sent_i` with one factor per replica: the test fits the
-//! three factors by least squares, requires a residual of float rounding,
-//! and factors between 1 and the bound the samples in the window allow
-//! (which excludes a replica missing, 0, or counted twice, 2). The fleet
-//! PSI must then equal the PSI of that pool, computed offline. The pooling
+//! start); the factor is the same for every bin of one instance that one
+//! rule reads, because one scrape samples all of them and one query sees
+//! a scrape whole (TSDB isolation). Two rules of one evaluation are two
+//! queries, run one after the other: a scrape that commits between them
+//! is in the second and not in the first, so the feature bins (one rule)
+//! and the prediction bins (another) each have factors of their own.
+//! Every fleet bin of one rule must be `Σ f_i · sent_i` with one factor
+//! per replica: the test fits the three factors of each rule by least
+//! squares, requires a residual of float rounding, and factors between 1
+//! and the bound the samples in the window allow (which excludes a
+//! replica missing, 0, or counted twice, 2). Each fleet PSI must then
+//! equal the PSI of its rule's pool, computed offline. The pooling
 //! arithmetic itself is tested deterministically by promtool
 //! (tests/prometheus/ml_fleet_test.yml).
 
@@ -89,6 +94,14 @@ fn track(artifact: &Artifact, sent: &[Vec<Vec<f64>>], feature: Option<usize>) ->
             }
         })
         .collect()
+}
+
+/// One quantity whose bins the service counts: a feature or the prediction.
+struct Track<'a> {
+    name: String,
+    bins: &'a BinReference,
+    /// The feature's index; `None` for the prediction.
+    feature: Option<usize>,
 }
 
 /// PSI of the pool where replica i's counts weigh `weights[i]`.
@@ -265,63 +278,85 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
         (at > counted_at && held >= total as f64 && fewest >= SAMPLES).then_some(at)
     });
 
-    // Every fleet bin, features and predictions, is Σ f_i · sent_i.
+    // Every fleet bin of one rule is Σ f_i · sent_i: the feature bins
+    // (one rule for every feature), then the prediction bins.
     let instance_of = |url: &String| url.trim_start_matches("http://").to_owned();
-    let mut tracks: Vec<(String, &BinReference, Option<usize>)> = artifact
+    let feature_tracks: Vec<Track> = artifact
         .feature_names
         .iter()
         .enumerate()
-        .map(|(j, name)| (name.clone(), &artifact.reference.features[j].bins, Some(j)))
+        .map(|(j, name)| Track {
+            name: name.clone(),
+            bins: &artifact.reference.features[j].bins,
+            feature: Some(j),
+        })
         .collect();
-    tracks.push(("(predictions)".into(), &artifact.reference.prediction, None));
-    let mut sent_counts: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
-    let (mut a, mut y) = (Vec::new(), Vec::new());
-    for (name, bins, which) in &tracks {
-        let per_replica: Vec<Vec<u64>> = track(&artifact, &sent, *which)
-            .iter()
-            .map(|v| counts(bins, v.iter().copied()))
-            .collect();
-        let fleet_bins = labelled(
-            query_at(
-                &stack,
-                &match which {
-                    Some(_) => format!("job_model_version_feature_bin:model_input_drift_bin_samples:increase10m{{model_version=\"{version}\",feature=\"{name}\"}}"),
-                    None => format!("job_model_version_bin:model_prediction_drift_bin_samples:increase10m{{model_version=\"{version}\"}}"),
-                },
-                at,
-            ),
-            "bin",
-        );
-        assert_eq!(
-            fleet_bins.len(),
-            bins.bins(),
-            "{name}: one series per bin: {fleet_bins:?}"
-        );
-        for bin in 0..bins.bins() {
-            a.push(std::array::from_fn(|i| per_replica[i][bin] as f64));
-            y.push(fleet_bins[&bin.to_string()]);
-        }
-        sent_counts.insert(name.clone(), per_replica);
-    }
-    let (factors, residual) = fit(&a, &y);
-    let largest = y.iter().copied().fold(1.0, f64::max);
-    assert!(
-        residual <= 1e-6 * largest,
-        "fleet bins are not Σ f_i · sent_i: residual {residual}, factors {factors:?}"
-    );
+    let prediction_tracks = vec![Track {
+        name: "(predictions)".into(),
+        bins: &artifact.reference.prediction,
+        feature: None,
+    }];
     let bound = 1.0 + 1.1 / (SAMPLES - 2.0);
+    let mut sent_counts: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
+    let mut factors_of: BTreeMap<String, [f64; REPLICAS]> = BTreeMap::new();
+    let mut fleet_samples = 0.0;
+    for (rule, tracks) in [
+        ("features", &feature_tracks),
+        ("predictions", &prediction_tracks),
+    ] {
+        let (mut a, mut y) = (Vec::new(), Vec::new());
+        for track_of in tracks.iter() {
+            let (name, bins) = (&track_of.name, track_of.bins);
+            let per_replica: Vec<Vec<u64>> = track(&artifact, &sent, track_of.feature)
+                .iter()
+                .map(|v| counts(bins, v.iter().copied()))
+                .collect();
+            let fleet_bins = labelled(
+                query_at(
+                    &stack,
+                    &match track_of.feature {
+                        Some(_) => format!("job_model_version_feature_bin:model_input_drift_bin_samples:increase10m{{model_version=\"{version}\",feature=\"{name}\"}}"),
+                        None => format!("job_model_version_bin:model_prediction_drift_bin_samples:increase10m{{model_version=\"{version}\"}}"),
+                    },
+                    at,
+                ),
+                "bin",
+            );
+            assert_eq!(
+                fleet_bins.len(),
+                bins.bins(),
+                "{name}: one series per bin: {fleet_bins:?}"
+            );
+            for bin in 0..bins.bins() {
+                a.push(std::array::from_fn(|i| per_replica[i][bin] as f64));
+                y.push(fleet_bins[&bin.to_string()]);
+            }
+            sent_counts.insert(name.clone(), per_replica);
+        }
+        let (factors, residual) = fit(&a, &y);
+        let largest = y.iter().copied().fold(1.0, f64::max);
+        assert!(
+            residual <= 1e-6 * largest,
+            "{rule}: fleet bins are not Σ f_i · sent_i: residual {residual}, factors {factors:?}"
+        );
+        assert!(
+            factors.iter().all(|f| *f >= 1.0 - 1e-9 && *f <= bound),
+            "{rule}: every replica's rows counted once, extrapolated by at most {bound}: {factors:?} ({:?})",
+            stack.app_urls.iter().map(instance_of).collect::<Vec<_>>()
+        );
+        for track_of in tracks.iter() {
+            factors_of.insert(track_of.name.clone(), factors);
+        }
+        fleet_samples += y.iter().sum::<f64>();
+    }
+    let tracks: Vec<&Track> = feature_tracks.iter().chain(&prediction_tracks).collect();
     assert!(
-        factors.iter().all(|f| *f >= 1.0 - 1e-9 && *f <= bound),
-        "every replica's rows counted once, extrapolated by at most {bound}: {factors:?} ({:?})",
-        stack.app_urls.iter().map(instance_of).collect::<Vec<_>>()
-    );
-    assert!(
-        y.iter().sum::<f64>() > ((tracks.len()) * REPLICAS * DRIFT_WINDOW) as f64,
+        fleet_samples > (tracks.len() * REPLICAS * DRIFT_WINDOW) as f64,
         "the fleet window is a time window: it holds more than the replicas' rings"
     );
 
-    // Fleet PSI of every feature and of the predictions: the PSI of that
-    // pool, from the same evaluation.
+    // Fleet PSI of every feature and of the predictions: the PSI of its
+    // rule's pool, from the same evaluation.
     let mut fleet_psi = labelled(
         query_at(
             &stack,
@@ -343,8 +378,8 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
         ),
     );
     let mut report = Vec::new();
-    for (name, bins, _) in &tracks {
-        let exact = pooled_psi(bins, &sent_counts[name], &factors);
+    for Track { name, bins, .. } in tracks {
+        let exact = pooled_psi(bins, &sent_counts[name], &factors_of[name]);
         let got = fleet_psi[name];
         report.push(format!("{name}: prometheus {got:.6} offline {exact:.6}"));
         assert!(
@@ -353,7 +388,12 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
             report.join("; ")
         );
     }
-    eprintln!("factors {factors:?}; {}", report.join("; "));
+    eprintln!(
+        "factors: features {:?}, predictions {:?}; {}",
+        factors_of[&feature],
+        factors_of["(predictions)"],
+        report.join("; ")
+    );
     let values = track(&artifact, &sent, Some(drifted));
 
     // Per instance: each replica's gauge is the PSI of its own last
