@@ -260,13 +260,31 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
 
     // One instant for every recorded series: the fleet group's evaluation
     // time, once that evaluation ran after every row was stored and every
-    // counter has SAMPLES samples in the window.
-    let samples_rule = format!(
-        "job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"
+    // counter has SAMPLES samples in the window. The anchor is the group's
+    // last rule: the group stores its rules' results one after another, so
+    // when the last one is in, every rule of that evaluation is (an earlier
+    // anchor would let a later rule's previous result answer at `at`).
+    let last_record = include_str!("../prometheus/rules/ml_fleet.yml")
+        .rsplit("- record:")
+        .next()
+        .and_then(|rule| rule.split_whitespace().next());
+    assert_eq!(
+        last_record,
+        Some("job_model_version:model_prediction_drift_psi:10m"),
+        "the anchor is the fleet group's last rule"
     );
+    let last_rule =
+        format!("job_model_version:model_prediction_drift_psi:10m{{model_version=\"{version}\"}}");
+    let held_rules = [
+        format!("job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"),
+        format!("job_model_version:model_prediction_drift_samples:increase10m{{model_version=\"{version}\"}}"),
+    ];
     let at = eventually("fleet window holds every row", WAIT, || {
-        let at = number(query(&stack, &format!("timestamp({samples_rule})")).first()?);
-        let held = number(query_at(&stack, &samples_rule, at).first()?);
+        let at = number(query(&stack, &format!("timestamp({last_rule})")).first()?);
+        let held = held_rules
+            .iter()
+            .map(|rule| query_at(&stack, rule, at).first().map(number))
+            .collect::<Option<Vec<f64>>>()?;
         let fewest = number(
             query_at(
                 &stack,
@@ -275,7 +293,8 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
             )
             .first()?,
         );
-        (at > counted_at && held >= total as f64 && fewest >= SAMPLES).then_some(at)
+        (at > counted_at && held.iter().all(|h| *h >= total as f64) && fewest >= SAMPLES)
+            .then_some(at)
     });
 
     // Every fleet bin of one rule is Σ f_i · sent_i: the feature bins
