@@ -11,9 +11,12 @@
 //! own evaluation time, chosen after every feedback was stored: no clock
 //! of the test's. `increase()` scales each replica's counters by one
 //! extrapolation factor (one scrape; every series starts at 0 inside the
-//! window); the test reads each factor from the replica's own recorded
-//! count, bounds it by the samples in the window, and requires the fleet
-//! values to equal the pool with those weights. Forged, expired,
+//! window) as long as one query reads them: the rules take every sum of a
+//! replica in one query (`…_quantity:model_feedback_sums:increase30m`),
+//! since two rules are two queries that may see different scrapes. The
+//! test reads each factor from the replica's own recorded count, bounds
+//! it by the samples in the window, and requires the fleet values to
+//! equal the pool with those weights. Forged, expired,
 //! duplicate, invalid and
 //! malformed feedback must be counted exactly, and nothing may answer 5xx.
 
@@ -375,25 +378,45 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
     let accepted = expected["accepted"];
     // First every scrape in: the raw sums complete. The query's own
     // evaluation time (Prometheus' clock) is when that was stored.
-    let raw_sum = |promql: &str| -> Option<(f64, f64)> {
-        let sample = query(&prometheus_url, promql).into_iter().next()?;
-        let at = sample["value"][0].as_f64()?;
-        Some((sample["value"][1].as_str()?.parse().ok()?, at))
-    };
+    // Both counts from one query, so that both come from the same scrapes.
     let stored_at = common::poll("every feedback scraped", WAIT, || {
-        let (n, at) = raw_sum("sum(model_feedback_labelled_total)")?;
-        let (expired, _) = raw_sum(r#"sum(model_feedback_total{outcome="expired"})"#)?;
-        (n == accepted && expired == EXPIRED as f64).then_some(at)
+        let samples = query(
+            &prometheus_url,
+            r#"label_replace(sum(model_feedback_labelled_total), "q", "labelled", "", "")
+            or label_replace(sum(model_feedback_total{outcome="expired"}), "q", "expired", "", "")"#,
+        );
+        let at = samples.first()?["value"][0].as_f64()?;
+        let count = |q: &str| {
+            samples
+                .iter()
+                .find(|s| s["metric"]["q"] == q)
+                .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+        };
+        (count("labelled")? == accepted && count("expired")? == EXPIRED as f64).then_some(at)
     });
     // Then one instant for everything compared: the rule group's own
     // evaluation, run after all of that was stored, with SAMPLES scrapes of
-    // every counter in the window. Every recorded series read at that
-    // instant comes from that one evaluation.
+    // every counter in the window. The anchor is the group's last rule: the
+    // group stores its rules' results one after another, so once the last
+    // is in, every recorded series read at that instant comes from that one
+    // evaluation (an earlier anchor would let a later rule's previous
+    // result answer).
     let version = &artifact.model_version;
-    let mae_rule =
-        format!(r#"job_model_version:model_feedback_mae:30m{{model_version="{version}"}}"#);
+    let last_record = include_str!("../prometheus/rules/ml_quality.yml")
+        .rsplit("- record:")
+        .next()
+        .and_then(|rule| rule.split_whitespace().next());
+    assert_eq!(
+        last_record,
+        Some("job:model_feedback_labelled:increase6h"),
+        "the anchor is the quality group's last rule"
+    );
     let at = common::poll("a rule evaluation after the last scrape", WAIT, || {
-        let at = query(&prometheus_url, &format!("timestamp({mae_rule})")).first()?["value"][1]
+        let at = query(
+            &prometheus_url,
+            "timestamp(job:model_feedback_labelled:increase6h)",
+        )
+        .first()?["value"][1]
             .as_str()?
             .parse::<f64>()
             .ok()?;
@@ -408,6 +431,8 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
             .ok()?;
         (at > stored_at && fewest >= SAMPLES).then_some(at)
     });
+    let mae_rule =
+        format!(r#"job_model_version:model_feedback_mae:30m{{model_version="{version}"}}"#);
     let promql = format!(
         r#"label_replace({mae_rule}, "q", "mae", "", "")
         or label_replace(job_model_version:model_feedback_rmse:30m{{model_version="{version}"}}, "q", "rmse", "", "")
