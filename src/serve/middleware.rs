@@ -4,7 +4,9 @@
 //! OpenTelemetry SDK.
 //!
 //! No label comes from the request as sent: `route` is the route template
-//! poem matched (`poem::PathPattern` in the response data), or `unmatched`;
+//! poem matched (`poem::PathPattern` in the response data; for `/predict`,
+//! answered without the router, `serve::dispatch::MatchedRoute`), or
+//! `unmatched`;
 //! `method` is one of a fixed set, anything else `other`.
 //!
 //! The duration histogram is bound to each label set the first time a
@@ -24,6 +26,7 @@ use opentelemetry::KeyValue;
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
+use super::dispatch::MatchedRoute;
 use super::sharded::ShardedCounts;
 use crate::telemetry::LATENCY_BUCKETS_SECONDS;
 
@@ -104,6 +107,11 @@ enum Route {
 
 impl Route {
     fn of(response: &Response) -> Self {
+        if let Some(MatchedRoute(route)) = response.data::<MatchedRoute>() {
+            if let Some(index) = super::ROUTES.iter().position(|r| r == route) {
+                return Route::Own(index);
+            }
+        }
         match response.data::<poem::PathPattern>() {
             Some(pattern) => match super::ROUTES.iter().position(|r| **r == *pattern.0) {
                 Some(index) => Route::Own(index),

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod bad_input;
 pub mod body;
 pub mod decode;
+pub mod dispatch;
 pub mod drift;
 pub mod feedback;
 pub mod labels;
@@ -58,9 +59,12 @@ use predict::PredictEndpoint;
 use refusals::Refusals;
 use server::ServerOptions;
 
+/// The route every prediction takes (answered without the router).
+pub const PREDICT_ROUTE: &str = "/predict";
+
 /// The route templates of the app, as the HTTP metrics label them.
 pub const ROUTES: [&str; 7] = [
-    "/predict",
+    PREDICT_ROUTE,
     "/feedback",
     "/metrics",
     "/health",
@@ -284,18 +288,15 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         args.body_read_timeout,
         args.max_inflight_bodies,
     );
+    let predict = PredictEndpoint {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        refusals: refusals.clone(),
+        max_batch: args.max_batch,
+        body: body.clone(),
+        feedback: feedback.clone(),
+    };
     let app = Route::new()
-        .at(
-            "/predict",
-            PredictEndpoint {
-                store: Arc::clone(&store),
-                metrics: Arc::clone(&metrics),
-                refusals: refusals.clone(),
-                max_batch: args.max_batch,
-                body: body.clone(),
-                feedback: feedback.clone(),
-            },
-        )
         .at(
             "/feedback",
             FeedbackEndpoint {
@@ -342,18 +343,27 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     } else {
         app
     };
-    let app = app.catch_all_error(|e| async move { error_response(e) });
-    let app = if instrumented {
-        app.with(HttpMetrics::new(&meter)).map_to_response().boxed()
-    } else {
-        app.map_to_response().boxed()
-    };
+    // /predict first, without the router (serve::dispatch).
+    let app = dispatch::PathFirst {
+        path: PREDICT_ROUTE,
+        predict,
+        routes: app,
+    }
+    .catch_all_error(|e| async move { error_response(e) });
 
     let options = ServerOptions {
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let served = server::serve(listener, app, options, refusals, shutdown.requested_owned()).await;
+    let shutdown = shutdown.requested_owned();
+    // Two types, so two calls: the endpoint is not boxed (a boxed endpoint
+    // allocates and copies every request's future).
+    let served = if instrumented {
+        let app = app.with(HttpMetrics::new(&meter));
+        server::serve(listener, app, options, refusals, shutdown).await
+    } else {
+        server::serve(listener, app, options, refusals, shutdown).await
+    };
     hangup.abort();
     if let Some(poller) = poller {
         poller.abort();

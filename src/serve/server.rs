@@ -31,9 +31,8 @@ use http_body_util::combinators::BoxBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use poem::endpoint::BoxEndpoint;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, Response};
+use poem::Endpoint;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -55,13 +54,16 @@ pub struct ServerOptions {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub async fn serve<E>(
     listener: TcpListener,
-    app: BoxEndpoint<'static, Response>,
+    app: E,
     options: ServerOptions,
     refusals: Refusals,
     shutdown: impl std::future::Future<Output = ()>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    E: Endpoint + 'static,
+{
     let local = listener.local_addr()?;
     let app = Arc::new(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
