@@ -4,7 +4,7 @@
 //! stops gracefully on SIGTERM/Ctrl-C. docs/service.md describes the API.
 //!
 //! [`run`] wires the parts: [`server`] accepts connections within the
-//! header timeout, [`state`] holds the model ([`loaded`] is what it holds),
+//! header timeout, [`dispatch`] sends `/predict` past the router, [`state`] holds the model ([`loaded`] is what it holds),
 //! [`body`] reads a body within its limits, [`decode`] turns it into
 //! feature rows (refusals are [`bad_input`]), [`predict`] answers,
 //! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
