@@ -10,7 +10,8 @@
 #   2. its symbol table has code of mlwatch::serve and mlwatch::train (so
 #      the next check can see anything at all) and none of mlwatch::demo,
 #      mlwatch::load, mlwatch::report, mlwatch::prometheus_api, the launcher
-#      (mlwatch::stack::{up,launcher,config,children,commands,webhook,
+#      (mlwatch::stack::{up,launcher,spec,plan,config,endpoints,
+#      dashboard_constants,children,commands,webhook,
 #      grafana,mlflow,state}) or the crates only they use (plotters,
 #      prometheus_parse, serde_yaml);
 #   3. it holds no "apt-get" (the demo's installer).
@@ -58,7 +59,14 @@ if [[ -z $binary ]]; then
   kept="$target_dir/debug/.mlwatch.before-service-build"
   rm -f "$kept"
   [[ -e $uplifted ]] && ln -f "$uplifted" "$kept"
-  restore() { if [[ -e $kept ]]; then mv -f "$kept" "$uplifted"; fi; }
+  # When cargo had nothing to build, both names are still one file.
+  restore() {
+    if [[ $kept -ef $uplifted ]]; then
+      rm -f "$kept"
+    elif [[ -e $kept ]]; then
+      mv -f "$kept" "$uplifted"
+    fi
+  }
   trap restore EXIT
   started=$SECONDS
   env "${cargo_env[@]}" cargo build --locked --no-default-features --bin mlwatch
@@ -103,7 +111,7 @@ for present in 'mlwatch::serve::' 'mlwatch::train::'; do
     fail "no ${present%::} symbol: stripped, or nm cannot demangle, so the next check would prove nothing"
   fi
 done
-tools='mlwatch::(demo|load|report|prometheus_api|stack::(up|launcher|config|children|commands|webhook|grafana|mlflow|state))::|(^|[^[:alnum:]_])(plotters|prometheus_parse|serde_yaml)::'
+tools='mlwatch::(demo|load|report|prometheus_api|stack::(up|launcher|spec|plan|config|endpoints|dashboard_constants|children|commands|webhook|grafana|mlflow|state))::|(^|[^[:alnum:]_])(plotters|prometheus_parse|serde_yaml)::'
 linked="$(grep -oE "$tools" <<<"$symbols" | sed -E 's/^[^[:alnum:]]//; s/::$//' | sort | uniq -c || true)"
 if [[ -n $linked ]]; then
   fail "the service binary links tool code (symbols per module):"$'\n'"$linked"

@@ -14,7 +14,9 @@ use crate::load::{Class, LoadConfig, Mix, Output, Pace, Stop};
 use crate::report::ReportConfig;
 use crate::shutdown::Shutdown;
 use crate::stack::config::{Assets, Timing};
-use crate::stack::launcher::{Binaries, Ports, Stack, StackConfig, INSTALL_HINT};
+use crate::stack::launcher::Stack;
+use crate::stack::ports::Ports;
+use crate::stack::spec::{Binaries, StackConfig, INSTALL_HINT};
 use crate::stack::up::{default_state_dir, print_urls};
 
 /// The alerts the demo provokes and waits for.

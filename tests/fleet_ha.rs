@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use common::stack::{eventually, prometheus_query, require_binary, spawn, Webhook};
 use common::{free_port, wait_for_status, Process};
-use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::config::{self, Assets, Timing};
+use mlwatch::stack::endpoints::Endpoints;
 use mlwatch::stack::plan;
 use serde_json::Value;
 

@@ -21,7 +21,8 @@ use common::stack::{
     prometheus_query, require_binary, spawn, spawn_on_any_port, SERVICE_LISTENING,
 };
 use common::{free_port, poll, wait_for_status};
-use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::config::{self, Assets, Timing};
+use mlwatch::stack::endpoints::Endpoints;
 use mlwatch::stack::receiver::{self, OTLP_PATH};
 use mlwatch::stack::{commands, plan};
 

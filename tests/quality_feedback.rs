@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use common::{listening_address, wait_for_status, Process};
 use mlwatch::stack::commands;
-use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::config::{self, Assets, Timing};
+use mlwatch::stack::endpoints::Endpoints;
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;

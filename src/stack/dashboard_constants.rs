@@ -16,7 +16,7 @@
 
 use anyhow::Context;
 
-use super::config::Endpoints;
+use super::endpoints::Endpoints;
 
 /// One variable that each deployment sets at provisioning.
 struct Provisioned {

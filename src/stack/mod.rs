@@ -1,8 +1,10 @@
 //! The local stack: configs for Prometheus, Alertmanager and Grafana derived
-//! from the repository's own files ([`assets`], [`config`]) with the
+//! from the repository's own files ([`assets`], [`config`], for the
+//! [`endpoints`] the parts listen on) with the
 //! dashboards' provisioned constants ([`dashboard_constants`]), the ports
 //! and their one conflict check ([`ports`]), the children's command lines
-//! ([`commands`]), the stack planned as data ([`plan`]), supervised child
+//! ([`commands`]), what a stack is made of ([`spec`]: the user's choices and
+//! the binaries found), the stack planned as data ([`plan`]), supervised child
 //! processes ([`children`]), the launcher that writes the plan's files and
 //! runs its children on 127.0.0.1 ([`launcher`]), its HTTP
 //! server for Alertmanager's notifications and the rendered runbooks
@@ -26,6 +28,8 @@ pub mod config;
 #[cfg(feature = "tools")]
 pub mod dashboard_constants;
 #[cfg(feature = "tools")]
+pub mod endpoints;
+#[cfg(feature = "tools")]
 pub(crate) mod grafana;
 #[cfg(feature = "tools")]
 pub mod launcher;
@@ -38,6 +42,8 @@ pub mod ports;
 #[cfg(feature = "tools")]
 pub mod receiver;
 pub mod runbooks;
+#[cfg(feature = "tools")]
+pub mod spec;
 #[cfg(feature = "tools")]
 pub(crate) mod state;
 #[cfg(feature = "tools")]

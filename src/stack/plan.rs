@@ -18,11 +18,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::commands;
-use super::config::{self, Endpoints, Files};
+use super::config::{self, Files};
+use super::endpoints::Endpoints;
 use super::grafana::{self, GrafanaBinary};
-use super::launcher::{Binaries, StackConfig};
 use super::ports::{self, loopback, Ports};
 use super::runbooks;
+use super::spec::{Binaries, StackConfig};
 use super::webhook;
 
 /// How often a pushing binary exports when the stack's timing does not say

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::config::{Assets, Timing};
-use super::launcher::{Binaries, Ports, Stack, StackConfig};
+use super::launcher::Stack;
+use super::ports::Ports;
+use super::spec::{Binaries, StackConfig};
 use crate::shutdown::Shutdown;
 use crate::train::Algorithm;
 

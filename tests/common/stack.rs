@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use super::{free_port, listening_address, wait_for_status, Process};
 pub use mlwatch::prometheus_api::{Alert, Sample};
-use mlwatch::stack::config::{self, Assets, Endpoints, Timing};
+use mlwatch::stack::config::{self, Assets, Timing};
+use mlwatch::stack::endpoints::Endpoints;
 use mlwatch::stack::plan::{self, Child};
 use mlwatch::stack::webhook::{self, AlertInbox};
 
