@@ -29,6 +29,13 @@
 //! page: a production host carries no installer, traffic generator or
 //! dashboard renderer.
 
+// The command-line help of clap's derive is the fields' doc comments, with
+// placeholders such as `<panel title>` that rustdoc would read as HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
+// The docs are the developers' (`cargo doc --document-private-items`, as
+// .ci/test builds them): module docs may name the private items they explain.
+#![allow(rustdoc::private_intra_doc_links)]
+
 #[cfg(feature = "tools")]
 pub mod demo;
 pub mod free_ports;

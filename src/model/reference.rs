@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 /// finite PSI instead of infinity.
 const PSI_FLOOR: f64 = 1e-4;
 
-/// Bins defined by ascending inner edges: bin 0 holds values ≤ edges[0], bin
-/// i values in (edges[i-1], edges[i]], the last bin values > the last edge.
+/// Bins defined by ascending inner edges: bin 0 holds values ≤ `edges[0]`,
+/// bin i values in (`edges[i-1]`, `edges[i]`], the last bin values > the
+/// last edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BinReference {
     pub edges: Vec<f64>,

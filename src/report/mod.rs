@@ -317,7 +317,7 @@ async fn label_table(client: &Client, metric: &str, window: Window) -> anyhow::R
     Ok(Table { columns, rows })
 }
 
-/// `mlwatch report`: [`write`] with the command line's config.
+/// `mlwatch report`: [`write()`] with the command line's config.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     write(&ReportConfig::from(args)).await
 }
