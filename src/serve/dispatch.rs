@@ -19,21 +19,21 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatchedRoute(pub &'static str);
 
-/// `predict` for requests to `path`, `routes` for every other.
-pub struct PathFirst<P, R> {
+/// `endpoint` for requests to `path`, `routes` for every other.
+pub struct PathFirst<E, R> {
     pub path: &'static str,
-    pub predict: P,
+    pub endpoint: E,
     pub routes: R,
 }
 
-impl<P: Endpoint, R: Endpoint> Endpoint for PathFirst<P, R> {
+impl<E: Endpoint, R: Endpoint> Endpoint for PathFirst<E, R> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         if req.uri().path() != self.path {
             return self.routes.call(req).await.map(IntoResponse::into_response);
         }
-        match self.predict.call(req).await {
+        match self.endpoint.call(req).await {
             Ok(output) => {
                 let mut response = output.into_response();
                 response.set_data(MatchedRoute(self.path));
@@ -57,7 +57,7 @@ mod tests {
     fn app() -> impl Endpoint<Output = Response> {
         PathFirst {
             path: "/predict",
-            predict: make_sync(|_| "fast"),
+            endpoint: make_sync(|_| "fast"),
             routes: Route::new()
                 .at("/health", get(make_sync(|_| "routed")))
                 .at("/predict/x", get(make_sync(|_| "routed below"))),

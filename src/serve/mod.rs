@@ -346,7 +346,7 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // /predict first, without the router (serve::dispatch).
     let app = dispatch::PathFirst {
         path: PREDICT_ROUTE,
-        predict,
+        endpoint: predict,
         routes: app,
     }
     .catch_all_error(|e| async move { error_response(e) });
