@@ -264,17 +264,7 @@ fn fleet_psi_pools_every_replica_and_instance_psi_stays_local() {
     // last rule: the group stores its rules' results one after another, so
     // when the last one is in, every rule of that evaluation is (an earlier
     // anchor would let a later rule's previous result answer at `at`).
-    let last_record = include_str!("../prometheus/rules/ml_fleet.yml")
-        .rsplit("- record:")
-        .next()
-        .and_then(|rule| rule.split_whitespace().next());
-    assert_eq!(
-        last_record,
-        Some("job_model_version:model_prediction_drift_psi:10m"),
-        "the anchor is the fleet group's last rule"
-    );
-    let last_rule =
-        format!("job_model_version:model_prediction_drift_psi:10m{{model_version=\"{version}\"}}");
+    let last_rule = common::queries::last_record("ml_fleet.yml", "ml_fleet_drift");
     let held_rules = [
         format!("job_model_version_feature:model_input_drift_samples:increase10m{{feature=\"{feature}\",model_version=\"{version}\"}}"),
         format!("job_model_version:model_prediction_drift_samples:increase10m{{model_version=\"{version}\"}}"),

@@ -403,21 +403,9 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
     // evaluation (an earlier anchor would let a later rule's previous
     // result answer).
     let version = &artifact.model_version;
-    let last_record = include_str!("../prometheus/rules/ml_quality.yml")
-        .rsplit("- record:")
-        .next()
-        .and_then(|rule| rule.split_whitespace().next());
-    assert_eq!(
-        last_record,
-        Some("job:model_feedback_labelled:increase6h"),
-        "the anchor is the quality group's last rule"
-    );
+    let last_rule = common::queries::last_record("ml_quality.yml", "ml_quality");
     let at = common::poll("a rule evaluation after the last scrape", WAIT, || {
-        let at = query(
-            &prometheus_url,
-            "timestamp(job:model_feedback_labelled:increase6h)",
-        )
-        .first()?["value"][1]
+        let at = query(&prometheus_url, &format!("timestamp({last_rule})")).first()?["value"][1]
             .as_str()?
             .parse::<f64>()
             .ok()?;

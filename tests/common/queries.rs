@@ -60,6 +60,25 @@ pub fn rule_queries() -> (Vec<Query>, BTreeSet<String>) {
     (queries, recorded)
 }
 
+/// The record name of the last rule of `group` in prometheus/rules/`file`.
+/// A group stores its rules' results one after another, so once the last
+/// one's result of an evaluation is in, every rule of that evaluation is:
+/// a query at its timestamp reads one evaluation, where an earlier rule's
+/// timestamp may still find a later rule's previous result.
+pub fn last_record(file: &str, group: &str) -> String {
+    let path = repo().join("prometheus/rules").join(file);
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .find(|g| g["name"].as_str() == Some(group))
+        .and_then(|g| g["rules"].as_sequence()?.last()?["record"].as_str())
+        .unwrap_or_else(|| panic!("{file}: no group {group} ending in a recording rule"))
+        .to_owned()
+}
+
 pub fn dashboards() -> Vec<(PathBuf, Value)> {
     files(&repo().join("grafana/provisioning/dashboards"), "json")
         .into_iter()
