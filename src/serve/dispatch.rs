@@ -19,10 +19,11 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatchedRoute(pub &'static str);
 
-/// `endpoint` for requests to `path`, `routes` for every other.
+/// `endpoint` for requests to `path`, `routes` for every other (and for
+/// `path` too when there is no `endpoint`).
 pub struct PathFirst<E, R> {
     pub path: &'static str,
-    pub endpoint: E,
+    pub endpoint: Option<E>,
     pub routes: R,
 }
 
@@ -30,10 +31,11 @@ impl<E: Endpoint, R: Endpoint> Endpoint for PathFirst<E, R> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if req.uri().path() != self.path {
-            return self.routes.call(req).await.map(IntoResponse::into_response);
-        }
-        match self.endpoint.call(req).await {
+        let endpoint = match &self.endpoint {
+            Some(endpoint) if req.uri().path() == self.path => endpoint,
+            _ => return self.routes.call(req).await.map(IntoResponse::into_response),
+        };
+        match endpoint.call(req).await {
             Ok(output) => {
                 let mut response = output.into_response();
                 response.set_data(MatchedRoute(self.path));
@@ -57,7 +59,7 @@ mod tests {
     fn app() -> impl Endpoint<Output = Response> {
         PathFirst {
             path: "/predict",
-            endpoint: make_sync(|_| "fast"),
+            endpoint: Some(make_sync(|_| "fast")),
             routes: Route::new()
                 .at("/health", get(make_sync(|_| "routed")))
                 .at("/predict/x", get(make_sync(|_| "routed below"))),
@@ -104,5 +106,21 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn without_an_endpoint_the_path_goes_through_the_router_too() {
+        let app = PathFirst {
+            path: "/health",
+            endpoint: None::<poem::endpoint::BoxEndpoint<'static, Response>>,
+            routes: Route::new().at("/health", get(make_sync(|_| "routed"))),
+        };
+        let request = Request::builder().uri_str("/health").finish();
+        let mut response = app.get_response(request).await;
+        assert!(response.data::<MatchedRoute>().is_none());
+        assert_eq!(
+            response.take_body().into_string().await.unwrap_or_default(),
+            "routed"
+        );
     }
 }

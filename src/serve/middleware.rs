@@ -1,7 +1,8 @@
 //! HTTP metrics for every route, as prometheus_flask_exporter gives a Flask
 //! app: `http_server_request_duration_seconds{method, route, status_code}`
 //! and `http_server_active_requests`, written as a poem middleware on the
-//! OpenTelemetry SDK.
+//! OpenTelemetry SDK. Like prometheus_flask_exporter's own endpoint, the
+//! scrapes of `/metrics` pass outside it ([`super::run`]).
 //!
 //! No label comes from the request as sent: `route` is the route template
 //! poem matched (`poem::PathPattern` in the response data; for `/predict`,

@@ -62,11 +62,13 @@ use server::ServerOptions;
 /// The route every prediction takes (answered without the router).
 pub const PREDICT_ROUTE: &str = "/predict";
 
+/// Where Prometheus scrapes; not timed by the HTTP metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// The route templates of the app, as the HTTP metrics label them.
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 6] = [
     PREDICT_ROUTE,
     "/feedback",
-    "/metrics",
     "/health",
     "/ready",
     "/model",
@@ -330,26 +332,26 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
                 metrics: Arc::clone(&metrics),
             },
         );
-    // --no-scrape: no /metrics at all (a 404 like any unknown path), so a
-    // stray scrape job fails loudly instead of counting the process twice.
-    let app = if telemetry.scrapes() {
-        let telemetry = Arc::clone(&telemetry);
-        app.at(
-            "/metrics",
-            get(make_sync(move |request| {
-                exposition_response(&telemetry, &request)
-            })),
-        )
-    } else {
-        app
-    };
     // /predict first, without the router (serve::dispatch).
     let app = dispatch::PathFirst {
         path: PREDICT_ROUTE,
-        endpoint: predict,
+        endpoint: Some(predict),
         routes: app,
     }
     .catch_all_error(|e| async move { error_response(e) });
+    // GET /metrics outside the HTTP metrics, as prometheus_flask_exporter
+    // leaves its own endpoint out: Prometheus times every scrape itself
+    // (scrape_duration_seconds), and a scrape that counted itself would
+    // read one request in flight on an idle service. --no-scrape: no
+    // /metrics at all (a 404 like any unknown path, counted as one), so a
+    // stray scrape job fails loudly instead of counting the process twice.
+    let exposition = telemetry.scrapes().then(|| {
+        let telemetry = Arc::clone(&telemetry);
+        get(make_sync(move |request| {
+            exposition_response(&telemetry, &request)
+        }))
+        .catch_all_error(|e| async move { error_response(e) })
+    });
 
     let options = ServerOptions {
         header_read_timeout: args.header_read_timeout,
@@ -359,9 +361,18 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // Two types, so two calls: the endpoint is not boxed (a boxed endpoint
     // allocates and copies every request's future).
     let served = if instrumented {
-        let app = app.with(HttpMetrics::new(&meter));
+        let app = dispatch::PathFirst {
+            path: METRICS_PATH,
+            endpoint: exposition,
+            routes: app.with(HttpMetrics::new(&meter)),
+        };
         server::serve(listener, app, options, refusals, shutdown).await
     } else {
+        let app = dispatch::PathFirst {
+            path: METRICS_PATH,
+            endpoint: exposition,
+            routes: app,
+        };
         server::serve(listener, app, options, refusals, shutdown).await
     };
     hangup.abort();
