@@ -4,7 +4,8 @@
 //! stops gracefully on SIGTERM/Ctrl-C. docs/service.md describes the API.
 //!
 //! [`run`] wires the parts: [`server`] accepts connections within the
-//! header timeout, [`dispatch`] sends `/predict` past the router, [`state`] holds the model ([`loaded`] is what it holds),
+//! header timeout, [`dispatch`] sends `/predict` and `/metrics` past the
+//! router, [`state`] holds the model ([`loaded`] is what it holds),
 //! [`body`] reads a body within its limits, [`decode`] turns it into
 //! feature rows (refusals are [`bad_input`]), [`predict`] answers,
 //! [`metrics`] (with [`labels`]), [`drift`] and [`refusals`] record,
@@ -338,7 +339,7 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         endpoint: Some(predict),
         routes: app,
     }
-    .catch_all_error(|e| async move { error_response(e) });
+    .catch_all_error(json_error);
     // GET /metrics outside the HTTP metrics, as prometheus_flask_exporter
     // leaves its own endpoint out: Prometheus times every scrape itself
     // (scrape_duration_seconds), and a scrape that counted itself would
@@ -350,7 +351,7 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
         get(make_sync(move |request| {
             exposition_response(&telemetry, &request)
         }))
-        .catch_all_error(|e| async move { error_response(e) })
+        .catch_all_error(json_error)
     });
 
     let options = ServerOptions {
@@ -361,18 +362,10 @@ pub async fn run(args: ServeArgs, shutdown: crate::shutdown::Shutdown) -> anyhow
     // Two types, so two calls: the endpoint is not boxed (a boxed endpoint
     // allocates and copies every request's future).
     let served = if instrumented {
-        let app = dispatch::PathFirst {
-            path: METRICS_PATH,
-            endpoint: exposition,
-            routes: app.with(HttpMetrics::new(&meter)),
-        };
+        let app = scrapes_first(exposition, app.with(HttpMetrics::new(&meter)));
         server::serve(listener, app, options, refusals, shutdown).await
     } else {
-        let app = dispatch::PathFirst {
-            path: METRICS_PATH,
-            endpoint: exposition,
-            routes: app,
-        };
+        let app = scrapes_first(exposition, app);
         server::serve(listener, app, options, refusals, shutdown).await
     };
     hangup.abort();
@@ -434,6 +427,21 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
 
 /// poem's own errors (no route matched, method not allowed on a GET route)
 /// as JSON, keeping the matched route for the HTTP metrics.
+/// `/metrics` answered by `exposition` (when the process is scraped) ahead
+/// of `routes`.
+fn scrapes_first<E, R>(exposition: Option<E>, routes: R) -> dispatch::PathFirst<E, R> {
+    dispatch::PathFirst {
+        path: METRICS_PATH,
+        endpoint: exposition,
+        routes,
+    }
+}
+
+/// [`error_response`] for `catch_all_error`.
+async fn json_error(error: poem::Error) -> Response {
+    error_response(error)
+}
+
 fn error_response(error: poem::Error) -> Response {
     let status = error.status();
     let message = match status {
