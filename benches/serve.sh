@@ -7,8 +7,9 @@
 # a drift of the machine's speed during the run spreads over all sides.
 # Reports each round's ratios to the minimal server and their medians, CPU
 # per request (the server's user + system time over the requests it
-# answered), GET /metrics latency and size (one model, then three
-# versions loaded in turn through POST /admin/reload), and idle RSS. On
+# answered), GET /metrics latency and size (one model, the same after a
+# scan of every method on every path, then three versions loaded in turn
+# through POST /admin/reload), and idle RSS. On
 # demand only, on an otherwise idle machine:
 #
 #     benches/serve.sh [ROUNDS] [DURATION]          (default 6 rounds of 10s)
@@ -157,6 +158,15 @@ scrape() {
 }
 echo
 echo "GET /metrics, one model: $(scrape 19401)"
+# A scanner: every method on every path, no body. Refusals (405, unknown
+# path) are labelled method="other", one series per route.
+for method in GET POST PUT DELETE PATCH HEAD OPTIONS BREW; do
+  for path in /predict /feedback /health /ready /model /admin/reload /wp-login.php; do
+    if [[ $method == HEAD ]]; then curl -s -o /dev/null -I "127.0.0.1:19401$path"
+    else curl -s -o /dev/null -X "$method" "127.0.0.1:19401$path"; fi
+  done
+done
+echo "GET /metrics, one model after a scan (8 methods x 7 paths): $(scrape 19401)"
 # Three versions over time: retrain with other seeds, reload each in turn
 # (POST /admin/reload with the admin token) with traffic in between.
 head -c 24 /dev/urandom | base64 > "$work/token"; chmod 600 "$work/token"

@@ -498,14 +498,14 @@ fn every_bad_input_class_is_a_counted_4xx_naming_the_problem() {
         "http_server_request_duration_seconds",
         &[
             ("route", "/predict"),
-            ("method", "GET"),
+            ("method", "other"),
             ("status_code", "405"),
         ],
     );
     assert_eq!(
         http_405,
-        Some(1.0),
-        "HTTP metrics see the 405 under the route template"
+        Some(wrong_method as f64),
+        "HTTP metrics see the 405s (GET and PUT) under the route template, as methods the route does not serve"
     );
 }
 
@@ -687,7 +687,11 @@ fn http_metrics_never_take_label_values_from_the_request() {
         .iter()
         .filter_map(|s| s.labels.get("route"))
         .collect();
-    assert_eq!(methods, BTreeSet::from(["GET", "POST", "other"]));
+    assert_eq!(
+        methods,
+        BTreeSet::from(["GET", "other"]),
+        "the methods of refused requests (BREW and POST: 405, GET of an unknown path: 404) are other"
+    );
     assert!(
         routes
             .iter()
@@ -717,6 +721,59 @@ fn http_metrics_never_take_label_values_from_the_request() {
         .len(),
         0,
         "scrapes are not timed, however many came before"
+    );
+}
+
+/// A scanner sends every method to every path it can think of. Each new
+/// label set is a histogram of 19 lines in every later scrape until the
+/// service restarts, so refusals (405, unknown path) make one series per
+/// route, not one per method and route.
+#[test]
+fn a_scan_of_every_method_and_path_adds_one_series_per_route() {
+    let artifact = linear_artifact(1);
+    let service = Service::start(Some(&artifact), &[]);
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "BREW",
+    ];
+    let paths = [
+        "/predict",
+        "/feedback",
+        "/health",
+        "/ready",
+        "/model",
+        "/admin/reload",
+        "/wp-login.php",
+        "/predict/x",
+    ];
+    let mut answered = BTreeSet::new();
+    for method in methods {
+        for path in paths {
+            let (status, _) = service.request(method, path, None, &[], &[]);
+            answered.insert((method, path, status));
+        }
+    }
+    let scrape = service.scrape();
+    let series: BTreeSet<(String, String, String)> =
+        common::samples(&scrape, "http_server_request_duration_seconds", &[])
+            .iter()
+            .map(|s| {
+                let label = |name: &str| s.labels.get(name).unwrap_or_default().to_owned();
+                (label("method"), label("route"), label("status_code"))
+            })
+            .collect();
+    // Served: GET and HEAD of /health, /ready, /model (200); POST /predict
+    // without a body (a 4xx it answered itself), POST /feedback without a
+    // key (503), POST /admin/reload without a token (404). Refused: one
+    // 405 per route, one 404 for the unknown paths.
+    let served: BTreeSet<_> = series.iter().filter(|s| s.0 != "other").collect();
+    let refused: BTreeSet<_> = series.iter().filter(|s| s.0 == "other").collect();
+    assert_eq!(served.len(), 9, "{served:#?}\nanswered: {answered:#?}");
+    assert_eq!(refused.len(), 7, "{refused:#?}\nanswered: {answered:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, route, status)| (status == "405") != (route == "unmatched")),
+        "{refused:#?}"
     );
 }
 

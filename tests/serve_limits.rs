@@ -315,7 +315,7 @@ fn a_monitor_probing_get_predict_is_not_invalid_input() {
             "http_server_request_duration_seconds",
             &[
                 ("route", "/predict"),
-                ("method", "GET"),
+                ("method", "other"),
                 ("status_code", "405")
             ],
         ),

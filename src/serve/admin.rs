@@ -64,16 +64,8 @@ impl Endpoint for ReloadEndpoint {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let Some(token) = &self.token else {
-            return Ok(json_response(
-                StatusCode::NOT_FOUND,
-                json!({
-                    "error": "admin endpoint disabled",
-                    "detail": "start the service with --admin-token-file (or --admin-token) to enable POST /admin/reload",
-                })
-                .to_string(),
-            ));
-        };
+        // The method first, enabled or not: a GET is a 405 like on every
+        // other route (one HTTP series per route for refused methods).
         if req.method() != Method::POST {
             let mut response = json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -85,6 +77,16 @@ impl Endpoint for ReloadEndpoint {
                 .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             return Ok(response);
         }
+        let Some(token) = &self.token else {
+            return Ok(json_response(
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": "admin endpoint disabled",
+                    "detail": "start the service with --admin-token-file (or --admin-token) to enable POST /admin/reload",
+                })
+                .to_string(),
+            ));
+        };
         if let Some(refusal) = refusal(&req, token, &self.metrics, "POST /admin/reload") {
             return Ok(refusal);
         }

@@ -10,6 +10,13 @@
 //! `unmatched`;
 //! `method` is one of a fixed set, anything else `other`.
 //!
+//! A request refused before any handler ran, for its method (a 405) or its
+//! path (no route matched), is labelled `method="other"` whatever its
+//! method: a scanner trying every method on every path then adds one
+//! series per route instead of one per method and route (each series is a
+//! 19-line histogram, about 2 KB of every later scrape, until restart),
+//! and which wrong method it was is in no dashboard's question.
+//!
 //! The duration histogram is bound to each label set the first time a
 //! request has it ([`BoundDurations`]), so a request records without the
 //! SDK's attribute lookup; only label sets outside the table (a status
@@ -38,6 +45,9 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
 ];
+
+/// The index of `other` in [`METHODS`].
+const OTHER_METHOD: usize = METHODS.len() - 1;
 
 /// Status codes whose series are bound on first use: those the service's
 /// handlers and poem answer. Any other code is still recorded, unbound.
@@ -75,6 +85,11 @@ impl BoundDurations {
     }
 
     fn record(&self, seconds: f64, method: usize, route: Route, status: u16) {
+        let method = if refused_at_routing(&route, status) {
+            OTHER_METHOD
+        } else {
+            method
+        };
         let attributes = || {
             [
                 KeyValue::new("method", METHODS[method]),
@@ -221,6 +236,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whether the service refused the request for its method (405: the route
+/// does not serve it) or for its path (no route matched), before any
+/// handler looked at it. Its `method` label is then `other` (module doc).
+fn refused_at_routing(route: &Route, status: u16) -> bool {
+    status == 405 || matches!(route, Route::Unmatched)
+}
+
 /// The `method` label's index in [`METHODS`]: standard methods by name,
 /// anything else `other`.
 fn method_index(method: &Method) -> usize {
@@ -292,13 +314,13 @@ mod tests {
             count(
                 &text,
                 &[
-                    "method=\"GET\"",
+                    "method=\"other\"",
                     "route=\"unmatched\"",
                     "status_code=\"404\""
                 ]
             ),
             Some(1),
-            "{text}"
+            "an unmatched GET is refused at routing: {text}"
         );
         let series = text
             .lines()
@@ -307,6 +329,69 @@ mod tests {
         assert_eq!(
             series, 4,
             "a slot makes no series before a request has its labels:\n{text}"
+        );
+    }
+
+    #[test]
+    fn refusals_at_routing_make_one_series_per_route_whatever_the_method() {
+        let telemetry = Telemetry::new().unwrap();
+        let metrics = HttpMetrics::new(&telemetry.meter());
+        // Every method on every route and on an unknown path, as a scanner
+        // sends them: the routes refuse the methods they do not serve.
+        for method in 0..METHODS.len() {
+            for route in 0..super::super::ROUTES.len() {
+                metrics
+                    .duration
+                    .record(0.001, method, Route::Own(route), 405);
+            }
+            metrics
+                .duration
+                .record(0.001, method, Route::Unmatched, 404);
+        }
+        // A served method keeps its name, also for an error it answered.
+        metrics.duration.record(0.001, 0, Route::Own(2), 200);
+        metrics.duration.record(0.001, 1, Route::Own(0), 415);
+        let text = telemetry.render().unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            super::super::ROUTES.len() + 1 + 2,
+            "{series:#?}"
+        );
+        assert_eq!(
+            count(
+                &text,
+                &[
+                    "method=\"other\"",
+                    "route=\"/predict\"",
+                    "status_code=\"405\""
+                ]
+            ),
+            Some(METHODS.len() as u64),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                &text,
+                &["method=\"GET\"", "route=\"/health\"", "status_code=\"200\""]
+            ),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                &text,
+                &[
+                    "method=\"POST\"",
+                    "route=\"/predict\"",
+                    "status_code=\"415\""
+                ]
+            ),
+            Some(1),
+            "{text}"
         );
     }
 
