@@ -25,19 +25,24 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{listening_address, wait_for_status, Process};
 use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Timing};
 use mlwatch::stack::endpoints::Endpoints;
+use mlwatch::serve::prediction_id::{version_bytes, Issuer, Key, Predicted};
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;
 const ROWS_PER_REPLICA: usize = 100;
-/// `--feedback-window`: short, so that expiry is observable.
-const WINDOW: Duration = Duration::from_secs(25);
-/// Ids kept back and sent after the window (expired).
+/// `--feedback-window`: far longer than the test, so that no truth sent
+/// in it expires however slow the machine; the expired ids are issued
+/// before it.
+const WINDOW: Duration = Duration::from_secs(600);
+/// Ids whose truth never arrives (kept back); as many ids of the same
+/// predictions, signed with the fleet's key but issued two windows ago,
+/// are expired.
 const EXPIRED: usize = 10;
 /// Scrapes of every counter in the window before the rules are read: the
 /// extrapolation factor is then at most 1 + 1.1 / (SAMPLES - 2).
@@ -264,7 +269,6 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
             ));
         }
     }
-    let predicted_at = Instant::now();
     let other = |served: usize, step: usize| (served + step) % REPLICAS;
     let feedback_url = |r: usize| format!("{}/feedback", urls[r]);
     let mut joined = [Sums::default(); REPLICAS];
@@ -361,17 +365,28 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
     assert_eq!(post(&feedback_url(1), "application/json", "{").0, 400);
     assert_eq!(post(&feedback_url(2), "text/plain", "{}").0, 415);
     count("malformed", 3);
-    // Expired: the ids kept back, once the window has passed.
-    std::thread::sleep(
-        (predicted_at + WINDOW + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
-    );
-    for (id, _, truth, served) in &ids[..EXPIRED] {
-        let (status, _) = post(
+    // Expired: ids of the kept-back predictions as a replica would have
+    // issued them two windows ago (an id carries its issue time; the
+    // service's stamp is pinned by tests/serve_feedback.rs).
+    let issuer = Issuer::new(Key::load(&key).expect("the fleet's key"));
+    let version_id = version_bytes(&artifact.model_version).expect("12 hex digits");
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    let issued_ms = now_ms - 2 * WINDOW.as_millis() as u64;
+    for (_, predicted, truth, served) in &ids[..EXPIRED] {
+        let id = issuer.issue(version_id, issued_ms, Predicted::Value(*predicted));
+        let (status, answer) = post(
             &feedback_url(other(*served, 1)),
             "application/json",
             &json!({"prediction_id": id, "truth": truth}).to_string(),
         );
-        assert_eq!(status, 410);
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (410, Some("expired")),
+            "{answer}"
+        );
     }
     count("expired", EXPIRED);
     count("unknown_version", 0);

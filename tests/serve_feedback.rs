@@ -10,8 +10,9 @@ mod serve_support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mlwatch::serve::prediction_id::{verify, version_bytes, Issuer, Key, Predicted};
 use serde_json::{json, Value};
 use serve_support::{diabetes, linear_artifact, parse_json, tree_artifact, Service};
 
@@ -65,6 +66,12 @@ fn outcomes(scrape: &common::Scrape) -> Vec<(String, f64)> {
     .collect()
 }
 
+/// The system clock in Unix milliseconds, as the service stamps ids.
+fn unix_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.expect("a clock after 1970").as_millis() as u64
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
@@ -73,10 +80,14 @@ fn close(a: f64, b: f64) -> bool {
 fn regression_truth_adds_up_exactly_and_every_outcome_is_counted_once() {
     let artifact = linear_artifact(1);
     let version = artifact.model_version.clone();
-    let (service, _keys) = start_with_key(&artifact, &["--feedback-window", "8s"]);
+    // A window far longer than the test: nothing expires while it runs;
+    // the expired id below is one issued before the window.
+    let (service, keys) = start_with_key(&artifact, &["--feedback-window", "1h"]);
     let data = diabetes();
     let rows: Vec<Vec<f64>> = (0..20).map(|i| data.records.row(i).to_vec()).collect();
+    let sent_ms = unix_ms();
     let (status, headers_ids, body) = predict_with_header(&service, &json!({"instances": rows}));
+    let answered_ms = unix_ms();
     assert_eq!(status, 200, "{body}");
     let ids: Vec<String> = body["prediction_ids"]
         .as_array()
@@ -184,9 +195,20 @@ fn regression_truth_adds_up_exactly_and_every_outcome_is_counted_once() {
     let (status, _) = service.request("GET", "/feedback", None, b"", &[]);
     assert_eq!(status, 405, "not counted: a probe is not feedback");
 
-    // The window (8 s) passes: a valid id is now expired.
-    std::thread::sleep(Duration::from_secs(9));
-    let (status, answer) = feedback(&service, &json!({"prediction_id": ids[19], "truth": 1.0}));
+    // Expiry. An id carries its issue time, which the service stamped while
+    // it answered; one issued more than the window ago (signed with the
+    // fleet's key, as a replica that issued it 2 h ago would have) is
+    // expired. No sleep, and no bound on how long the steps above took.
+    let key = Key::load(&keys.path().join("feedback.key")).expect("the test's key");
+    let issued_ms = verify(&key, &ids[19]).expect("the service's own id").issued_ms;
+    assert!(
+        (sent_ms..=answered_ms).contains(&issued_ms),
+        "issued at {issued_ms} ms, while the request ran from {sent_ms} to {answered_ms} ms"
+    );
+    let version_id = version_bytes(&version).expect("12 hex digits");
+    let two_hours_ago = answered_ms - 2 * 3600 * 1000;
+    let old = Issuer::new(key).issue(version_id, two_hours_ago, Predicted::Value(predictions[19]));
+    let (status, answer) = feedback(&service, &json!({"prediction_id": old, "truth": 1.0}));
     assert_eq!(
         (status, answer["outcome"].as_str()),
         (410, Some("expired")),
