@@ -25,13 +25,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{listening_address, wait_for_status, Process};
+use mlwatch::serve::feedback::FeedbackState;
+use mlwatch::serve::prediction_id::{version_bytes, Issuer, Key, Predicted};
 use mlwatch::stack::commands;
 use mlwatch::stack::config::{self, Assets, Timing};
 use mlwatch::stack::endpoints::Endpoints;
-use mlwatch::serve::prediction_id::{version_bytes, Issuer, Key, Predicted};
 use serde_json::{json, Value};
 
 const REPLICAS: usize = 3;
@@ -370,11 +371,7 @@ fn fleet_quality_from_feedback_sent_to_other_replicas_matches_offline() {
     // service's stamp is pinned by tests/serve_feedback.rs).
     let issuer = Issuer::new(Key::load(&key).expect("the fleet's key"));
     let version_id = version_bytes(&artifact.model_version).expect("12 hex digits");
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_millis() as u64;
-    let issued_ms = now_ms - 2 * WINDOW.as_millis() as u64;
+    let issued_ms = FeedbackState::now_ms() - 2 * WINDOW.as_millis() as u64;
     for (_, predicted, truth, served) in &ids[..EXPIRED] {
         let id = issuer.issue(version_id, issued_ms, Predicted::Value(*predicted));
         let (status, answer) = post(

@@ -10,8 +10,9 @@ mod serve_support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use mlwatch::serve::feedback::FeedbackState;
 use mlwatch::serve::prediction_id::{verify, version_bytes, Issuer, Key, Predicted};
 use serde_json::{json, Value};
 use serve_support::{diabetes, linear_artifact, parse_json, tree_artifact, Service};
@@ -66,12 +67,6 @@ fn outcomes(scrape: &common::Scrape) -> Vec<(String, f64)> {
     .collect()
 }
 
-/// The system clock in Unix milliseconds, as the service stamps ids.
-fn unix_ms() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH);
-    since.expect("a clock after 1970").as_millis() as u64
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
@@ -85,9 +80,9 @@ fn regression_truth_adds_up_exactly_and_every_outcome_is_counted_once() {
     let (service, keys) = start_with_key(&artifact, &["--feedback-window", "1h"]);
     let data = diabetes();
     let rows: Vec<Vec<f64>> = (0..20).map(|i| data.records.row(i).to_vec()).collect();
-    let sent_ms = unix_ms();
+    let sent_ms = FeedbackState::now_ms();
     let (status, headers_ids, body) = predict_with_header(&service, &json!({"instances": rows}));
-    let answered_ms = unix_ms();
+    let answered_ms = FeedbackState::now_ms();
     assert_eq!(status, 200, "{body}");
     let ids: Vec<String> = body["prediction_ids"]
         .as_array()
@@ -200,7 +195,9 @@ fn regression_truth_adds_up_exactly_and_every_outcome_is_counted_once() {
     // fleet's key, as a replica that issued it 2 h ago would have) is
     // expired. No sleep, and no bound on how long the steps above took.
     let key = Key::load(&keys.path().join("feedback.key")).expect("the test's key");
-    let issued_ms = verify(&key, &ids[19]).expect("the service's own id").issued_ms;
+    let issued_ms = verify(&key, &ids[19])
+        .expect("the service's own id")
+        .issued_ms;
     assert!(
         (sent_ms..=answered_ms).contains(&issued_ms),
         "issued at {issued_ms} ms, while the request ran from {sent_ms} to {answered_ms} ms"
