@@ -339,7 +339,7 @@ mod tests {
         // Every method on every route and on an unknown path, as a scanner
         // sends them: the routes refuse the methods they do not serve.
         for method in 0..METHODS.len() {
-            for route in 0..super::super::ROUTES.len() {
+            for route in 0..crate::serve::ROUTES.len() {
                 metrics
                     .duration
                     .record(0.001, method, Route::Own(route), 405);
@@ -358,7 +358,7 @@ mod tests {
             .collect();
         assert_eq!(
             series.len(),
-            super::super::ROUTES.len() + 1 + 2,
+            crate::serve::ROUTES.len() + 1 + 2,
             "{series:#?}"
         );
         assert_eq!(
