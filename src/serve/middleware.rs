@@ -14,8 +14,8 @@
 //! path (no route matched), is labelled `method="other"` whatever its
 //! method: a scanner trying every method on every path then adds one
 //! series per route instead of one per method and route (each series is a
-//! 19-line histogram, about 2 KB of every later scrape, until restart),
-//! and which wrong method it was is in no dashboard's question.
+//! 19-line histogram, about 2 KB of every later scrape, until restart);
+//! no dashboard or rule asks which wrong method it was.
 //!
 //! The duration histogram is bound to each label set the first time a
 //! request has it ([`BoundDurations`]), so a request records without the
