@@ -17,11 +17,12 @@ use poem::http::{header, Method, StatusCode};
 use poem::{Endpoint, Request, Response};
 use serde_json::json;
 
-use super::json_response;
+use super::bad_input::{BadInput, InputError};
 use super::loaded::Store;
 use super::metrics::ServiceMetrics;
 use super::state::{LoadError, Reloaded, Trigger};
 use super::status;
+use super::{json_response, post_only};
 
 /// The configured admin token, if any.
 pub fn load_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -67,15 +68,11 @@ impl Endpoint for ReloadEndpoint {
         // The method first, enabled or not: a GET is a 405 like on every
         // other route (one HTTP series per route for refused methods).
         if req.method() != Method::POST {
-            let mut response = json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method not allowed", "field": "method", "expected": "POST"})
-                    .to_string(),
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-            return Ok(response);
+            return Ok(post_only(
+                InputError::new(BadInput::MethodNotAllowed)
+                    .field("method")
+                    .expected("POST"),
+            ));
         }
         let Some(token) = &self.token else {
             return Ok(json_response(

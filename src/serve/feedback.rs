@@ -22,11 +22,11 @@ use serde_json::{json, Map, Value};
 use super::bad_input::{BadInput, InputError};
 use super::body::{BodyLimits, BodyRefused};
 use super::decode;
-use super::json_response;
 use super::prediction_id::{self, Issuer, Predicted};
 use super::quality::{FeedbackOutcome, Labelled, QualityMetrics, VersionQuality};
 use super::refusals::{Refusal, Refusals};
 use super::seen::SeenIds;
+use super::{json_response, post_only};
 use crate::model::Task;
 
 /// An id issued further in the future than this (replica clocks disagree)
@@ -100,13 +100,11 @@ impl Endpoint for FeedbackEndpoint {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         if req.method() != Method::POST {
-            let e = InputError::new(BadInput::MethodNotAllowed)
-                .field("method")
-                .expected("POST");
-            let mut response = json_response(e.status(), e.body());
-            let allow = header::HeaderValue::from_static("POST");
-            response.headers_mut().insert(header::ALLOW, allow);
-            return Ok(response);
+            return Ok(post_only(
+                InputError::new(BadInput::MethodNotAllowed)
+                    .field("method")
+                    .expected("POST"),
+            ));
         }
         let Some(state) = &self.state else {
             return Ok(json_response(

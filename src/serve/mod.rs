@@ -51,6 +51,7 @@ use serde_json::json;
 
 use crate::resources::{ResourceSampler, Role};
 use crate::telemetry::{exposition_response, Telemetry};
+use bad_input::InputError;
 use body::BodyLimits;
 use feedback::{FeedbackEndpoint, FeedbackState};
 use loaded::{LoadedModel, Store};
@@ -425,8 +426,15 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
         .body(body)
 }
 
-/// poem's own errors (no route matched, method not allowed on a GET route)
-/// as JSON, keeping the matched route for the HTTP metrics.
+/// The 405 of the POST-only routes (/predict, /feedback, /admin/reload):
+/// `error` (method not allowed) as JSON, with `Allow: POST`.
+pub(crate) fn post_only(error: InputError) -> Response {
+    let mut response = json_response(error.status(), error.body());
+    let allow = header::HeaderValue::from_static("POST");
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
+}
+
 /// `/metrics` answered by `exposition` (when the process is scraped) ahead
 /// of `routes`.
 fn scrapes_first<E, R>(exposition: Option<E>, routes: R) -> dispatch::PathFirst<E, R> {
@@ -437,12 +445,10 @@ fn scrapes_first<E, R>(exposition: Option<E>, routes: R) -> dispatch::PathFirst<
     }
 }
 
-/// [`error_response`] for `catch_all_error`.
+/// poem's own errors (no route matched, method not allowed on a GET route)
+/// as JSON, keeping the matched route for the HTTP metrics; the handler of
+/// `catch_all_error`.
 async fn json_error(error: poem::Error) -> Response {
-    error_response(error)
-}
-
-fn error_response(error: poem::Error) -> Response {
     let status = error.status();
     let message = match status {
         StatusCode::NOT_FOUND => "not found".to_owned(),

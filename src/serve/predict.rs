@@ -18,11 +18,11 @@ use std::time::Instant;
 use super::body::{BodyLimits, BodyRefused};
 use super::decode::{self, BadInput, InputError};
 use super::feedback::FeedbackState;
-use super::json_response;
 use super::loaded::{LoadedModel, Store};
 use super::metrics::{Outcome, ServiceMetrics};
 use super::prediction_id::{Predicted, ID_CHARS};
 use super::refusals::{Refusal, Refusals};
+use super::{json_response, post_only};
 use crate::model::Prediction;
 use poem::http::{header, Method, StatusCode};
 use poem::{Endpoint, Request, Response};
@@ -206,14 +206,12 @@ impl PredictEndpoint {
 
 /// The 405 for any method but POST, with `Allow: POST`.
 fn method_not_allowed(method: &Method) -> Response {
-    let e = InputError::new(BadInput::MethodNotAllowed)
-        .field("method")
-        .expected("POST")
-        .got(method_name(method));
-    let mut response = json_response(e.status(), e.body());
-    let allow = header::HeaderValue::from_static("POST");
-    response.headers_mut().insert(header::ALLOW, allow);
-    response
+    post_only(
+        InputError::new(BadInput::MethodNotAllowed)
+            .field("method")
+            .expected("POST")
+            .got(method_name(method)),
+    )
 }
 
 /// The method as a label-free string for error bodies.
